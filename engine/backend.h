@@ -1,0 +1,137 @@
+/* The backend interface: a table of functions plus a context (ggml-backend style).
+ *
+ * Layers are device-agnostic: they call these functions on backend memory. A backend says which ops it supports
+ * (`supports`); the engine never falls back to another device silently. Backward ops ACCUMULATE into their outputs
+ * (dx += ...); the graph zeroes gradient buffers before backward. Every function returns a kelp_status and, on
+ * failure, sets a message naming the op and the library error. */
+#ifndef KELP_ENGINE_BACKEND_H
+#define KELP_ENGINE_BACKEND_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "kelp/status.h"
+#include "kelp/tensor.h"
+#include "kernels/descs.h"
+
+typedef enum kelp_op {
+    KELP_OP_GEMM = 0,
+    KELP_OP_CONV2D,
+    KELP_OP_BIAS,
+    KELP_OP_BATCHNORM,
+    KELP_OP_ACTIVATION,
+    KELP_OP_ELEMENTWISE, /* add, axpy, scale, sum of squares */
+    KELP_OP_POOL2D,
+    KELP_OP_GLOBAL_AVG_POOL,
+    KELP_OP_COPY_ROWS,
+    KELP_OP_LAYOUT,      /* NHWC <-> NCHW */
+    KELP_OP_UPSAMPLE,
+    KELP_OP_DROPOUT,
+    KELP_OP_SOFTMAX_XENT,
+    KELP_OP_SGD,
+    KELP_OP_ADAMW,
+    KELP_OP_COUNT
+} kelp_op;
+
+const char *kelp_op_name(kelp_op op);
+
+typedef struct kelp_backend kelp_backend;
+
+typedef struct kelp_backend_iface {
+    const char *name;
+    void (*destroy)(kelp_backend *be);
+    bool (*supports)(kelp_backend *be, kelp_op op, kelp_dtype dtype);
+
+    /* memory */
+    kelp_status (*alloc)(kelp_backend *be, size_t bytes, void **out);
+    void (*free)(kelp_backend *be, void *ptr);
+    kelp_status (*memset)(kelp_backend *be, void *dst, int value, size_t bytes);
+    kelp_status (*copy)(kelp_backend *be, void *dst, const void *src, size_t bytes);
+    kelp_status (*upload)(kelp_backend *be, void *dst, const void *host_src, size_t bytes);
+    kelp_status (*download)(kelp_backend *be, void *host_dst, const void *src, size_t bytes);
+    kelp_status (*synchronize)(kelp_backend *be);
+
+    /* GEMM, row-major: C = alpha op(A) op(B) + beta C */
+    kelp_status (*gemm)(kelp_backend *be, bool trans_a, bool trans_b, int m, int n, int k, float alpha,
+                        const float *a, int lda, const float *b, int ldb, float beta, float *c, int ldc);
+
+    /* convolution; workspace bytes from conv2d_workspace */
+    size_t (*conv2d_workspace)(kelp_backend *be, const kelp_conv_desc *d);
+    kelp_status (*conv2d_forward)(kelp_backend *be, const kelp_conv_desc *d, const float *x, const float *w,
+                                  const float *bias, float *y, void *workspace);
+    kelp_status (*conv2d_backward_data)(kelp_backend *be, const kelp_conv_desc *d, const float *dy,
+                                        const float *w, float *dx, void *workspace);
+    kelp_status (*conv2d_backward_filter)(kelp_backend *be, const kelp_conv_desc *d, const float *x,
+                                          const float *dy, float *dw, float *db, void *workspace);
+
+    kelp_status (*bias_add)(kelp_backend *be, int64_t rows, int c, const float *bias, float *y);
+    kelp_status (*bias_backward)(kelp_backend *be, int64_t rows, int c, const float *dy, float *db);
+
+    kelp_status (*batchnorm_forward_train)(kelp_backend *be, int64_t rows, int c, const float *x,
+                                           const float *gamma, const float *beta, float *running_mean,
+                                           float *running_var, float momentum, float eps, float *y,
+                                           float *save_mean, float *save_invstd);
+    kelp_status (*batchnorm_forward_infer)(kelp_backend *be, int64_t rows, int c, const float *x,
+                                           const float *gamma, const float *beta, const float *running_mean,
+                                           const float *running_var, float eps, float *y);
+    kelp_status (*batchnorm_backward)(kelp_backend *be, int64_t rows, int c, const float *x, const float *dy,
+                                      const float *gamma, const float *save_mean, const float *save_invstd,
+                                      float *dx, float *dgamma, float *dbeta);
+
+    kelp_status (*activation_forward)(kelp_backend *be, kelp_act_kind kind, float alpha, int64_t n,
+                                      const float *x, float *y);
+    kelp_status (*activation_backward)(kelp_backend *be, kelp_act_kind kind, float alpha, int64_t n,
+                                       const float *x, const float *y, const float *dy, float *dx);
+    kelp_status (*add)(kelp_backend *be, int64_t n, const float *a, const float *b, float *y);
+    kelp_status (*axpy)(kelp_backend *be, int64_t n, float alpha, const float *x, float *y);
+    kelp_status (*scale)(kelp_backend *be, int64_t n, float alpha, float *x);
+    /* Sum of squares, returned on the host (synchronizes). */
+    kelp_status (*sum_squares)(kelp_backend *be, int64_t n, const float *x, double *out);
+
+    kelp_status (*pool2d_forward)(kelp_backend *be, const kelp_pool_desc *d, const float *x, float *y,
+                                  int32_t *argmax);
+    kelp_status (*pool2d_backward)(kelp_backend *be, const kelp_pool_desc *d, const float *dy,
+                                   const int32_t *argmax, float *dx);
+    kelp_status (*global_avg_pool_forward)(kelp_backend *be, int n, int hw, int c, const float *x, float *y);
+    kelp_status (*global_avg_pool_backward)(kelp_backend *be, int n, int hw, int c, const float *dy, float *dx);
+
+    kelp_status (*copy_rows)(kelp_backend *be, int64_t rows, int cols, const float *src, int src_stride,
+                             float *dst, int dst_stride, bool accumulate);
+    kelp_status (*nhwc_to_nchw)(kelp_backend *be, int n, int h, int w, int c, const float *x, float *y);
+    kelp_status (*nchw_to_nhwc_accumulate)(kelp_backend *be, int n, int h, int w, int c, const float *x,
+                                           float *y);
+
+    kelp_status (*upsample_forward)(kelp_backend *be, const kelp_upsample_desc *d, const float *x, float *y);
+    kelp_status (*upsample_backward)(kelp_backend *be, const kelp_upsample_desc *d, const float *dy, float *dx);
+
+    kelp_status (*dropout_forward)(kelp_backend *be, int64_t n, float p, uint64_t seed, uint64_t offset,
+                                   const float *x, float *y, uint8_t *mask);
+    kelp_status (*dropout_backward)(kelp_backend *be, int64_t n, float p, const uint8_t *mask, const float *dy,
+                                    float *dx);
+
+    /* loss is a device scalar; probs (M,K) and norm (1) are saved for backward; dloss is a device scalar */
+    kelp_status (*softmax_xent_forward)(kelp_backend *be, const kelp_xent_desc *d, const float *logits,
+                                        const int32_t *labels, const float *class_weights, float *loss,
+                                        float *probs, float *norm);
+    kelp_status (*softmax_xent_backward)(kelp_backend *be, const kelp_xent_desc *d, const float *probs,
+                                         const int32_t *labels, const float *class_weights, const float *norm,
+                                         const float *dloss, float *dlogits);
+
+    kelp_status (*sgd_step)(kelp_backend *be, int64_t n, const kelp_sgd_params *p, float *param,
+                            const float *grad, float *momentum_buf);
+    kelp_status (*adamw_step)(kelp_backend *be, int64_t n, const kelp_adamw_params *p, float *param,
+                              const float *grad, float *exp_avg, float *exp_avg_sq);
+} kelp_backend_iface;
+
+struct kelp_backend {
+    const kelp_backend_iface *iface;
+    void *impl; /* the backend's own context (threads, handles, streams) */
+};
+
+/* The CPU backend: host memory, OpenMP with `threads` threads (0 = all cores), OpenBLAS GEMM. */
+kelp_status kelp_backend_cpu_create(int threads, kelp_backend **out);
+int kelp_backend_cpu_threads(const kelp_backend *be);
+void kelp_backend_destroy(kelp_backend *be);
+
+#endif

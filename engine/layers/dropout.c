@@ -1,0 +1,4 @@
+/* PLACEHOLDER: to be written. */
+#include "engine/layer.h"
+
+const kelp_layer_type kelp_layer_dropout = {.name = "dropout"};

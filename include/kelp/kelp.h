@@ -1,0 +1,141 @@
+/* kelp: a CNN training and inference engine. Public C API.
+ *
+ * Usage sketch:
+ *   kelp_ctx *ctx; kelp_ctx_create(NULL, &ctx);
+ *   char *json; kelp_model_zoo_json("resnet18", &json);
+ *   kelp_graph *g; kelp_graph_options o = kelp_graph_defaults(); o.batch = 8;
+ *   kelp_graph_build(ctx, json, &o, &g);
+ *   kelp_graph_load_weights(g, "resnet18.safetensors", KELP_LOAD_STRICT);
+ *   upload images into kelp_graph_input(g, 0), kelp_graph_forward(g), read kelp_graph_output(g, 0).
+ * Every call returns kelp_status; on failure kelp_last_error() says what failed. */
+#ifndef KELP_KELP_H
+#define KELP_KELP_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "kelp/status.h"
+#include "kelp/tensor.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define KELP_VERSION_STRING "0.1.0"
+
+/* ---- context: one device, its backend, threads and seed. No global state. ---- */
+typedef struct kelp_ctx kelp_ctx;
+
+typedef struct kelp_ctx_options {
+    const char *device; /* "cpu" (default); "cuda[:N]" arrives with the CUDA backend */
+    int threads;        /* CPU threads; 0 = all cores */
+    uint64_t seed;      /* seeds weight init, dropout, shuffling */
+} kelp_ctx_options;
+
+kelp_ctx_options kelp_ctx_defaults(void);
+kelp_status kelp_ctx_create(const kelp_ctx_options *options, kelp_ctx **out);
+void kelp_ctx_destroy(kelp_ctx *ctx);
+struct kelp_backend *kelp_ctx_backend(kelp_ctx *ctx);
+uint64_t kelp_ctx_seed(const kelp_ctx *ctx);
+int kelp_ctx_threads(const kelp_ctx *ctx);
+
+/* Backend-owned tensors (for callers outside a graph). */
+kelp_status kelp_tensor_alloc(kelp_ctx *ctx, const kelp_shape *shape, kelp_dtype dtype, kelp_tensor *out);
+void kelp_tensor_free(kelp_ctx *ctx, kelp_tensor *t);
+kelp_status kelp_tensor_upload(kelp_tensor *t, const void *host, size_t bytes);
+kelp_status kelp_tensor_download(const kelp_tensor *t, void *host, size_t bytes);
+
+/* ---- graph: a DAG of layers built from a JSON model file (docs/model-format.md) ---- */
+typedef struct kelp_graph kelp_graph;
+
+typedef struct kelp_graph_options {
+    int batch;          /* largest batch the graph will run; memory is planned for it */
+    bool training;      /* plan for backward: keep activations, allocate gradients */
+    bool with_loss;     /* append the model's "loss" node and a "label" input */
+    bool input_grads;   /* also compute gradients with respect to the graph inputs (gradient checks) */
+} kelp_graph_options;
+
+kelp_graph_options kelp_graph_defaults(void);
+
+kelp_status kelp_graph_build(kelp_ctx *ctx, const char *model_json, const kelp_graph_options *options,
+                             kelp_graph **out);
+kelp_status kelp_graph_build_file(kelp_ctx *ctx, const char *path, const kelp_graph_options *options,
+                                  kelp_graph **out);
+void kelp_graph_destroy(kelp_graph *g);
+
+/* Runs with `batch` <= the planned batch. */
+kelp_status kelp_graph_set_batch(kelp_graph *g, int batch);
+int kelp_graph_batch(const kelp_graph *g);
+/* Training mode: batch statistics in batch norm, dropout active. Only for graphs built with training. */
+kelp_status kelp_graph_set_training(kelp_graph *g, bool training);
+
+int kelp_graph_input_count(const kelp_graph *g);
+kelp_tensor *kelp_graph_input(kelp_graph *g, int index);      /* shape reflects the current batch */
+kelp_tensor *kelp_graph_input_grad(kelp_graph *g, int index); /* NULL unless built with input_grads */
+const char *kelp_graph_input_name(const kelp_graph *g, int index);
+int kelp_graph_output_count(const kelp_graph *g);
+kelp_tensor *kelp_graph_output(kelp_graph *g, int index);
+/* Gradient seed for an output when there is no loss node; backward reads it. */
+kelp_tensor *kelp_graph_output_grad(kelp_graph *g, int index);
+kelp_tensor *kelp_graph_label(kelp_graph *g); /* i32 labels, NULL without loss */
+
+kelp_status kelp_graph_forward(kelp_graph *g);
+/* Accumulates into the gradient buffer (like PyTorch); call kelp_graph_zero_grad between steps. */
+kelp_status kelp_graph_backward(kelp_graph *g);
+kelp_status kelp_graph_zero_grad(kelp_graph *g);
+kelp_status kelp_graph_loss(kelp_graph *g, float *loss);
+
+/* Parameters: trainable ones in one contiguous f32 buffer, gradients in a second of the same layout; buffers
+ * (running statistics, counters) in a third region without gradients. */
+typedef enum kelp_param_kind { KELP_PARAM_TRAINABLE = 0, KELP_PARAM_BUFFER } kelp_param_kind;
+
+typedef struct kelp_param_info {
+    const char *name;   /* torchvision-style "layer1.0.conv1.weight" */
+    kelp_shape shape;   /* PyTorch's shape (conv weight OIHW) */
+    kelp_dtype dtype;
+    kelp_param_kind kind;
+    size_t offset;      /* in elements, into the trainable buffer or the buffer region */
+} kelp_param_info;
+
+int kelp_graph_param_count(const kelp_graph *g);
+kelp_status kelp_graph_param_info(const kelp_graph *g, int index, kelp_param_info *out);
+/* View on a parameter in its internal layout (conv weights are OHWI internally). */
+kelp_status kelp_graph_find_param(kelp_graph *g, const char *name, kelp_tensor *value, kelp_tensor *grad);
+kelp_tensor *kelp_graph_params(kelp_graph *g); /* the whole trainable buffer, 1-D f32 */
+kelp_tensor *kelp_graph_grads(kelp_graph *g);  /* same layout as kelp_graph_params */
+/* Excludes parameters whose name starts with `prefix` from training (frozen: no gradient is computed). */
+kelp_status kelp_graph_freeze(kelp_graph *g, const char *prefix, bool frozen);
+
+/* Memory the graph planned, in bytes. */
+typedef struct kelp_graph_memory {
+    size_t params, grads, buffers, activations, workspace;
+    size_t activations_unplanned; /* what the arena would take without liveness planning */
+} kelp_graph_memory;
+void kelp_graph_memory_usage(const kelp_graph *g, kelp_graph_memory *out);
+
+/* ---- weights: safetensors in PyTorch layouts and names ---- */
+typedef enum kelp_load_flags {
+    KELP_LOAD_STRICT = 0,          /* every parameter present, no extra tensors */
+    KELP_LOAD_ALLOW_MISSING = 1,   /* parameters absent from the file keep their values */
+    KELP_LOAD_ALLOW_UNEXPECTED = 2, /* tensors the graph does not know are ignored */
+    KELP_LOAD_SKIP_MISMATCHED = 4, /* tensors of another shape are skipped (a new classifier head) */
+} kelp_load_flags;
+
+kelp_status kelp_graph_save_weights(kelp_graph *g, const char *path);
+kelp_status kelp_graph_load_weights(kelp_graph *g, const char *path, int flags);
+
+/* ---- model zoo ---- */
+/* Names of the zoo models, NULL-terminated. */
+const char *const *kelp_model_zoo_names(void);
+/* JSON model file text for a zoo model; free with kelp_free. num_classes <= 0 keeps the default. */
+kelp_status kelp_model_zoo_json(const char *name, int num_classes, char **json_out);
+void kelp_free(void *p);
+
+/* Names of the registered layer types, NULL-terminated. */
+const char *const *kelp_layer_type_names(void);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

@@ -1,0 +1,91 @@
+/* CPU kernels: f32 math on host pointers, OpenMP inside, BLAS for GEMM. Backward kernels ACCUMULATE into their
+ * outputs (dx += ..., dw += ...): the graph zeroes gradient buffers, so fan-out (residuals) needs no extra pass.
+ * Functions that can fail on their input return 0 on success and -1 otherwise (the backend turns that into a
+ * kelp_status). `threads` is the OpenMP thread count from the context. */
+#ifndef KELP_CPU_KERNELS_H
+#define KELP_CPU_KERNELS_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "kernels/descs.h"
+
+/* ---- GEMM (row-major): C = alpha * op(A) op(B) + beta * C, op(A) (M,K), op(B) (K,N) ---- */
+void kelp_cpu_gemm(int threads, bool trans_a, bool trans_b, int m, int n, int k, float alpha, const float *a,
+                   int lda, const float *b, int ldb, float beta, float *c, int ldc);
+
+/* ---- convolution ---- */
+size_t kelp_cpu_conv2d_workspace(const kelp_conv_desc *d);
+void kelp_cpu_conv2d_forward(int threads, const kelp_conv_desc *d, const float *x, const float *w,
+                             const float *bias, float *y, float *workspace);
+void kelp_cpu_conv2d_backward_data(int threads, const kelp_conv_desc *d, const float *dy, const float *w,
+                                   float *dx, float *workspace);
+void kelp_cpu_conv2d_backward_filter(int threads, const kelp_conv_desc *d, const float *x, const float *dy,
+                                     float *dw, float *db, float *workspace);
+
+/* ---- per-channel bias over rows (N*H*W, C) ---- */
+void kelp_cpu_bias_add(int threads, int64_t rows, int c, const float *bias, float *y);
+void kelp_cpu_bias_backward(int threads, int64_t rows, int c, const float *dy, float *db);
+
+/* ---- batch norm over rows (N*H*W, C); PyTorch semantics: biased variance to normalize, unbiased variance into the
+ * running estimate, running = (1 - momentum) * running + momentum * batch ---- */
+void kelp_cpu_batchnorm_forward_train(int threads, int64_t rows, int c, const float *x, const float *gamma,
+                                      const float *beta, float *running_mean, float *running_var, float momentum,
+                                      float eps, float *y, float *save_mean, float *save_invstd);
+void kelp_cpu_batchnorm_forward_infer(int threads, int64_t rows, int c, const float *x, const float *gamma,
+                                      const float *beta, const float *running_mean, const float *running_var,
+                                      float eps, float *y);
+void kelp_cpu_batchnorm_backward(int threads, int64_t rows, int c, const float *x, const float *dy,
+                                 const float *gamma, const float *save_mean, const float *save_invstd, float *dx,
+                                 float *dgamma, float *dbeta);
+
+/* ---- elementwise ---- */
+void kelp_cpu_activation_forward(int threads, kelp_act_kind kind, float alpha, int64_t n, const float *x, float *y);
+void kelp_cpu_activation_backward(int threads, kelp_act_kind kind, float alpha, int64_t n, const float *x,
+                                  const float *y, const float *dy, float *dx);
+void kelp_cpu_add(int threads, int64_t n, const float *a, const float *b, float *y);     /* y = a + b */
+void kelp_cpu_axpy(int threads, int64_t n, float alpha, const float *x, float *y);       /* y += alpha x */
+void kelp_cpu_scale(int threads, int64_t n, float alpha, float *x);                      /* x *= alpha */
+double kelp_cpu_sum_squares(int threads, int64_t n, const float *x);
+
+/* ---- pooling; argmax (N,OH,OW,C) int32 flat input index, only for max pooling ---- */
+void kelp_cpu_pool2d_forward(int threads, const kelp_pool_desc *d, const float *x, float *y, int32_t *argmax);
+void kelp_cpu_pool2d_backward(int threads, const kelp_pool_desc *d, const float *dy, const int32_t *argmax,
+                              float *dx);
+/* x (N,HW,C) -> y (N,C) */
+void kelp_cpu_global_avg_pool_forward(int threads, int n, int hw, int c, const float *x, float *y);
+void kelp_cpu_global_avg_pool_backward(int threads, int n, int hw, int c, const float *dy, float *dx);
+
+/* ---- layout and copies ---- */
+/* dst[r*dst_stride + j] (+)= src[r*src_stride + j] for j < cols: channel slices of NHWC tensors (concat). */
+void kelp_cpu_copy_rows(int threads, int64_t rows, int cols, const float *src, int src_stride, float *dst,
+                        int dst_stride, bool accumulate);
+/* (N,H,W,C) <-> (N,C,H,W); the inverse accumulates into its output. */
+void kelp_cpu_nhwc_to_nchw(int threads, int n, int h, int w, int c, const float *x, float *y);
+void kelp_cpu_nchw_to_nhwc_accumulate(int threads, int n, int h, int w, int c, const float *x, float *y);
+
+/* ---- upsampling ---- */
+void kelp_cpu_upsample_forward(int threads, const kelp_upsample_desc *d, const float *x, float *y);
+void kelp_cpu_upsample_backward(int threads, const kelp_upsample_desc *d, const float *dy, float *dx);
+
+/* ---- dropout: mask[i] = keep; y = x * mask / (1 - p). The mask comes from a counter-based RNG on
+ * (seed, offset + i), so it is the same on every backend and thread count. ---- */
+void kelp_cpu_dropout_forward(int threads, int64_t n, float p, uint64_t seed, uint64_t offset, const float *x,
+                              float *y, uint8_t *mask);
+void kelp_cpu_dropout_backward(int threads, int64_t n, float p, const uint8_t *mask, const float *dy, float *dx);
+
+/* ---- softmax cross-entropy (PyTorch's F.cross_entropy, mean reduction). probs (M,K) and norm (1: the summed
+ * weight of counted rows) are saved for backward. Returns -1 when a label is outside [0,K) and not ignored. */
+int kelp_cpu_softmax_xent_forward(int threads, const kelp_xent_desc *d, const float *logits, const int32_t *labels,
+                                  const float *class_weights, float *loss, float *probs, float *norm);
+void kelp_cpu_softmax_xent_backward(int threads, const kelp_xent_desc *d, const float *probs,
+                                    const int32_t *labels, const float *class_weights, const float *norm,
+                                    float dloss, float *dlogits);
+
+/* ---- optimizers over one flat buffer ---- */
+void kelp_cpu_sgd_step(int threads, int64_t n, const kelp_sgd_params *p, float *param, const float *grad,
+                       float *momentum_buf);
+void kelp_cpu_adamw_step(int threads, int64_t n, const kelp_adamw_params *p, float *param, const float *grad,
+                         float *exp_avg, float *exp_avg_sq);
+
+#endif

@@ -1,0 +1,72 @@
+/* Shape descriptors shared by every backend's kernels. Plain structs: kernels know nothing of graphs or tensors.
+ * Layouts: activations NHWC, convolution weights OHWI (K,R,S,C/groups), matrices row-major. */
+#ifndef KELP_KERNELS_DESCS_H
+#define KELP_KERNELS_DESCS_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+/* x (N,H,W,C), w (K,R,S,C/G), y (N,OH,OW,K), OH = (H + 2*pad_h - dil_h*(R-1) - 1)/stride_h + 1 */
+typedef struct kelp_conv_desc {
+    int n, h, w, c;
+    int k, r, s;
+    int stride_h, stride_w;
+    int pad_h, pad_w;
+    int dil_h, dil_w;
+    int groups;
+    int oh, ow;
+} kelp_conv_desc;
+
+typedef enum kelp_pool_kind { KELP_POOL_MAX = 0, KELP_POOL_AVG } kelp_pool_kind;
+
+/* x (N,H,W,C) -> y (N,OH,OW,C). Windows that start in padding are PyTorch's: max ignores padding; avg divides by
+ * the window clipped to the padded input when count_include_pad, else by the window clipped to the input. */
+typedef struct kelp_pool_desc {
+    kelp_pool_kind kind;
+    int n, h, w, c;
+    int r, s;
+    int stride_h, stride_w;
+    int pad_h, pad_w;
+    int oh, ow;
+    bool count_include_pad;
+} kelp_pool_desc;
+
+typedef enum kelp_act_kind {
+    KELP_ACT_RELU = 0,
+    KELP_ACT_LEAKY_RELU,
+    KELP_ACT_SILU,
+    KELP_ACT_SIGMOID,
+    KELP_ACT_GELU, /* exact (erf) form, PyTorch's default */
+} kelp_act_kind;
+
+typedef enum kelp_upsample_kind { KELP_UPSAMPLE_NEAREST = 0, KELP_UPSAMPLE_BILINEAR } kelp_upsample_kind;
+
+/* x (N,H,W,C) -> y (N,OH,OW,C). scale_h/scale_w map output to input coordinates as PyTorch does:
+ * 1/scale_factor when a scale factor was given, H/OH otherwise. Bilinear uses align_corners=False. */
+typedef struct kelp_upsample_desc {
+    kelp_upsample_kind kind;
+    int n, h, w, c;
+    int oh, ow;
+    float scale_h, scale_w;
+} kelp_upsample_desc;
+
+/* logits (M,K) with rows = every pixel or sample, labels (M) int32, class_weights (K) or NULL. */
+typedef struct kelp_xent_desc {
+    int64_t rows;
+    int classes;
+    float label_smoothing;
+    int ignore_index; /* labels equal to it add nothing; PyTorch's default is -100 */
+} kelp_xent_desc;
+
+typedef struct kelp_sgd_params {
+    float lr, momentum, dampening, weight_decay;
+    bool nesterov;
+    bool first_step; /* PyTorch seeds the momentum buffer with the first gradient */
+} kelp_sgd_params;
+
+typedef struct kelp_adamw_params {
+    float lr, beta1, beta2, eps, weight_decay;
+    int64_t step; /* 1-based, after increment */
+} kelp_adamw_params;
+
+#endif

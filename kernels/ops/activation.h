@@ -1,0 +1,45 @@
+/* Per-element activations and their derivatives, shared by the CPU and CUDA kernels. Backward functions take the
+ * input x and the output y so that each uses whichever is cheaper. */
+#ifndef KELP_OPS_ACTIVATION_H
+#define KELP_OPS_ACTIVATION_H
+
+#include <math.h>
+
+#include "kernels/descs.h"
+#include "kernels/ops/hd.h"
+
+KELP_HD float kelp_sigmoidf(float x) { return 1.0f / (1.0f + expf(-x)); }
+
+KELP_HD float kelp_act_forward(kelp_act_kind kind, float alpha, float x)
+{
+    switch (kind) {
+    case KELP_ACT_RELU: return x > 0.0f ? x : 0.0f;
+    case KELP_ACT_LEAKY_RELU: return x > 0.0f ? x : alpha * x;
+    case KELP_ACT_SILU: return x * kelp_sigmoidf(x);
+    case KELP_ACT_SIGMOID: return kelp_sigmoidf(x);
+    case KELP_ACT_GELU: return 0.5f * x * (1.0f + erff(x * 0.70710678118654752f));
+    }
+    return x;
+}
+
+/* d act / d x at input x with output y */
+KELP_HD float kelp_act_derivative(kelp_act_kind kind, float alpha, float x, float y)
+{
+    switch (kind) {
+    case KELP_ACT_RELU: return x > 0.0f ? 1.0f : 0.0f;
+    case KELP_ACT_LEAKY_RELU: return x > 0.0f ? 1.0f : alpha;
+    case KELP_ACT_SILU: {
+        float s = kelp_sigmoidf(x);
+        return s * (1.0f + x * (1.0f - s));
+    }
+    case KELP_ACT_SIGMOID: return y * (1.0f - y);
+    case KELP_ACT_GELU: {
+        float cdf = 0.5f * (1.0f + erff(x * 0.70710678118654752f));
+        float pdf = 0.39894228040143268f * expf(-0.5f * x * x);
+        return cdf + x * pdf;
+    }
+    }
+    return 1.0f;
+}
+
+#endif
