@@ -1,6 +1,8 @@
 #include "engine/json_attr.h"
 
 #include <math.h>
+#include <stdio.h>
+#include <string.h>
 
 kelp_status kelp_json_require(const cJSON *obj, const char *field)
 {
@@ -75,5 +77,34 @@ kelp_status kelp_json_string(const cJSON *obj, const char *field, const char **o
     if (!cJSON_IsString(item))
         return kelp_set_error(KELP_ERR_FORMAT, "field '%s' must be a string", field);
     *out = item->valuestring;
+    return KELP_OK;
+}
+
+static bool listed(const char *const *list, const char *name)
+{
+    for (; list && *list; list++)
+        if (strcmp(*list, name) == 0)
+            return true;
+    return false;
+}
+
+static void append_list(const char *const *list, char *buf, size_t len, size_t *used)
+{
+    for (; list && *list && *used < len; list++)
+        *used += (size_t)snprintf(buf + *used, len - *used, "%s%s", *used ? ", " : "", *list);
+}
+
+kelp_status kelp_json_check_fields(const cJSON *obj, const char *const *known, const char *const *more,
+                                   const char *where)
+{
+    for (const cJSON *it = obj->child; it; it = it->next) {
+        if (listed(known, it->string) || listed(more, it->string))
+            continue;
+        char names[512] = "";
+        size_t used = 0;
+        append_list(known, names, sizeof names, &used);
+        append_list(more, names, sizeof names, &used);
+        return kelp_set_error(KELP_ERR_FORMAT, "%s: unknown field '%s' (known: %s)", where, it->string, names);
+    }
     return KELP_OK;
 }

@@ -1,4 +1,42 @@
-/* PLACEHOLDER CLI */
+/* kelp: one binary, subcommands. */
 #include <stdio.h>
-#include "kelp/kelp.h"
-int main(void) { puts("kelp " KELP_VERSION_STRING); return 0; }
+#include <string.h>
+
+#include "tools/cli.h"
+
+typedef struct command {
+    const char *name;
+    int (*run)(int argc, char **argv);
+    const char *summary;
+} command;
+
+static const command commands[] = {
+    {"model", cmd_model, "list the zoo, print a model file, summarize a model"},
+    {"info", cmd_info, "version, devices, libraries, layer types"},
+};
+
+static void help(void)
+{
+    puts("kelp " KELP_VERSION_STRING " - CNN training and inference engine\n\nUsage: kelp COMMAND [ARGS]\n");
+    for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++)
+        printf("  %-8s %s\n", commands[i].name, commands[i].summary);
+    puts("\nRun 'kelp COMMAND --help' for a command's options.");
+}
+
+int main(int argc, char **argv)
+{
+    if (argc < 2 || strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0 || strcmp(argv[1], "help") == 0) {
+        help();
+        return argc < 2 ? CLI_EXIT_USAGE : 0;
+    }
+    if (strcmp(argv[1], "--version") == 0) {
+        puts("kelp " KELP_VERSION_STRING);
+        return 0;
+    }
+    for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++)
+        if (strcmp(argv[1], commands[i].name) == 0)
+            return commands[i].run(argc - 1, argv + 1);
+    fprintf(stderr, "kelp: unknown command '%s'\n", argv[1]);
+    help();
+    return CLI_EXIT_USAGE;
+}

@@ -60,6 +60,8 @@ kelp_graph_options kelp_graph_defaults(void);
 
 kelp_status kelp_graph_build(kelp_ctx *ctx, const char *model_json, const kelp_graph_options *options,
                              kelp_graph **out);
+/* Model files are small: a larger file is refused as not a model. */
+#define KELP_MODEL_FILE_MAX_BYTES ((size_t)64 << 20)
 kelp_status kelp_graph_build_file(kelp_ctx *ctx, const char *path, const kelp_graph_options *options,
                                   kelp_graph **out);
 void kelp_graph_destroy(kelp_graph *g);
@@ -95,7 +97,8 @@ typedef struct kelp_param_info {
     kelp_shape shape;   /* PyTorch's shape (conv weight OIHW) */
     kelp_dtype dtype;
     kelp_param_kind kind;
-    size_t offset;      /* in elements, into the trainable buffer or the buffer region */
+    size_t offset;      /* in bytes, into the trainable buffer (f32) or the buffer region (f32, i64) */
+    bool frozen;
 } kelp_param_info;
 
 int kelp_graph_param_count(const kelp_graph *g);
@@ -106,6 +109,15 @@ kelp_tensor *kelp_graph_params(kelp_graph *g); /* the whole trainable buffer, 1-
 kelp_tensor *kelp_graph_grads(kelp_graph *g);  /* same layout as kelp_graph_params */
 /* Excludes parameters whose name starts with `prefix` from training (frozen: no gradient is computed). */
 kelp_status kelp_graph_freeze(kelp_graph *g, const char *prefix, bool frozen);
+
+/* Nodes, for summaries. */
+typedef struct kelp_node_info {
+    const char *name, *type;
+    kelp_shape output;      /* at the planned batch */
+    int64_t parameters;     /* trainable elements */
+} kelp_node_info;
+int kelp_graph_node_count(const kelp_graph *g);
+kelp_status kelp_graph_node_info(const kelp_graph *g, int index, kelp_node_info *out);
 
 /* Memory the graph planned, in bytes. */
 typedef struct kelp_graph_memory {
@@ -128,8 +140,16 @@ kelp_status kelp_graph_load_weights(kelp_graph *g, const char *path, int flags);
 /* ---- model zoo ---- */
 /* Names of the zoo models, NULL-terminated. */
 const char *const *kelp_model_zoo_names(void);
-/* JSON model file text for a zoo model; free with kelp_free. num_classes <= 0 keeps the default. */
-kelp_status kelp_model_zoo_json(const char *name, int num_classes, char **json_out);
+/* One line describing a zoo model, NULL for an unknown name. */
+const char *kelp_model_zoo_description(const char *name);
+
+typedef struct kelp_zoo_options {
+    int num_classes;              /* 0: the model's default (1000 for ImageNet models) */
+    int height, width, channels;  /* 0: the model's default input */
+} kelp_zoo_options;
+
+/* JSON model file text for a zoo model; free with kelp_free. options may be NULL. */
+kelp_status kelp_model_zoo_json(const char *name, const kelp_zoo_options *options, char **json_out);
 void kelp_free(void *p);
 
 /* Names of the registered layer types, NULL-terminated. */

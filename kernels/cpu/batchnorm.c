@@ -1,55 +1,137 @@
-/* PLACEHOLDER: to be written. */
+/* Batch norm over rows (N*H*W, C). Each task owns a block of channels and makes all its passes over it (mean,
+ * centred variance, normalize), so per-channel statistics stay on the stack and no scratch buffer is needed.
+ * Statistics are summed in double in two passes: rows of a million values keep full float accuracy even when the
+ * mean is large next to the spread. dx, dgamma and dbeta may each be NULL (input or parameter without gradient). */
 #include "kernels/cpu/cpu_kernels.h"
 
+#include "kernels/ops/batchnorm.h"
+
+/* 16 floats: one cache line of a row, so tasks rarely share the lines they write. */
+#define CHANNEL_BLOCK 16
+
+static int block_count(int c) { return (c + CHANNEL_BLOCK - 1) / CHANNEL_BLOCK; }
+
+static int block_width(int c, int block)
+{
+    int left = c - block * CHANNEL_BLOCK;
+    return left < CHANNEL_BLOCK ? left : CHANNEL_BLOCK;
+}
+
+static void channel_mean(int64_t rows, int c, int nc, const float *x, double *mean)
+{
+    for (int j = 0; j < nc; j++)
+        mean[j] = 0.0;
+    for (int64_t r = 0; r < rows; r++)
+        for (int j = 0; j < nc; j++)
+            mean[j] += x[r * c + j];
+    for (int j = 0; j < nc; j++)
+        mean[j] /= (double)rows;
+}
+
+static void channel_biased_var(int64_t rows, int c, int nc, const float *x, const double *mean, double *var)
+{
+    for (int j = 0; j < nc; j++)
+        var[j] = 0.0;
+    for (int64_t r = 0; r < rows; r++)
+        for (int j = 0; j < nc; j++) {
+            double d = x[r * c + j] - mean[j];
+            var[j] += d * d;
+        }
+    for (int j = 0; j < nc; j++)
+        var[j] /= (double)rows;
+}
+
+static void normalize_block(int64_t rows, int c, int nc, const float *x, const float *mean, const float *scale,
+                            const float *shift, float *y)
+{
+    for (int64_t r = 0; r < rows; r++)
+        for (int j = 0; j < nc; j++)
+            y[r * c + j] = kelp_bn_apply(x[r * c + j], mean[j], scale[j], shift[j]);
+}
+
+// x (rows,C) -> y (rows,C); save_mean, save_invstd (C); running_mean, running_var (C) updated in place
 void kelp_cpu_batchnorm_forward_train(int threads, int64_t rows, int c, const float *x, const float *gamma,
                                       const float *beta, float *running_mean, float *running_var, float momentum,
                                       float eps, float *y, float *save_mean, float *save_invstd)
 {
-    (void)threads;
-    (void)rows;
-    (void)c;
-    (void)x;
-    (void)gamma;
-    (void)beta;
-    (void)running_mean;
-    (void)running_var;
-    (void)momentum;
-    (void)eps;
-    (void)y;
-    (void)save_mean;
-    (void)save_invstd;
+#pragma omp parallel for num_threads(threads) schedule(dynamic)
+    for (int b = 0; b < block_count(c); b++) {
+        int c0 = b * CHANNEL_BLOCK, nc = block_width(c, b);
+        double mean[CHANNEL_BLOCK], var[CHANNEL_BLOCK];
+        float scale[CHANNEL_BLOCK];
+        channel_mean(rows, c, nc, x + c0, mean);
+        channel_biased_var(rows, c, nc, x + c0, mean, var);
+        for (int j = 0; j < nc; j++) {
+            int ch = c0 + j;
+            double invstd = kelp_bn_invstd(var[j], eps);
+            save_mean[ch] = (float)mean[j];
+            save_invstd[ch] = (float)invstd;
+            running_mean[ch] = kelp_bn_running_mean(running_mean[ch], mean[j], momentum);
+            running_var[ch] = kelp_bn_running_var(running_var[ch], var[j], rows, momentum);
+            scale[j] = (float)(gamma[ch] * invstd);
+        }
+        normalize_block(rows, c, nc, x + c0, save_mean + c0, scale, beta + c0, y + c0);
+    }
 }
 
+// x (rows,C) -> y (rows,C) with the running statistics
 void kelp_cpu_batchnorm_forward_infer(int threads, int64_t rows, int c, const float *x, const float *gamma,
                                       const float *beta, const float *running_mean, const float *running_var,
                                       float eps, float *y)
 {
-    (void)threads;
-    (void)rows;
-    (void)c;
-    (void)x;
-    (void)gamma;
-    (void)beta;
-    (void)running_mean;
-    (void)running_var;
-    (void)eps;
-    (void)y;
+#pragma omp parallel for num_threads(threads) schedule(dynamic)
+    for (int b = 0; b < block_count(c); b++) {
+        int c0 = b * CHANNEL_BLOCK, nc = block_width(c, b);
+        float scale[CHANNEL_BLOCK];
+        for (int j = 0; j < nc; j++)
+            scale[j] = (float)(gamma[c0 + j] * kelp_bn_invstd(running_var[c0 + j], eps));
+        normalize_block(rows, c, nc, x + c0, running_mean + c0, scale, beta + c0, y + c0);
+    }
 }
 
+/* sum(dy) and sum(dy * (x - mean)) per channel of the block */
+static void backward_sums(int64_t rows, int c, int nc, const float *x, const float *dy, const float *mean,
+                          double *sum_dy, double *sum_dy_xmu)
+{
+    for (int j = 0; j < nc; j++)
+        sum_dy[j] = sum_dy_xmu[j] = 0.0;
+    for (int64_t r = 0; r < rows; r++)
+        for (int j = 0; j < nc; j++) {
+            double g = dy[r * c + j];
+            sum_dy[j] += g;
+            sum_dy_xmu[j] += g * ((double)x[r * c + j] - mean[j]);
+        }
+}
+
+// x, dy (rows,C) -> dx (rows,C), dgamma, dbeta (C), all accumulated; save_mean, save_invstd from the forward pass
 void kelp_cpu_batchnorm_backward(int threads, int64_t rows, int c, const float *x, const float *dy,
                                  const float *gamma, const float *save_mean, const float *save_invstd, float *dx,
                                  float *dgamma, float *dbeta)
 {
-    (void)threads;
-    (void)rows;
-    (void)c;
-    (void)x;
-    (void)dy;
-    (void)gamma;
-    (void)save_mean;
-    (void)save_invstd;
-    (void)dx;
-    (void)dgamma;
-    (void)dbeta;
+#pragma omp parallel for num_threads(threads) schedule(dynamic)
+    for (int b = 0; b < block_count(c); b++) {
+        int c0 = b * CHANNEL_BLOCK, nc = block_width(c, b);
+        double sum_dy[CHANNEL_BLOCK], sum_dy_xmu[CHANNEL_BLOCK];
+        backward_sums(rows, c, nc, x + c0, dy + c0, save_mean + c0, sum_dy, sum_dy_xmu);
+        for (int j = 0; j < nc; j++) {
+            if (dgamma)
+                dgamma[c0 + j] += (float)(sum_dy_xmu[j] * save_invstd[c0 + j]);
+            if (dbeta)
+                dbeta[c0 + j] += (float)sum_dy[j];
+        }
+        if (!dx)
+            continue;
+        float k[CHANNEL_BLOCK], mean_dy[CHANNEL_BLOCK], proj[CHANNEL_BLOCK];
+        for (int j = 0; j < nc; j++) {
+            double invstd = save_invstd[c0 + j];
+            k[j] = (float)(gamma[c0 + j] * invstd);
+            mean_dy[j] = (float)(sum_dy[j] / (double)rows);
+            proj[j] = (float)(sum_dy_xmu[j] * invstd * invstd / (double)rows);
+        }
+        for (int64_t r = 0; r < rows; r++)
+            for (int j = 0; j < nc; j++) {
+                int64_t i = r * c + c0 + j;
+                dx[i] += kelp_bn_dx(dy[i], x[i] - save_mean[c0 + j], k[j], mean_dy[j], proj[j]);
+            }
+    }
 }
-

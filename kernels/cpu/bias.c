@@ -1,21 +1,37 @@
-/* PLACEHOLDER: to be written. */
+/* Per-channel bias over the rows of an NHWC tensor (or of a linear layer's output) and its gradient. */
 #include "kernels/cpu/cpu_kernels.h"
 
+/* Columns per gradient task: one cache line of floats, so threads never share a line of dy or db. */
+#define BIAS_COLUMN_BLOCK 16
+
+// y (rows, C) += bias (C)
 void kelp_cpu_bias_add(int threads, int64_t rows, int c, const float *bias, float *y)
 {
-    (void)threads;
-    (void)rows;
-    (void)c;
-    (void)bias;
-    (void)y;
+#pragma omp parallel for num_threads(threads) schedule(static)
+    for (int64_t i = 0; i < rows; i++) {
+        float *row = y + i * c;
+        for (int j = 0; j < c; j++)
+            row[j] += bias[j];
+    }
 }
 
+/* Parallel over column blocks rather than rows: each sum has one owner and runs in row order, so the result does
+ * not depend on the thread count, and it is added to db once (backward twice gives exactly twice the gradient). */
+// dy (rows, C) -> db (C) +=
 void kelp_cpu_bias_backward(int threads, int64_t rows, int c, const float *dy, float *db)
 {
-    (void)threads;
-    (void)rows;
-    (void)c;
-    (void)dy;
-    (void)db;
+    const int blocks = (c + BIAS_COLUMN_BLOCK - 1) / BIAS_COLUMN_BLOCK;
+#pragma omp parallel for num_threads(threads) schedule(static)
+    for (int b = 0; b < blocks; b++) {
+        const int c0 = b * BIAS_COLUMN_BLOCK;
+        const int len = c - c0 < BIAS_COLUMN_BLOCK ? c - c0 : BIAS_COLUMN_BLOCK;
+        double acc[BIAS_COLUMN_BLOCK] = {0};
+        for (int64_t i = 0; i < rows; i++) {
+            const float *row = dy + i * c + c0;
+            for (int j = 0; j < len; j++)
+                acc[j] += row[j];
+        }
+        for (int j = 0; j < len; j++)
+            db[c0 + j] += (float)acc[j];
+    }
 }
-

@@ -1,44 +1,288 @@
-/* PLACEHOLDER: to be written. */
+/* Convolution on NHWC activations and OHWI weights: im2col into the workspace, then one GEMM per group over the
+ * whole batch.
+ *
+ * The column matrix is (N*OH*OW, G, R*S*Cg): row p holds, group after group, the input values output pixel p reads,
+ * in the (r, s, c) order of a row of that group's weights (K/G, R, S, Cg). Group g's columns are then the strided
+ * sub-matrix starting at column g*R*S*Cg with leading dimension R*S*C, so each group is one GEMM over all N*OH*OW
+ * rows; output channels g*K/G.. of y (ldc = K) are its result.
+ *
+ * Two shapes skip im2col. A pointwise convolution (1x1, stride 1, no padding) reads exactly its own pixel: the NHWC
+ * input already is the column matrix (most of ResNet-50). A depthwise convolution (G == C == K) would be C GEMMs
+ * with one output column each, so it runs as a direct loop over channels instead.
+ *
+ * Backward sums that land in dx/dw/db are formed locally and added once, so running backward twice without zeroing
+ * gives exactly twice the gradient, and no sum's order depends on the thread count. */
+#include <string.h>
+
 #include "kernels/cpu/cpu_kernels.h"
+#include "kernels/ops/conv.h"
+
+/* Channels per local accumulator: a few cache lines, small enough to live on the stack. */
+#define CHANNEL_CHUNK 64
+
+typedef enum conv_path { CONV_GENERAL = 0, CONV_POINTWISE, CONV_DEPTHWISE } conv_path;
+
+static conv_path path_of(const kelp_conv_desc *d)
+{
+    if (d->groups == d->c && d->k == d->c)
+        return CONV_DEPTHWISE;
+    /* oh == h: a transposed convolution's adjoint may read only a prefix of its input (output_padding) */
+    if (d->r == 1 && d->s == 1 && d->stride_h == 1 && d->stride_w == 1 && d->pad_h == 0 && d->pad_w == 0 &&
+        d->oh == d->h && d->ow == d->w)
+        return CONV_POINTWISE;
+    return CONV_GENERAL;
+}
+
+static int64_t out_pixels(const kelp_conv_desc *d) { return (int64_t)d->n * d->oh * d->ow; }
+
+static int group_len(const kelp_conv_desc *d) { return d->r * d->s * (d->c / d->groups); }
+
+static int row_len(const kelp_conv_desc *d) { return d->r * d->s * d->c; }
 
 size_t kelp_cpu_conv2d_workspace(const kelp_conv_desc *d)
 {
-    (void)d;
-    return 0;
+    switch (path_of(d)) {
+    case CONV_POINTWISE:
+        return 0;
+    case CONV_DEPTHWISE:
+        return (size_t)d->r * d->s * d->c * sizeof(float);
+    case CONV_GENERAL:
+        break;
+    }
+    return (size_t)out_pixels(d) * (size_t)row_len(d) * sizeof(float);
+}
+
+// x (N,H,W,C) -> cols (N*OH*OW, G, R, S, Cg); taps that fall in the padding are zeros
+static void im2col(int threads, const kelp_conv_desc *d, const float *x, float *cols)
+{
+    const int cg = d->c / d->groups, glen = group_len(d), rlen = row_len(d);
+#pragma omp parallel for collapse(3) num_threads(threads) schedule(static)
+    for (int n = 0; n < d->n; n++)
+        for (int oh = 0; oh < d->oh; oh++)
+            for (int ow = 0; ow < d->ow; ow++) {
+                float *row = cols + (((int64_t)n * d->oh + oh) * d->ow + ow) * rlen;
+                for (int r = 0; r < d->r; r++) {
+                    int ih = oh * d->stride_h - d->pad_h + r * d->dil_h;
+                    for (int s = 0; s < d->s; s++) {
+                        int iw = ow * d->stride_w - d->pad_w + s * d->dil_w;
+                        float *dst = row + (r * d->s + s) * cg;
+                        if (ih < 0 || ih >= d->h || iw < 0 || iw >= d->w) {
+                            for (int g = 0; g < d->groups; g++)
+                                memset(dst + g * glen, 0, (size_t)cg * sizeof(float));
+                            continue;
+                        }
+                        const float *src = x + (((int64_t)n * d->h + ih) * d->w + iw) * d->c;
+                        for (int g = 0; g < d->groups; g++)
+                            memcpy(dst + g * glen, src + g * cg, (size_t)cg * sizeof(float));
+                    }
+                }
+            }
+}
+
+// cols (N*OH*OW, G, R, S, Cg) -> dx (N,H,W,C) +=; each input pixel gathers the taps that read it
+static void col2im_accumulate(int threads, const kelp_conv_desc *d, const float *cols, float *dx)
+{
+    const int cg = d->c / d->groups, glen = group_len(d), rlen = row_len(d);
+#pragma omp parallel for collapse(3) num_threads(threads) schedule(static)
+    for (int n = 0; n < d->n; n++)
+        for (int ih = 0; ih < d->h; ih++)
+            for (int iw = 0; iw < d->w; iw++) {
+                float *dxp = dx + (((int64_t)n * d->h + ih) * d->w + iw) * d->c;
+                for (int g = 0; g < d->groups; g++)
+                    for (int c0 = 0; c0 < cg; c0 += CHANNEL_CHUNK) {
+                        int len = cg - c0 < CHANNEL_CHUNK ? cg - c0 : CHANNEL_CHUNK;
+                        float acc[CHANNEL_CHUNK] = {0};
+                        for (int r = 0; r < d->r; r++) {
+                            int oh = kelp_conv_tap_source(ih, r, d->stride_h, d->pad_h, d->dil_h, d->oh);
+                            if (oh < 0)
+                                continue;
+                            for (int s = 0; s < d->s; s++) {
+                                int ow = kelp_conv_tap_source(iw, s, d->stride_w, d->pad_w, d->dil_w, d->ow);
+                                if (ow < 0)
+                                    continue;
+                                const float *src = cols + (((int64_t)n * d->oh + oh) * d->ow + ow) * rlen +
+                                                   g * glen + (r * d->s + s) * cg + c0;
+                                for (int c = 0; c < len; c++)
+                                    acc[c] += src[c];
+                            }
+                        }
+                        float *dst = dxp + g * cg + c0;
+                        for (int c = 0; c < len; c++)
+                            dst[c] += acc[c];
+                    }
+            }
+}
+
+// w (C,R,S,1) -> wt (R,S,C): channels contiguous for the depthwise inner loops
+static void depthwise_transpose_weights(const kelp_conv_desc *d, const float *w, float *wt)
+{
+    const int taps = d->r * d->s;
+    for (int c = 0; c < d->c; c++)
+        for (int t = 0; t < taps; t++)
+            wt[(int64_t)t * d->c + c] = w[(int64_t)c * taps + t];
+}
+
+// x (N,H,W,C), w (C,R,S,1) -> y (N,OH,OW,C)
+static void depthwise_forward(int threads, const kelp_conv_desc *d, const float *x, const float *w,
+                              const float *bias, float *y, float *wt)
+{
+    const int C = d->c;
+    depthwise_transpose_weights(d, w, wt);
+#pragma omp parallel for collapse(2) num_threads(threads) schedule(static)
+    for (int n = 0; n < d->n; n++)
+        for (int oh = 0; oh < d->oh; oh++)
+            for (int ow = 0; ow < d->ow; ow++) {
+                float *yp = y + (((int64_t)n * d->oh + oh) * d->ow + ow) * C;
+                for (int c = 0; c < C; c++)
+                    yp[c] = bias ? bias[c] : 0.0f;
+                for (int r = 0; r < d->r; r++) {
+                    int ih = oh * d->stride_h - d->pad_h + r * d->dil_h;
+                    if (ih < 0 || ih >= d->h)
+                        continue;
+                    for (int s = 0; s < d->s; s++) {
+                        int iw = ow * d->stride_w - d->pad_w + s * d->dil_w;
+                        if (iw < 0 || iw >= d->w)
+                            continue;
+                        const float *xp = x + (((int64_t)n * d->h + ih) * d->w + iw) * C;
+                        const float *wp = wt + (int64_t)(r * d->s + s) * C;
+                        for (int c = 0; c < C; c++)
+                            yp[c] += xp[c] * wp[c];
+                    }
+                }
+            }
+}
+
+// dy (N,OH,OW,C), w (C,R,S,1) -> dx (N,H,W,C) +=; gathered per input pixel like col2im
+static void depthwise_backward_data(int threads, const kelp_conv_desc *d, const float *dy, const float *w,
+                                    float *dx, float *wt)
+{
+    const int C = d->c;
+    depthwise_transpose_weights(d, w, wt);
+#pragma omp parallel for collapse(2) num_threads(threads) schedule(static)
+    for (int n = 0; n < d->n; n++)
+        for (int ih = 0; ih < d->h; ih++)
+            for (int iw = 0; iw < d->w; iw++) {
+                float *dxp = dx + (((int64_t)n * d->h + ih) * d->w + iw) * C;
+                for (int c0 = 0; c0 < C; c0 += CHANNEL_CHUNK) {
+                    int len = C - c0 < CHANNEL_CHUNK ? C - c0 : CHANNEL_CHUNK;
+                    float acc[CHANNEL_CHUNK] = {0};
+                    for (int r = 0; r < d->r; r++) {
+                        int oh = kelp_conv_tap_source(ih, r, d->stride_h, d->pad_h, d->dil_h, d->oh);
+                        if (oh < 0)
+                            continue;
+                        for (int s = 0; s < d->s; s++) {
+                            int ow = kelp_conv_tap_source(iw, s, d->stride_w, d->pad_w, d->dil_w, d->ow);
+                            if (ow < 0)
+                                continue;
+                            const float *dyp = dy + (((int64_t)n * d->oh + oh) * d->ow + ow) * C + c0;
+                            const float *wp = wt + (int64_t)(r * d->s + s) * C + c0;
+                            for (int c = 0; c < len; c++)
+                                acc[c] += dyp[c] * wp[c];
+                        }
+                    }
+                    for (int c = 0; c < len; c++)
+                        dxp[c0 + c] += acc[c];
+                }
+            }
+}
+
+/* One tap and one chunk of channels per task, so every dw element has a single owner. Each image's sum is added into
+ * a double total: the float partials stay short even for large batches. */
+// x (N,H,W,C), dy (N,OH,OW,C) -> dw (C,R,S,1) +=
+static void depthwise_backward_filter(int threads, const kelp_conv_desc *d, const float *x, const float *dy,
+                                      float *dw)
+{
+    const int C = d->c, taps = d->r * d->s, chunks = (C + CHANNEL_CHUNK - 1) / CHANNEL_CHUNK;
+#pragma omp parallel for collapse(2) num_threads(threads) schedule(dynamic)
+    for (int t = 0; t < taps; t++)
+        for (int chunk = 0; chunk < chunks; chunk++) {
+            const int r = t / d->s, s = t % d->s, c0 = chunk * CHANNEL_CHUNK;
+            const int len = C - c0 < CHANNEL_CHUNK ? C - c0 : CHANNEL_CHUNK;
+            double total[CHANNEL_CHUNK] = {0};
+            for (int n = 0; n < d->n; n++) {
+                float acc[CHANNEL_CHUNK] = {0};
+                for (int oh = 0; oh < d->oh; oh++) {
+                    int ih = oh * d->stride_h - d->pad_h + r * d->dil_h;
+                    if (ih < 0 || ih >= d->h)
+                        continue;
+                    for (int ow = 0; ow < d->ow; ow++) {
+                        int iw = ow * d->stride_w - d->pad_w + s * d->dil_w;
+                        if (iw < 0 || iw >= d->w)
+                            continue;
+                        const float *xp = x + (((int64_t)n * d->h + ih) * d->w + iw) * C + c0;
+                        const float *dyp = dy + (((int64_t)n * d->oh + oh) * d->ow + ow) * C + c0;
+                        for (int c = 0; c < len; c++)
+                            acc[c] += dyp[c] * xp[c];
+                    }
+                }
+                for (int c = 0; c < len; c++)
+                    total[c] += acc[c];
+            }
+            for (int c = 0; c < len; c++)
+                dw[(int64_t)(c0 + c) * taps + t] += (float)total[c];
+        }
 }
 
 void kelp_cpu_conv2d_forward(int threads, const kelp_conv_desc *d, const float *x, const float *w,
                              const float *bias, float *y, float *workspace)
 {
-    (void)threads;
-    (void)d;
-    (void)x;
-    (void)w;
-    (void)bias;
-    (void)y;
-    (void)workspace;
+    conv_path path = path_of(d);
+    if (path == CONV_DEPTHWISE) {
+        depthwise_forward(threads, d, x, w, bias, y, workspace);
+        return;
+    }
+    const float *cols = x;
+    if (path == CONV_GENERAL) {
+        im2col(threads, d, x, workspace);
+        cols = workspace;
+    }
+    // cols (N*OH*OW, G, R*S*Cg) x w_g^T (R*S*Cg, K/G) -> y (N*OH*OW, K)
+    const int kg = d->k / d->groups, glen = group_len(d);
+    for (int g = 0; g < d->groups; g++)
+        kelp_cpu_gemm(threads, false, true, (int)out_pixels(d), kg, glen, 1.0f, cols + g * glen, row_len(d),
+                      w + (int64_t)g * kg * glen, glen, 0.0f, y + g * kg, d->k);
+    if (bias)
+        kelp_cpu_bias_add(threads, out_pixels(d), d->k, bias, y);
 }
 
 void kelp_cpu_conv2d_backward_data(int threads, const kelp_conv_desc *d, const float *dy, const float *w,
                                    float *dx, float *workspace)
 {
-    (void)threads;
-    (void)d;
-    (void)dy;
-    (void)w;
-    (void)dx;
-    (void)workspace;
+    conv_path path = path_of(d);
+    if (path == CONV_DEPTHWISE) {
+        depthwise_backward_data(threads, d, dy, w, dx, workspace);
+        return;
+    }
+    /* The pointwise path accumulates straight into dx (beta = 1); the general one fills dcols, then col2im adds. */
+    float *dcols = path == CONV_POINTWISE ? dx : workspace;
+    float beta = path == CONV_POINTWISE ? 1.0f : 0.0f;
+    // dy_g (N*OH*OW, K/G) x w_g (K/G, R*S*Cg) -> dcols (N*OH*OW, G, R*S*Cg)
+    const int kg = d->k / d->groups, glen = group_len(d);
+    for (int g = 0; g < d->groups; g++)
+        kelp_cpu_gemm(threads, false, false, (int)out_pixels(d), glen, kg, 1.0f, dy + g * kg, d->k,
+                      w + (int64_t)g * kg * glen, glen, beta, dcols + g * glen, row_len(d));
+    if (path == CONV_GENERAL)
+        col2im_accumulate(threads, d, dcols, dx);
 }
 
 void kelp_cpu_conv2d_backward_filter(int threads, const kelp_conv_desc *d, const float *x, const float *dy,
                                      float *dw, float *db, float *workspace)
 {
-    (void)threads;
-    (void)d;
-    (void)x;
-    (void)dy;
-    (void)dw;
-    (void)db;
-    (void)workspace;
+    if (db)
+        kelp_cpu_bias_backward(threads, out_pixels(d), d->k, dy, db);
+    conv_path path = path_of(d);
+    if (path == CONV_DEPTHWISE) {
+        depthwise_backward_filter(threads, d, x, dy, dw);
+        return;
+    }
+    const float *cols = x;
+    if (path == CONV_GENERAL) {
+        im2col(threads, d, x, workspace);
+        cols = workspace;
+    }
+    // dy_g^T (K/G, N*OH*OW) x cols_g (N*OH*OW, R*S*Cg) -> dw_g (K/G, R*S*Cg) +=
+    const int kg = d->k / d->groups, glen = group_len(d);
+    for (int g = 0; g < d->groups; g++)
+        kelp_cpu_gemm(threads, true, false, kg, glen, (int)out_pixels(d), 1.0f, dy + g * kg, d->k,
+                      cols + g * glen, row_len(d), 1.0f, dw + (int64_t)g * kg * glen, glen);
 }
-

@@ -18,7 +18,15 @@ KELP_HD void kelp_sgd_update(const kelp_sgd_params *p, float *param, float grad,
     *param -= p->lr * g;
 }
 
-/* bias corrections are per step, computed once by the caller: bc1 = 1 - beta1^t, bc2_sqrt = sqrt(1 - beta2^t) */
+/* Once per step, not per element; in double, as PyTorch computes them on the host: bc1 = 1 - beta1^t,
+ * bc2_sqrt = sqrt(1 - beta2^t). */
+KELP_HD void kelp_adamw_bias_corrections(const kelp_adamw_params *p, float *bc1, float *bc2_sqrt)
+{
+    *bc1 = (float)(1.0 - pow((double)p->beta1, (double)p->step));
+    *bc2_sqrt = (float)sqrt(1.0 - pow((double)p->beta2, (double)p->step));
+}
+
+/* bias corrections are per step, computed once by the caller with kelp_adamw_bias_corrections */
 KELP_HD void kelp_adamw_update(const kelp_adamw_params *p, float bc1, float bc2_sqrt, float *param, float grad,
                                float *m, float *v)
 {

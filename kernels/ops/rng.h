@@ -18,10 +18,11 @@ KELP_HD uint32_t kelp_mulhilo32(uint32_t a, uint32_t b, uint32_t *hi)
     return (uint32_t)p;
 }
 
-KELP_HD kelp_philox_out kelp_philox4x32(uint64_t seed, uint64_t counter)
+/* Philox4x32-10 on a full 4-word counter and 2-word key: the function Random123's known-answer vectors test. */
+KELP_HD kelp_philox_out kelp_philox4x32_10(const uint32_t counter[4], const uint32_t key[2])
 {
-    uint32_t c0 = (uint32_t)counter, c1 = (uint32_t)(counter >> 32), c2 = 0, c3 = 0;
-    uint32_t k0 = (uint32_t)seed, k1 = (uint32_t)(seed >> 32);
+    uint32_t c0 = counter[0], c1 = counter[1], c2 = counter[2], c3 = counter[3];
+    uint32_t k0 = key[0], k1 = key[1];
     for (int round = 0; round < 10; round++) {
         uint32_t hi0, hi1;
         uint32_t lo0 = kelp_mulhilo32(0xD2511F53u, c0, &hi0);
@@ -36,6 +37,14 @@ KELP_HD kelp_philox_out kelp_philox4x32(uint64_t seed, uint64_t counter)
     }
     kelp_philox_out out = {{c0, c1, c2, c3}};
     return out;
+}
+
+/* The 64-bit counter fills words 0 and 1; words 2 and 3 stay 0. */
+KELP_HD kelp_philox_out kelp_philox4x32(uint64_t seed, uint64_t counter)
+{
+    const uint32_t c[4] = {(uint32_t)counter, (uint32_t)(counter >> 32), 0u, 0u};
+    const uint32_t k[2] = {(uint32_t)seed, (uint32_t)(seed >> 32)};
+    return kelp_philox4x32_10(c, k);
 }
 
 /* Uniform float in [0, 1) from 24 random bits. */

@@ -1,0 +1,100 @@
+/* kelp_ctx: the device, its backend, the thread count and the seed. Everything process-wide lives here, passed
+ * explicitly, so two contexts in one process never interfere. */
+#include <stdlib.h>
+#include <string.h>
+
+#include "engine/backend.h"
+#include "kelp/kelp.h"
+
+struct kelp_ctx {
+    kelp_backend *be;
+    int threads;
+    uint64_t seed;
+};
+
+kelp_ctx_options kelp_ctx_defaults(void)
+{
+    kelp_ctx_options o = {.device = "cpu", .threads = 0, .seed = 0};
+    return o;
+}
+
+kelp_status kelp_ctx_create(const kelp_ctx_options *options, kelp_ctx **out)
+{
+    kelp_ctx_options o = options ? *options : kelp_ctx_defaults();
+    const char *device = o.device ? o.device : "cpu";
+    kelp_backend *be = NULL;
+    if (strcmp(device, "cpu") == 0) {
+        KELP_TRY(kelp_backend_cpu_create(o.threads, &be));
+    } else if (strncmp(device, "cuda", 4) == 0) {
+        return kelp_set_error(KELP_ERR_UNSUPPORTED,
+                              "device '%s': the CUDA backend is not available in this version of kelp yet "
+                              "(the build compiles CUDA support, but no CUDA ops are implemented); use --device cpu",
+                              device);
+    } else {
+        return kelp_set_error(KELP_ERR_INVALID_ARG, "unknown device '%s' (expected cpu or cuda[:N])", device);
+    }
+    kelp_ctx *ctx = calloc(1, sizeof *ctx);
+    if (!ctx) {
+        kelp_backend_destroy(be);
+        return kelp_set_error(KELP_ERR_NO_MEMORY, "context: out of memory");
+    }
+    ctx->be = be;
+    ctx->threads = kelp_backend_cpu_threads(be);
+    ctx->seed = o.seed;
+    *out = ctx;
+    return KELP_OK;
+}
+
+void kelp_ctx_destroy(kelp_ctx *ctx)
+{
+    if (!ctx)
+        return;
+    kelp_backend_destroy(ctx->be);
+    free(ctx);
+}
+
+kelp_backend *kelp_ctx_backend(kelp_ctx *ctx) { return ctx->be; }
+uint64_t kelp_ctx_seed(const kelp_ctx *ctx) { return ctx->seed; }
+int kelp_ctx_threads(const kelp_ctx *ctx) { return ctx->threads; }
+
+kelp_status kelp_tensor_alloc(kelp_ctx *ctx, const kelp_shape *shape, kelp_dtype dtype, kelp_tensor *out)
+{
+    memset(out, 0, sizeof *out);
+    int64_t n = kelp_shape_numel(shape);
+    if (n < 0)
+        return kelp_set_error(KELP_ERR_INVALID_ARG, "tensor: negative size");
+    out->shape = *shape;
+    out->dtype = dtype;
+    out->backend = ctx->be;
+    return ctx->be->iface->alloc(ctx->be, (size_t)n * kelp_dtype_size(dtype), &out->data);
+}
+
+void kelp_tensor_free(kelp_ctx *ctx, kelp_tensor *t)
+{
+    if (t && t->data)
+        ctx->be->iface->free(ctx->be, t->data);
+    if (t)
+        t->data = NULL;
+}
+
+static kelp_status check_bytes(const kelp_tensor *t, size_t bytes, const char *what)
+{
+    if (bytes != kelp_tensor_bytes(t))
+        return kelp_set_error(KELP_ERR_INVALID_ARG, "tensor %s: %zu bytes given, the tensor holds %zu", what, bytes,
+                              kelp_tensor_bytes(t));
+    return KELP_OK;
+}
+
+kelp_status kelp_tensor_upload(kelp_tensor *t, const void *host, size_t bytes)
+{
+    KELP_TRY(check_bytes(t, bytes, "upload"));
+    return t->backend->iface->upload(t->backend, t->data, host, bytes);
+}
+
+kelp_status kelp_tensor_download(const kelp_tensor *t, void *host, size_t bytes)
+{
+    KELP_TRY(check_bytes(t, bytes, "download"));
+    return t->backend->iface->download(t->backend, host, t->data, bytes);
+}
+
+void kelp_free(void *p) { free(p); }

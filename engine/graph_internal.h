@@ -1,0 +1,87 @@
+/* The graph's internal structure, shared by graph_build.c (JSON -> nodes, shapes, parameters, memory plan),
+ * graph_run.c (forward, backward) and weights.c (safetensors). */
+#ifndef KELP_ENGINE_GRAPH_INTERNAL_H
+#define KELP_ENGINE_GRAPH_INTERNAL_H
+
+#include <cjson/cJSON.h>
+
+#include "engine/backend.h"
+#include "engine/layer.h"
+#include "kelp/kelp.h"
+
+/* A value is a graph input or a node output: the edges of the DAG. */
+typedef struct kelp_value {
+    char *name;
+    kelp_shape shape;       /* at the planned batch */
+    kelp_dtype dtype;
+    bool batched;           /* dim 0 follows the run-time batch (false for the scalar loss) */
+    int producer;           /* node index, -1 for graph inputs */
+    int last_consumer;      /* highest node index that reads it, -1 if none */
+    bool has_grad;          /* a gradient buffer is planned */
+    kelp_tensor t, grad;    /* views into the arena at the current batch */
+} kelp_value;
+
+typedef struct kelp_graph_param {
+    char *name;             /* "<node>.<suffix>" */
+    kelp_param_spec spec;
+    int node;
+    size_t offset;          /* bytes into params/grads (trainable) or buffers */
+    bool frozen;
+    kelp_tensor value, grad;
+} kelp_graph_param;
+
+typedef struct kelp_node {
+    char *name;
+    const kelp_layer_type *type;
+    void *attrs;
+    int n_in;
+    int in[KELP_MAX_INPUTS];     /* value indices */
+    int out;                     /* value index */
+    int n_params;
+    int param[KELP_MAX_PARAMS];  /* indices into graph params */
+    size_t state_bytes;
+    void *state;                 /* in the arena */
+    bool needs_backward;         /* recomputed when parameters are frozen */
+} kelp_node;
+
+struct kelp_graph {
+    kelp_ctx *ctx;
+    kelp_backend *be;
+    kelp_graph_options options;
+    cJSON *model;                /* the model file, kept for names, normalization and class names */
+
+    int n_values, n_nodes, n_params;
+    kelp_value *values;
+    kelp_node *nodes;
+    kelp_graph_param *params;
+    int n_inputs, n_outputs;
+    int *input_values, *output_values;
+    int label_value, loss_node;  /* -1 without loss */
+
+    size_t params_bytes, buffers_bytes, arena_bytes, workspace_bytes, arena_unplanned_bytes;
+    void *params_mem, *grads_mem, *buffers_mem, *arena, *workspace;
+    kelp_tensor params_tensor, grads_tensor;
+
+    int batch;                   /* current run-time batch */
+    bool training;
+    uint64_t step;               /* forward passes in training mode: seeds dropout */
+};
+
+/* Places the arena and points every value, gradient and state into it (graph_plan.c). */
+kelp_status kelp_graph_plan_memory(kelp_graph *g);
+/* Recomputes which nodes need backward and which inputs need gradients (after freezing). */
+void kelp_graph_update_requires_grad(kelp_graph *g);
+/* Initializes every parameter and buffer with its spec's initializer, seeded from the context (param_init.c). */
+kelp_status kelp_graph_init_params(kelp_graph *g);
+
+/* Trainable ranges of the parameter buffer, in elements, skipping frozen parameters. */
+typedef struct kelp_segment {
+    int64_t offset, count;
+} kelp_segment;
+int kelp_graph_trainable_segments(const kelp_graph *g, kelp_segment *segments, int max_segments);
+
+uint64_t kelp_graph_step(const kelp_graph *g);
+void kelp_graph_set_step(kelp_graph *g, uint64_t step);
+const cJSON *kelp_graph_model(const kelp_graph *g);
+
+#endif

@@ -1,0 +1,365 @@
+/* Optimizers and gradient clipping over the flat parameter and gradient buffers. The math is in the backend's
+ * sgd_step/adamw_step kernels; this file owns the state buffers, the step count and the segment bookkeeping. */
+#include "engine/optimizer.h"
+
+#include <inttypes.h>
+#include <math.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "engine/json_attr.h"
+
+#define MAX_STATE 2
+
+struct kelp_optimizer {
+    kelp_backend *be;
+    kelp_optimizer_config config;
+    int64_t n;
+    int64_t steps;
+    int n_state;
+    const char *state_name[MAX_STATE];
+    float *state[MAX_STATE];
+};
+
+/* ---- configuration ---- */
+
+kelp_optimizer_config kelp_optimizer_defaults(kelp_optimizer_kind kind)
+{
+    kelp_optimizer_config c = {.kind = kind, .beta1 = 0.9f, .beta2 = 0.999f, .eps = 1e-8f};
+    if (kind == KELP_OPTIM_ADAMW)
+        c.weight_decay = 0.01f;
+    return c;
+}
+
+const char *kelp_optimizer_kind_name(kelp_optimizer_kind kind)
+{
+    switch (kind) {
+    case KELP_OPTIM_SGD:
+        return "sgd";
+    case KELP_OPTIM_ADAMW:
+        return "adamw";
+    }
+    return "unknown";
+}
+
+static kelp_status check_range(const char *what, float value, double lo, double hi, bool hi_open)
+{
+    if (!isfinite(value) || value < lo || value > hi || (hi_open && value == hi))
+        return kelp_set_error(KELP_ERR_INVALID_ARG, "'%s' is %g; it must be in [%g, %g%c", what, value, lo, hi,
+                              hi_open ? ')' : ']');
+    return KELP_OK;
+}
+
+static kelp_status check_sgd(const kelp_optimizer_config *c)
+{
+    KELP_TRY(check_range("momentum", c->momentum, 0.0, 1.0, false));
+    KELP_TRY(check_range("dampening", c->dampening, 0.0, 1.0, false));
+    if (c->nesterov && (c->momentum <= 0.0f || c->dampening != 0.0f))
+        return kelp_set_error(KELP_ERR_INVALID_ARG,
+                              "'nesterov' needs a momentum > 0 and zero dampening (momentum %g, dampening %g)",
+                              c->momentum, c->dampening);
+    return KELP_OK;
+}
+
+static kelp_status check_adamw(const kelp_optimizer_config *c)
+{
+    KELP_TRY(check_range("beta1", c->beta1, 0.0, 1.0, true));
+    KELP_TRY(check_range("beta2", c->beta2, 0.0, 1.0, true));
+    return check_range("eps", c->eps, 0.0, INFINITY, false);
+}
+
+kelp_status kelp_optimizer_config_check(const kelp_optimizer_config *config)
+{
+    kelp_status s;
+    switch (config->kind) {
+    case KELP_OPTIM_SGD:
+        s = check_sgd(config);
+        break;
+    case KELP_OPTIM_ADAMW:
+        s = check_adamw(config);
+        break;
+    default:
+        return kelp_set_error(KELP_ERR_INVALID_ARG, "optimizer: unknown kind %d", (int)config->kind);
+    }
+    if (s == KELP_OK)
+        s = check_range("weight_decay", config->weight_decay, 0.0, INFINITY, false);
+    if (s != KELP_OK)
+        return kelp_wrap_error(s, "optimizer %s: ", kelp_optimizer_kind_name(config->kind));
+    return KELP_OK;
+}
+
+static const char *const sgd_fields[] = {"type", "momentum", "dampening", "nesterov", "weight_decay", NULL};
+static const char *const adamw_fields[] = {"type", "beta1", "beta2", "eps", "weight_decay", NULL};
+
+static kelp_status reject_unknown_fields(const cJSON *json, const char *const *fields, const char *type)
+{
+    char where[64];
+    snprintf(where, sizeof where, "optimizer '%s'", type);
+    return kelp_json_check_fields(json, fields, NULL, where);
+}
+
+static kelp_status parse_kind(const cJSON *json, kelp_optimizer_kind *kind, const char **type)
+{
+    KELP_TRY(kelp_json_require(json, "type"));
+    KELP_TRY(kelp_json_string(json, "type", type));
+    if (strcmp(*type, "sgd") == 0)
+        *kind = KELP_OPTIM_SGD;
+    else if (strcmp(*type, "adamw") == 0)
+        *kind = KELP_OPTIM_ADAMW;
+    else
+        return kelp_set_error(KELP_ERR_FORMAT, "field 'type' is '%s'; known types: sgd, adamw", *type);
+    return KELP_OK;
+}
+
+static kelp_status parse_fields(const cJSON *json, kelp_optimizer_config *c)
+{
+    if (c->kind == KELP_OPTIM_SGD) {
+        KELP_TRY(kelp_json_float(json, "momentum", 0.0, 1.0, &c->momentum));
+        KELP_TRY(kelp_json_float(json, "dampening", 0.0, 1.0, &c->dampening));
+        KELP_TRY(kelp_json_bool(json, "nesterov", &c->nesterov));
+    } else {
+        KELP_TRY(kelp_json_float(json, "beta1", 0.0, 1.0, &c->beta1));
+        KELP_TRY(kelp_json_float(json, "beta2", 0.0, 1.0, &c->beta2));
+        KELP_TRY(kelp_json_float(json, "eps", 0.0, INFINITY, &c->eps));
+    }
+    return kelp_json_float(json, "weight_decay", 0.0, INFINITY, &c->weight_decay);
+}
+
+static kelp_status parse_config(const cJSON *json, kelp_optimizer_config *out)
+{
+    if (!cJSON_IsObject(json))
+        return kelp_set_error(KELP_ERR_FORMAT, "expected a JSON object such as {\"type\": \"sgd\"}");
+    kelp_optimizer_kind kind = KELP_OPTIM_SGD;
+    const char *type;
+    KELP_TRY(parse_kind(json, &kind, &type));
+    KELP_TRY(reject_unknown_fields(json, kind == KELP_OPTIM_SGD ? sgd_fields : adamw_fields, type));
+    kelp_optimizer_config c = kelp_optimizer_defaults(kind);
+    KELP_TRY(parse_fields(json, &c));
+    *out = c;
+    return KELP_OK;
+}
+
+kelp_status kelp_optimizer_config_parse(const cJSON *json, kelp_optimizer_config *out)
+{
+    kelp_optimizer_config c;
+    kelp_status s = parse_config(json, &c);
+    if (s != KELP_OK)
+        return kelp_wrap_error(s, "optimizer: ");
+    KELP_TRY(kelp_optimizer_config_check(&c));
+    *out = c;
+    return KELP_OK;
+}
+
+/* ---- segments ---- */
+
+/* Points *segs at the caller's list, or at `whole` when the list is NULL, after checking it against n. */
+static kelp_status resolve_segments(const char *what, const kelp_param_segment *segments, int n_segments, int64_t n,
+                                    kelp_param_segment *whole, const kelp_param_segment **segs, int *count)
+{
+    if (!segments) {
+        if (n_segments != 0)
+            return kelp_set_error(KELP_ERR_INVALID_ARG, "%s: %d segments given as NULL", what, n_segments);
+        *whole = (kelp_param_segment){0, n};
+        *segs = whole;
+        *count = 1;
+        return KELP_OK;
+    }
+    if (n_segments < 0)
+        return kelp_set_error(KELP_ERR_INVALID_ARG, "%s: segment count %d is negative", what, n_segments);
+    int64_t end = 0;
+    for (int i = 0; i < n_segments; i++) {
+        const kelp_param_segment *g = &segments[i];
+        if (g->offset < 0 || g->count < 0 || g->offset > n || g->count > n - g->offset)
+            return kelp_set_error(KELP_ERR_INVALID_ARG,
+                                  "%s: segment %d (offset %" PRId64 ", count %" PRId64 ") is outside the %" PRId64
+                                  " parameters",
+                                  what, i, g->offset, g->count, n);
+        if (g->offset < end)
+            return kelp_set_error(KELP_ERR_INVALID_ARG,
+                                  "%s: segment %d (offset %" PRId64 ") starts before the end %" PRId64
+                                  " of the previous one; segments must be increasing and must not overlap",
+                                  what, i, g->offset, end);
+        end = g->offset + g->count;
+    }
+    *segs = segments;
+    *count = n_segments;
+    return KELP_OK;
+}
+
+/* ---- the optimizer ---- */
+
+static kelp_op optimizer_op(kelp_optimizer_kind kind) { return kind == KELP_OPTIM_SGD ? KELP_OP_SGD : KELP_OP_ADAMW; }
+
+static kelp_status add_state(kelp_optimizer *opt, const char *name)
+{
+    size_t bytes = (size_t)opt->n * sizeof(float);
+    float *buf;
+    KELP_TRY(opt->be->iface->alloc(opt->be, bytes, (void **)&buf));
+    opt->state[opt->n_state] = buf;
+    opt->state_name[opt->n_state] = name;
+    opt->n_state++;
+    return opt->be->iface->memset(opt->be, buf, 0, bytes);
+}
+
+static kelp_status add_states(kelp_optimizer *opt)
+{
+    if (opt->config.kind == KELP_OPTIM_ADAMW) {
+        KELP_TRY(add_state(opt, "exp_avg"));
+        return add_state(opt, "exp_avg_sq");
+    }
+    return opt->config.momentum != 0.0f ? add_state(opt, "momentum_buffer") : KELP_OK;
+}
+
+kelp_status kelp_optimizer_create(kelp_backend *be, const kelp_optimizer_config *config, int64_t n,
+                                  kelp_optimizer **out)
+{
+    KELP_TRY(kelp_optimizer_config_check(config));
+    const char *kind = kelp_optimizer_kind_name(config->kind);
+    if (n <= 0 || (uint64_t)n > SIZE_MAX / sizeof(float))
+        return kelp_set_error(KELP_ERR_INVALID_ARG, "optimizer %s: %" PRId64 " parameters is not a valid count",
+                              kind, n);
+    if (!be->iface->supports(be, optimizer_op(config->kind), KELP_F32))
+        return kelp_set_error(KELP_ERR_UNSUPPORTED, "optimizer %s: backend '%s' does not support it", kind,
+                              be->iface->name);
+    kelp_optimizer *opt = calloc(1, sizeof *opt);
+    if (!opt)
+        return kelp_set_error(KELP_ERR_NO_MEMORY, "optimizer %s: out of memory", kind);
+    *opt = (kelp_optimizer){.be = be, .config = *config, .n = n};
+    kelp_status s = add_states(opt);
+    if (s != KELP_OK) {
+        kelp_optimizer_destroy(opt);
+        return kelp_wrap_error(s, "optimizer %s: state for %" PRId64 " parameters: ", kind, n);
+    }
+    *out = opt;
+    return KELP_OK;
+}
+
+void kelp_optimizer_destroy(kelp_optimizer *opt)
+{
+    if (!opt)
+        return;
+    for (int i = 0; i < opt->n_state; i++)
+        opt->be->iface->free(opt->be, opt->state[i]);
+    free(opt);
+}
+
+const kelp_optimizer_config *kelp_optimizer_get_config(const kelp_optimizer *opt) { return &opt->config; }
+
+static kelp_status step_segment(kelp_optimizer *opt, float lr, float *params, const float *grads,
+                                const kelp_param_segment *g)
+{
+    kelp_backend *be = opt->be;
+    const kelp_optimizer_config *c = &opt->config;
+    float *param = params + g->offset;
+    const float *grad = grads + g->offset;
+    if (c->kind == KELP_OPTIM_ADAMW) {
+        kelp_adamw_params p = {.lr = lr, .beta1 = c->beta1, .beta2 = c->beta2, .eps = c->eps,
+                               .weight_decay = c->weight_decay, .step = opt->steps + 1};
+        return be->iface->adamw_step(be, g->count, &p, param, grad, opt->state[0] + g->offset,
+                                     opt->state[1] + g->offset);
+    }
+    kelp_sgd_params p = {.lr = lr, .momentum = c->momentum, .dampening = c->dampening,
+                         .weight_decay = c->weight_decay, .nesterov = c->nesterov, .first_step = opt->steps == 0};
+    float *momentum_buf = opt->n_state ? opt->state[0] + g->offset : NULL;
+    return be->iface->sgd_step(be, g->count, &p, param, grad, momentum_buf);
+}
+
+kelp_status kelp_optimizer_step(kelp_optimizer *opt, float lr, float *params, const float *grads,
+                                const kelp_param_segment *segments, int n_segments)
+{
+    const char *kind = kelp_optimizer_kind_name(opt->config.kind);
+    if (!isfinite(lr) || lr < 0.0f)
+        return kelp_set_error(KELP_ERR_INVALID_ARG, "optimizer %s step: learning rate %g is not a finite number >= 0",
+                              kind, lr);
+    kelp_param_segment whole;
+    const kelp_param_segment *segs;
+    int count;
+    KELP_TRY(resolve_segments("optimizer step", segments, n_segments, opt->n, &whole, &segs, &count));
+    for (int i = 0; i < count; i++) {
+        if (segs[i].count == 0)
+            continue;
+        kelp_status s = step_segment(opt, lr, params, grads, &segs[i]);
+        if (s != KELP_OK)
+            return kelp_wrap_error(s, "optimizer %s step %" PRId64 ", segment %d: ", kind, opt->steps + 1, i);
+    }
+    opt->steps++;
+    return KELP_OK;
+}
+
+int kelp_optimizer_state_count(const kelp_optimizer *opt) { return opt->n_state; }
+
+kelp_status kelp_optimizer_state(kelp_optimizer *opt, int index, const char **name, kelp_tensor *out)
+{
+    if (index < 0 || index >= opt->n_state)
+        return kelp_set_error(KELP_ERR_NOT_FOUND, "optimizer %s: state index %d; it has %d state tensors",
+                              kelp_optimizer_kind_name(opt->config.kind), index, opt->n_state);
+    *name = opt->state_name[index];
+    *out = (kelp_tensor){.shape = kelp_shape_make(1, &opt->n), .dtype = KELP_F32, .data = opt->state[index],
+                         .backend = opt->be};
+    return KELP_OK;
+}
+
+int64_t kelp_optimizer_step_count(const kelp_optimizer *opt) { return opt->steps; }
+
+kelp_status kelp_optimizer_set_step_count(kelp_optimizer *opt, int64_t steps)
+{
+    if (steps < 0)
+        return kelp_set_error(KELP_ERR_INVALID_ARG, "optimizer %s: step count %" PRId64 " is negative",
+                              kelp_optimizer_kind_name(opt->config.kind), steps);
+    opt->steps = steps;
+    return KELP_OK;
+}
+
+/* ---- gradient clipping ---- */
+
+static kelp_status sum_squares(kelp_backend *be, const float *grads, const kelp_param_segment *segs, int count,
+                               double *out)
+{
+    double sum = 0.0;
+    for (int i = 0; i < count; i++) {
+        double part = 0.0;
+        if (segs[i].count)
+            KELP_TRY(be->iface->sum_squares(be, segs[i].count, grads + segs[i].offset, &part));
+        sum += part;
+    }
+    *out = sum;
+    return KELP_OK;
+}
+
+static kelp_status scale(kelp_backend *be, float *grads, const kelp_param_segment *segs, int count, float coef)
+{
+    for (int i = 0; i < count; i++)
+        if (segs[i].count)
+            KELP_TRY(be->iface->scale(be, segs[i].count, coef, grads + segs[i].offset));
+    return KELP_OK;
+}
+
+kelp_status kelp_clip_grad_norm(kelp_backend *be, float *grads, int64_t n, const kelp_param_segment *segments,
+                                int n_segments, double max_norm, double *total_norm)
+{
+    if (!isfinite(max_norm) || max_norm <= 0.0)
+        return kelp_set_error(KELP_ERR_INVALID_ARG, "clip_grad_norm: max_norm %g is not a finite number > 0",
+                              max_norm);
+    if (!be->iface->supports(be, KELP_OP_ELEMENTWISE, KELP_F32))
+        return kelp_set_error(KELP_ERR_UNSUPPORTED, "clip_grad_norm: backend '%s' has no elementwise kernels",
+                              be->iface->name);
+    kelp_param_segment whole;
+    const kelp_param_segment *segs;
+    int count;
+    KELP_TRY(resolve_segments("clip_grad_norm", segments, n_segments, n, &whole, &segs, &count));
+    double sum;
+    kelp_status s = sum_squares(be, grads, segs, count, &sum);
+    if (s != KELP_OK)
+        return kelp_wrap_error(s, "clip_grad_norm: ");
+    double total = sqrt(sum);
+    *total_norm = total;
+    if (!isfinite(total))
+        return kelp_set_error(KELP_ERR_NUMERIC, "clip_grad_norm: the total gradient norm is %g", total);
+    double coef = max_norm / (total + 1e-6);
+    if (coef >= 1.0)
+        return KELP_OK;
+    s = scale(be, grads, segs, count, (float)coef);
+    return s == KELP_OK ? KELP_OK : kelp_wrap_error(s, "clip_grad_norm: ");
+}

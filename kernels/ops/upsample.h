@@ -1,0 +1,55 @@
+/* Upsampling coordinate maps, shared by the CPU and CUDA kernels. They reproduce PyTorch's CPU arithmetic in float
+ * (aten/src/ATen/native/UpSample.h), so kelp and nn.Upsample pick the same source pixels and weights. `scale` maps
+ * output to input coordinates (kelp_upsample_desc). */
+#ifndef KELP_OPS_UPSAMPLE_H
+#define KELP_OPS_UPSAMPLE_H
+
+#include <math.h>
+
+#include "kernels/ops/hd.h"
+
+/* Legacy "nearest" (OpenCV's INTER_NEAREST): floor(dst * scale), clamped to the last pixel. Equal sizes copy and
+ * doubled sizes take dst / 2 whatever the scale factor: PyTorch's nearest_idx, which its backward and its
+ * channels-last forward use (its NCHW forward skips these two cases for outputs over 128 pixels, H + W). */
+KELP_HD int kelp_upsample_nearest_src(int dst, float scale, int in_size, int out_size)
+{
+    if (out_size == in_size)
+        return dst;
+    if (out_size == 2 * in_size)
+        return dst >> 1;
+    int src = (int)floorf((float)dst * scale);
+    return src < in_size - 1 ? src : in_size - 1;
+}
+
+/* Two taps: out = l0 * in[i0] + l1 * in[i1]. */
+typedef struct kelp_linear_taps {
+    int i0, i1;
+    float l0, l1;
+} kelp_linear_taps;
+
+/* align_corners=False: src = (dst + 0.5) * scale - 0.5, clamped at 0; the right tap collapses onto the last pixel.
+ * Equal sizes copy, whatever the scale factor, as PyTorch's compute_source_index_and_lambda does. */
+KELP_HD kelp_linear_taps kelp_upsample_linear_taps(int dst, float scale, int in_size, int out_size)
+{
+    kelp_linear_taps t;
+    if (in_size == out_size) {
+        t.i0 = t.i1 = dst;
+        t.l0 = 1.0f;
+        t.l1 = 0.0f;
+        return t;
+    }
+    float src = scale * ((float)dst + 0.5f) - 0.5f;
+    if (src < 0.0f)
+        src = 0.0f;
+    int i = (int)floorf(src);
+    if (i > in_size - 1)
+        i = in_size - 1;
+    float lambda = fminf(fmaxf(src - (float)i, 0.0f), 1.0f);
+    t.i0 = i;
+    t.i1 = i < in_size - 1 ? i + 1 : i;
+    t.l0 = 1.0f - lambda;
+    t.l1 = lambda;
+    return t;
+}
+
+#endif

@@ -1,0 +1,143 @@
+/* relu, leaky_relu, silu, sigmoid and gelu layers: forward and backward against double references, finite
+ * differences, accumulation into input gradients, and field parsing. */
+#include <stdlib.h>
+
+#include "ref/layer_harness.h"
+#include "ref/ref_elem.h"
+
+typedef struct act_case {
+    const char *type;
+    const char *fields;
+    kelp_act_kind kind;
+    double alpha;
+    bool has_kink; /* relu-like: keep inputs away from 0 where the derivative jumps */
+} act_case;
+
+static const act_case cases[] = {
+    {"relu", "{}", KELP_ACT_RELU, 0.0, true},
+    {"leaky_relu", "{\"negative_slope\": 0.2}", KELP_ACT_LEAKY_RELU, 0.2, true},
+    {"silu", "{}", KELP_ACT_SILU, 0.0, false},
+    {"sigmoid", "{}", KELP_ACT_SIGMOID, 0.0, false},
+    {"gelu", "{\"approximate\": \"none\"}", KELP_ACT_GELU, 0.0, false},
+};
+
+#define N_CASES (sizeof cases / sizeof cases[0])
+
+/* Odd NHWC sizes so that no loop bound happens to be a multiple of anything. */
+static const kelp_shape shape = {4, {2, 3, 5, 7}};
+
+static void setup_case(test_layer *t, const act_case *c, uint64_t seed, float range)
+{
+    test_layer_setup(t, c->type, c->fields, 1, &shape, true, seed);
+    float *x = test_f32(&t->in[0]);
+    int64_t n = kelp_shape_numel(&shape);
+    test_fill_uniform(x, (size_t)n, seed + 1, -range, range);
+    if (c->has_kink)
+        for (int64_t i = 0; i < n; i++)
+            x[i] = x[i] >= 0.0f ? x[i] + 0.05f : x[i] - 0.05f;
+}
+
+static void test_forward_matches_reference(void **state)
+{
+    (void)state;
+    for (size_t k = 0; k < N_CASES; k++) {
+        test_layer t;
+        setup_case(&t, &cases[k], 10 + k, 5.0f);
+        assert_true(kelp_shape_equal(&t.out_shape, &shape));
+        test_layer_forward(&t);
+        int64_t n = kelp_shape_numel(&shape);
+        double *want = malloc((size_t)n * sizeof(double));
+        for (int64_t i = 0; i < n; i++)
+            want[i] = ref_activation(cases[k].kind, cases[k].alpha, test_f32(&t.in[0])[i]);
+        test_assert_close(test_f32(&t.out), want, (size_t)n, 1e-5, 1e-6, cases[k].type);
+        free(want);
+        test_layer_teardown(&t);
+    }
+}
+
+static void test_backward_matches_reference_and_accumulates(void **state)
+{
+    (void)state;
+    for (size_t k = 0; k < N_CASES; k++) {
+        test_layer t;
+        setup_case(&t, &cases[k], 20 + k, 5.0f);
+        test_layer_forward(&t);
+        int64_t n = kelp_shape_numel(&shape);
+        float *dx = test_f32(&t.din[0]);
+        for (int64_t i = 0; i < n; i++)
+            dx[i] = 0.5f;
+        TEST_OK(t.type->backward(&t.io));
+        double *want = malloc((size_t)n * sizeof(double));
+        for (int64_t i = 0; i < n; i++)
+            want[i] = 0.5 + test_f32(&t.dout)[i] *
+                                ref_activation_derivative(cases[k].kind, cases[k].alpha, test_f32(&t.in[0])[i]);
+        test_assert_close(dx, want, (size_t)n, 1e-5, 1e-6, cases[k].type);
+        free(want);
+        test_layer_teardown(&t);
+    }
+}
+
+static void test_gradcheck(void **state)
+{
+    (void)state;
+    for (size_t k = 0; k < N_CASES; k++) {
+        test_layer t;
+        setup_case(&t, &cases[k], 30 + k, 3.0f);
+        test_layer_gradcheck(&t, 1e-3f, 2e-3, 210);
+        test_layer_teardown(&t);
+    }
+}
+
+static void test_leaky_relu_default_slope(void **state)
+{
+    (void)state;
+    test_layer t;
+    test_layer_setup(&t, "leaky_relu", "{}", 1, &shape, false, 3);
+    test_f32(&t.in[0])[0] = -2.0f;
+    test_f32(&t.in[0])[1] = 3.0f;
+    test_layer_forward(&t);
+    assert_float_equal(test_f32(&t.out)[0], -0.02f, 1e-7);
+    assert_float_equal(test_f32(&t.out)[1], 3.0f, 0.0f);
+    test_layer_teardown(&t);
+}
+
+static void test_fields_are_declared(void **state)
+{
+    (void)state;
+    const kelp_layer_type *leaky = kelp_layer_find("leaky_relu"), *gelu = kelp_layer_find("gelu");
+    assert_non_null(leaky);
+    assert_non_null(gelu);
+    assert_string_equal(leaky->fields[0], "negative_slope");
+    assert_null(leaky->fields[1]);
+    assert_string_equal(gelu->fields[0], "approximate");
+    assert_null(gelu->fields[1]);
+    assert_null(kelp_layer_find("relu")->fields[0]);
+}
+
+static void test_invalid_fields(void **state)
+{
+    (void)state;
+    test_layer t;
+    TEST_FAILS_WITH(test_layer_try_setup(&t, "gelu", "{\"approximate\": \"tanh\"}", 1, &shape, false, 1),
+                    KELP_ERR_UNSUPPORTED, "approximate");
+    test_layer_teardown(&t);
+    TEST_FAILS_WITH(test_layer_try_setup(&t, "gelu", "{\"approximate\": 1}", 1, &shape, false, 1), KELP_ERR_FORMAT,
+                    "approximate");
+    test_layer_teardown(&t);
+    TEST_FAILS_WITH(test_layer_try_setup(&t, "leaky_relu", "{\"negative_slope\": \"big\"}", 1, &shape, false, 1),
+                    KELP_ERR_FORMAT, "negative_slope");
+    test_layer_teardown(&t);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_forward_matches_reference),
+        cmocka_unit_test(test_backward_matches_reference_and_accumulates),
+        cmocka_unit_test(test_gradcheck),
+        cmocka_unit_test(test_leaky_relu_default_slope),
+        cmocka_unit_test(test_fields_are_declared),
+        cmocka_unit_test(test_invalid_fields),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}

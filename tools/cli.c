@@ -1,0 +1,61 @@
+#include "tools/cli.h"
+
+#include "io/text_file.h"
+
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+int cli_fail(kelp_status status, const char *what)
+{
+    fprintf(stderr, "kelp: %s: %s (%s)\n", what, kelp_last_error(), kelp_status_name(status));
+    return CLI_EXIT_FAILURE;
+}
+
+int cli_usage_error(const char *command, const char *fmt, ...)
+{
+    va_list ap;
+    fprintf(stderr, "kelp %s: ", command);
+    va_start(ap, fmt);
+    vfprintf(stderr, fmt, ap);
+    va_end(ap);
+    fprintf(stderr, "\nRun 'kelp %s --help' for usage.\n", command);
+    return CLI_EXIT_USAGE;
+}
+
+static bool is_zoo_name(const char *name)
+{
+    for (const char *const *z = kelp_model_zoo_names(); *z; z++)
+        if (strcmp(*z, name) == 0)
+            return true;
+    return false;
+}
+
+kelp_status cli_load_model_json(const char *name_or_path, const kelp_zoo_options *zoo, char **json)
+{
+    if (is_zoo_name(name_or_path))
+        return kelp_model_zoo_json(name_or_path, zoo, json);
+    kelp_status s = kelp_read_text_file(name_or_path, KELP_MODEL_FILE_MAX_BYTES, json);
+    if (s != KELP_OK && !strchr(name_or_path, '/') && !strchr(name_or_path, '.'))
+        return kelp_set_error(KELP_ERR_NOT_FOUND, "'%s' is neither a zoo model (see 'kelp model list') nor a model "
+                                                  "file",
+                              name_or_path);
+    return s;
+}
+
+int cli_parse_input_size(const char *s, kelp_zoo_options *zoo)
+{
+    int h = 0, w = 0, c = 0;
+    char tail;
+    int n = sscanf(s, "%dx%dx%d%c", &h, &w, &c, &tail);
+    if (n == 2 || n == 3) {
+        if (h < 1 || w < 1 || (n == 3 && c < 1))
+            return -1;
+        zoo->height = h;
+        zoo->width = w;
+        zoo->channels = n == 3 ? c : 0;
+        return 0;
+    }
+    return -1;
+}

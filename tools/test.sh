@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# Builds kelp and runs the whole test suite (ctest + cmocka).
+#   tools/test.sh              Release build in build/
+#   KELP_SANITIZE=1 tools/test.sh   AddressSanitizer + UndefinedBehaviorSanitizer build in build-asan/
+set -euo pipefail
+cd "$(dirname "$0")/.."
+tools/deps.sh
+
+jobs=$(nproc)
+if [ "${KELP_SANITIZE:-0}" = 1 ]; then
+  dir=build-asan
+  cmake -S . -B "$dir" -DCMAKE_BUILD_TYPE=Debug -DKELP_SANITIZE=ON -DKELP_CUDA="${KELP_CUDA:-AUTO}" >/dev/null
+  # The OpenBLAS and OpenMP runtimes keep thread pools alive at exit; their memory is not kelp's leak.
+  export ASAN_OPTIONS=detect_leaks=0:abort_on_error=1
+  export UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
+else
+  dir=build
+  cmake -S . -B "$dir" -DCMAKE_BUILD_TYPE=Release -DKELP_CUDA="${KELP_CUDA:-AUTO}" >/dev/null
+fi
+cmake --build "$dir" -j "$jobs"
+cd "$dir"
+ctest --output-on-failure -j "$jobs"
