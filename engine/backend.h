@@ -78,6 +78,10 @@ typedef struct kelp_backend_iface {
     kelp_status (*batchnorm_backward)(kelp_backend *be, int64_t rows, int c, const float *x, const float *dy,
                                       const float *gamma, const float *save_mean, const float *save_invstd,
                                       float *dx, float *dgamma, float *dbeta);
+    kelp_status (*batchnorm_backward_infer)(kelp_backend *be, int64_t rows, int c, const float *x,
+                                            const float *dy, const float *gamma, const float *running_mean,
+                                            const float *running_var, float eps, float *dx, float *dgamma,
+                                            float *dbeta);
 
     kelp_status (*activation_forward)(kelp_backend *be, kelp_act_kind kind, float alpha, int64_t n,
                                       const float *x, float *y);

@@ -141,6 +141,14 @@ static kelp_status cpu_bn_backward(kelp_backend *be, int64_t rows, int c, const 
     return KELP_OK;
 }
 
+static kelp_status cpu_bn_backward_infer(kelp_backend *be, int64_t rows, int c, const float *x, const float *dy,
+                                         const float *gamma, const float *rm, const float *rv, float eps, float *dx,
+                                         float *dgamma, float *dbeta)
+{
+    kelp_cpu_batchnorm_backward_infer(threads_of(be), rows, c, x, dy, gamma, rm, rv, eps, dx, dgamma, dbeta);
+    return KELP_OK;
+}
+
 static kelp_status cpu_act_forward(kelp_backend *be, kelp_act_kind kind, float alpha, int64_t n, const float *x,
                                    float *y)
 {
@@ -303,6 +311,7 @@ static const kelp_backend_iface cpu_iface = {
     .batchnorm_forward_train = cpu_bn_train,
     .batchnorm_forward_infer = cpu_bn_infer,
     .batchnorm_backward = cpu_bn_backward,
+    .batchnorm_backward_infer = cpu_bn_backward_infer,
     .activation_forward = cpu_act_forward,
     .activation_backward = cpu_act_backward,
     .add = cpu_add,

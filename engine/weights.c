@@ -150,3 +150,29 @@ kelp_status kelp_graph_load_weights(kelp_graph *g, const char *path, int flags)
     kelp_st_close(file);
     return s;
 }
+
+kelp_status kelp_graph_read_param(kelp_graph *g, int index, bool grad, void *host, size_t bytes)
+{
+    if (index < 0 || index >= g->n_params)
+        return kelp_set_error(KELP_ERR_INVALID_ARG, "graph: parameter index %d outside [0, %d)", index, g->n_params);
+    const kelp_graph_param *p = &g->params[index];
+    if (grad && !p->grad.data)
+        return kelp_set_error(KELP_ERR_INVALID_ARG,
+                              "graph: parameter '%s' has no gradient (a buffer, or a graph built without training)",
+                              p->name);
+    const kelp_tensor *t = grad ? &p->grad : &p->value;
+    size_t need = kelp_tensor_bytes(t);
+    if (bytes != need)
+        return kelp_set_error(KELP_ERR_INVALID_ARG, "graph: parameter '%s' holds %zu bytes, not %zu", p->name, need,
+                              bytes);
+    if (!p->spec.ohwi)
+        return g->be->iface->download(g->be, host, t->data, bytes);
+    float *scratch = malloc(bytes);
+    if (!scratch)
+        return kelp_set_error(KELP_ERR_NO_MEMORY, "graph: out of memory reading parameter '%s'", p->name);
+    kelp_status s = g->be->iface->download(g->be, scratch, t->data, bytes);
+    if (s == KELP_OK)
+        permute_oihw(&p->spec.shape, scratch, host, false);
+    free(scratch);
+    return s;
+}

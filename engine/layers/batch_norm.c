@@ -116,11 +116,6 @@ static float *grad_or_null(kelp_tensor *t) { return t ? t->data : NULL; }
 
 static kelp_status bn_backward(const kelp_layer_io *io)
 {
-    if (!io->training)
-        return kelp_set_error(KELP_ERR_UNSUPPORTED,
-                              "batch_norm '%s': backward through running statistics (eval mode) is not supported; "
-                              "run the forward pass in training mode",
-                              io->name);
     float *dx = grad_or_null(io->din[0]);
     float *dgamma = grad_or_null(io->dparam[BN_WEIGHT]), *dbeta = grad_or_null(io->dparam[BN_BIAS]);
     if (!dx && !dgamma && !dbeta)
@@ -128,6 +123,11 @@ static kelp_status bn_backward(const kelp_layer_io *io)
     kelp_backend *be = io->be;
     const kelp_tensor *x = io->in[0];
     int c = (int)channels_of(&x->shape);
+    int64_t rows = kelp_shape_numel(&x->shape) / c;
+    if (!io->training)
+        return be->iface->batchnorm_backward_infer(be, rows, c, f32(x), f32(io->dout), f32(io->param[BN_WEIGHT]),
+                                                   f32(io->param[BN_RUNNING_MEAN]), f32(io->param[BN_RUNNING_VAR]),
+                                                   ((const bn_attrs *)io->attrs)->eps, dx, dgamma, dbeta);
     const float *save_mean = io->state, *save_invstd = save_mean + c;
     return be->iface->batchnorm_backward(be, kelp_shape_numel(&x->shape) / c, c, f32(x), f32(io->dout),
                                          f32(io->param[BN_WEIGHT]), save_mean, save_invstd, dx, dgamma, dbeta);

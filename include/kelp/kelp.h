@@ -136,6 +136,10 @@ typedef enum kelp_load_flags {
 
 kelp_status kelp_graph_save_weights(kelp_graph *g, const char *path);
 kelp_status kelp_graph_load_weights(kelp_graph *g, const char *path, int flags);
+/* Copies parameter `index` (or, with `grad`, its gradient) to host memory in PyTorch's layout and dtype, as
+ * kelp_graph_save_weights writes it; `bytes` must be its exact size. Only trainable parameters of a training graph
+ * have a gradient. */
+kelp_status kelp_graph_read_param(kelp_graph *g, int index, bool grad, void *host, size_t bytes);
 
 /* ---- model zoo ---- */
 /* Names of the zoo models, NULL-terminated. */

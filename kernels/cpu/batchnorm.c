@@ -54,8 +54,9 @@ void kelp_cpu_batchnorm_forward_train(int threads, int64_t rows, int c, const fl
                                       const float *beta, float *running_mean, float *running_var, float momentum,
                                       float eps, float *y, float *save_mean, float *save_invstd)
 {
+    int blocks = block_count(c);
 #pragma omp parallel for num_threads(threads) schedule(dynamic)
-    for (int b = 0; b < block_count(c); b++) {
+    for (int b = 0; b < blocks; b++) {
         int c0 = b * CHANNEL_BLOCK, nc = block_width(c, b);
         double mean[CHANNEL_BLOCK], var[CHANNEL_BLOCK];
         float scale[CHANNEL_BLOCK];
@@ -79,8 +80,9 @@ void kelp_cpu_batchnorm_forward_infer(int threads, int64_t rows, int c, const fl
                                       const float *beta, const float *running_mean, const float *running_var,
                                       float eps, float *y)
 {
+    int blocks = block_count(c);
 #pragma omp parallel for num_threads(threads) schedule(dynamic)
-    for (int b = 0; b < block_count(c); b++) {
+    for (int b = 0; b < blocks; b++) {
         int c0 = b * CHANNEL_BLOCK, nc = block_width(c, b);
         float scale[CHANNEL_BLOCK];
         for (int j = 0; j < nc; j++)
@@ -108,8 +110,9 @@ void kelp_cpu_batchnorm_backward(int threads, int64_t rows, int c, const float *
                                  const float *gamma, const float *save_mean, const float *save_invstd, float *dx,
                                  float *dgamma, float *dbeta)
 {
+    int blocks = block_count(c);
 #pragma omp parallel for num_threads(threads) schedule(dynamic)
-    for (int b = 0; b < block_count(c); b++) {
+    for (int b = 0; b < blocks; b++) {
         int c0 = b * CHANNEL_BLOCK, nc = block_width(c, b);
         double sum_dy[CHANNEL_BLOCK], sum_dy_xmu[CHANNEL_BLOCK];
         backward_sums(rows, c, nc, x + c0, dy + c0, save_mean + c0, sum_dy, sum_dy_xmu);
@@ -132,6 +135,36 @@ void kelp_cpu_batchnorm_backward(int threads, int64_t rows, int c, const float *
             for (int j = 0; j < nc; j++) {
                 int64_t i = r * c + c0 + j;
                 dx[i] += kelp_bn_dx(dy[i], x[i] - save_mean[c0 + j], k[j], mean_dy[j], proj[j]);
+            }
+    }
+}
+
+// x, dy (rows,C) -> dx (rows,C), dgamma, dbeta (C), all accumulated; the running statistics normalize
+void kelp_cpu_batchnorm_backward_infer(int threads, int64_t rows, int c, const float *x, const float *dy,
+                                       const float *gamma, const float *running_mean, const float *running_var,
+                                       float eps, float *dx, float *dgamma, float *dbeta)
+{
+    int blocks = block_count(c);
+#pragma omp parallel for num_threads(threads) schedule(dynamic)
+    for (int b = 0; b < blocks; b++) {
+        int c0 = b * CHANNEL_BLOCK, nc = block_width(c, b);
+        double sum_dy[CHANNEL_BLOCK], sum_dy_xmu[CHANNEL_BLOCK];
+        backward_sums(rows, c, nc, x + c0, dy + c0, running_mean + c0, sum_dy, sum_dy_xmu);
+        float k[CHANNEL_BLOCK];
+        for (int j = 0; j < nc; j++) {
+            double invstd = kelp_bn_invstd(running_var[c0 + j], eps);
+            if (dgamma)
+                dgamma[c0 + j] += (float)(sum_dy_xmu[j] * invstd);
+            if (dbeta)
+                dbeta[c0 + j] += (float)sum_dy[j];
+            k[j] = (float)(gamma[c0 + j] * invstd);
+        }
+        if (!dx)
+            continue;
+        for (int64_t r = 0; r < rows; r++)
+            for (int j = 0; j < nc; j++) {
+                int64_t i = r * c + c0 + j;
+                dx[i] += dy[i] * k[j];
             }
     }
 }

@@ -38,6 +38,11 @@ void kelp_cpu_batchnorm_forward_infer(int threads, int64_t rows, int c, const fl
 void kelp_cpu_batchnorm_backward(int threads, int64_t rows, int c, const float *x, const float *dy,
                                  const float *gamma, const float *save_mean, const float *save_invstd, float *dx,
                                  float *dgamma, float *dbeta);
+/* Backward through the running statistics (eval mode, e.g. a frozen backbone): the normalization is a fixed
+ * per-channel affine map, so dx = dy * gamma * invstd. dx, dgamma, dbeta may be NULL. */
+void kelp_cpu_batchnorm_backward_infer(int threads, int64_t rows, int c, const float *x, const float *dy,
+                                       const float *gamma, const float *running_mean, const float *running_var,
+                                       float eps, float *dx, float *dgamma, float *dbeta);
 
 /* ---- elementwise ---- */
 void kelp_cpu_activation_forward(int threads, kelp_act_kind kind, float alpha, int64_t n, const float *x, float *y);

@@ -269,15 +269,16 @@ def float32_state(module):
 
 # ---- one training step ----
 
-def training_step(module, loss_fn, image_nhwc, labels, input_name="image", dtype=torch.float64):
-    """Runs forward, loss and backward in training mode in `dtype` from float32 parameters and inputs.
+def training_step(module, loss_fn, image_nhwc, labels, input_name="image", dtype=torch.float64, train=True):
+    """Runs forward, loss and backward in training mode (or, with train=False, with batch norm on its running
+    statistics, as kelp's eval mode) in `dtype` from float32 parameters and inputs.
 
     Returns the expected tensors as float32/int numpy arrays in kelp's layouts: the input and labels, logits,
     loss, gradients of the input (NHWC) and of every trainable parameter (PyTorch layout), and the buffers after
     the step as "after.<name>"."""
     buffers = {name for name, _ in module.named_buffers()}
     module.to(dtype)
-    module.train()
+    module.train(train)
     x = torch.from_numpy(nhwc_to_nchw(image_nhwc).copy()).to(dtype).requires_grad_(True)
     module.zero_grad(set_to_none=True)
     logits = module(x)
@@ -296,4 +297,4 @@ def training_step(module, loss_fn, image_nhwc, labels, input_name="image", dtype
         if name in buffers:
             out["after." + name] = b.numpy() if b.dtype == torch.int64 else b.float().numpy()
     module.float()
-    return {k: np.ascontiguousarray(v) for k, v in out.items()}
+    return {k: np.array(v, order="C") for k, v in out.items()}

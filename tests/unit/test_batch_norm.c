@@ -272,15 +272,30 @@ static void test_single_value_per_channel_in_training(void **state)
     }
 }
 
-static void test_backward_in_eval_is_unsupported(void **state)
+/* Eval mode (a frozen backbone) differentiates through the running statistics: a fixed affine map per channel. */
+static void test_backward_in_eval(void **state)
 {
     (void)state;
-    kelp_shape shape = kelp_shape4(2, 3, 3, 4);
-    test_layer t;
-    test_layer_setup(&t, "batch_norm", NULL, 1, &shape, false, 110);
-    test_layer_forward(&t);
-    TEST_FAILS_WITH(t.type->backward(&t.io), KELP_ERR_UNSUPPORTED, "eval mode");
-    test_layer_teardown(&t);
+    const kelp_shape shapes[] = {kelp_shape4(2, 3, 5, 4), kelp_shape2(3, 7)};
+    for (int i = 0; i < 2; i++) {
+        test_layer t;
+        test_layer_setup(&t, "batch_norm", "{\"eps\":0.001}", 1, &shapes[i], false, 110 + (uint64_t)i);
+        test_layer_gradcheck(&t, 1e-2f, 1e-3, 40);
+        /* closed form: dx = dy * gamma / sqrt(running_var + eps) */
+        int c = channels(&t);
+        test_layer_forward(&t);
+        test_layer_backward(&t);
+        int64_t n = numel(&t.in[0]);
+        double *want = malloc((size_t)n * sizeof(double));
+        for (int64_t k = 0; k < n; k++) {
+            int j = (int)(k % c);
+            want[k] = test_f32(&t.dout)[k] * param(&t, WEIGHT)[j] / sqrt(param(&t, RUNNING_VAR)[j] + 0.001);
+        }
+        test_assert_close(test_f32(&t.din[0]), want, (size_t)n, 1e-5, 1e-6, "eval dx");
+        assert_int_equal(num_batches(&t), 0);
+        free(want);
+        test_layer_teardown(&t);
+    }
 }
 
 /* Backward accumulates: a second call without zeroing doubles every input and parameter gradient. */
@@ -351,7 +366,7 @@ int main(void)
         cmocka_unit_test(test_smaller_batch),
         cmocka_unit_test(test_param_specs),
         cmocka_unit_test(test_single_value_per_channel_in_training),
-        cmocka_unit_test(test_backward_in_eval_is_unsupported),
+        cmocka_unit_test(test_backward_in_eval),
         cmocka_unit_test(test_backward_accumulates),
         cmocka_unit_test(test_invalid),
     };
