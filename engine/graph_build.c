@@ -192,7 +192,7 @@ static kelp_status build_node(kelp_graph *g, const cJSON *json, int index, int p
                                              : "a loss layer belongs in the model's 'loss' field, not in 'nodes'");
         return node_error(node, index, KELP_ERR_FORMAT);
     }
-    kelp_status s = kelp_json_check_fields(json, node_common_fields, node->type->fields, node->type->name);
+    kelp_status s = kelp_json_check_fields(json, node->type->fields, node_common_fields, NULL);
     if (s == KELP_OK) {
         node->attrs = calloc(1, node->type->attrs_size ? node->type->attrs_size : 1);
         s = node->attrs ? node->type->parse(json, node->attrs)

@@ -104,7 +104,8 @@ kelp_status kelp_json_check_fields(const cJSON *obj, const char *const *known, c
         size_t used = 0;
         append_list(known, names, sizeof names, &used);
         append_list(more, names, sizeof names, &used);
-        return kelp_set_error(KELP_ERR_FORMAT, "%s: unknown field '%s' (known: %s)", where, it->string, names);
+        return kelp_set_error(KELP_ERR_FORMAT, "%s%sunknown field '%s' (known: %s)", where ? where : "",
+                              where ? ": " : "", it->string, names);
     }
     return KELP_OK;
 }

@@ -8,20 +8,39 @@
 #define PARALLEL_MIN 16384
 
 // x (n) -> y (n)
+/* The kind is a loop invariant, but a switch inside the element loop keeps the compiler from vectorizing it (ReLU
+ * took 5% of a ResNet-18 step). Each case below calls the per-element function with a constant kind, so it
+ * folds to straight-line math. */
+#define ACTIVATION_CASES(LOOP)                                                                                   \
+    switch (kind) {                                                                                              \
+    case KELP_ACT_RELU: LOOP(KELP_ACT_RELU); break;                                                             \
+    case KELP_ACT_LEAKY_RELU: LOOP(KELP_ACT_LEAKY_RELU); break;                                                 \
+    case KELP_ACT_SILU: LOOP(KELP_ACT_SILU); break;                                                             \
+    case KELP_ACT_SIGMOID: LOOP(KELP_ACT_SIGMOID); break;                                                       \
+    case KELP_ACT_GELU: LOOP(KELP_ACT_GELU); break;                                                             \
+    }
+
+// x (n) -> y (n)
 void kelp_cpu_activation_forward(int threads, kelp_act_kind kind, float alpha, int64_t n, const float *x, float *y)
 {
-#pragma omp parallel for num_threads(threads) if (n >= PARALLEL_MIN) schedule(static)
-    for (int64_t i = 0; i < n; i++)
-        y[i] = kelp_act_forward(kind, alpha, x[i]);
+#define FORWARD_LOOP(KIND)                                                                                       \
+    _Pragma("omp parallel for num_threads(threads) if (n >= PARALLEL_MIN) schedule(static)")                   \
+    for (int64_t i = 0; i < n; i++)                                                                              \
+        y[i] = kelp_act_forward(KIND, alpha, x[i])
+    ACTIVATION_CASES(FORWARD_LOOP)
+#undef FORWARD_LOOP
 }
 
 // x, y, dy (n) -> dx (n) +=
 void kelp_cpu_activation_backward(int threads, kelp_act_kind kind, float alpha, int64_t n, const float *x,
                                   const float *y, const float *dy, float *dx)
 {
-#pragma omp parallel for num_threads(threads) if (n >= PARALLEL_MIN) schedule(static)
-    for (int64_t i = 0; i < n; i++)
-        dx[i] += dy[i] * kelp_act_derivative(kind, alpha, x[i], y[i]);
+#define BACKWARD_LOOP(KIND)                                                                                      \
+    _Pragma("omp parallel for num_threads(threads) if (n >= PARALLEL_MIN) schedule(static)")                   \
+    for (int64_t i = 0; i < n; i++)                                                                              \
+        dx[i] += dy[i] * kelp_act_derivative(KIND, alpha, x[i], y[i])
+    ACTIVATION_CASES(BACKWARD_LOOP)
+#undef BACKWARD_LOOP
 }
 
 // a, b (n) -> y (n)
