@@ -23,7 +23,7 @@ static int list_models(void)
     return 0;
 }
 
-static int summary(const char *json, int batch)
+static int summary(const char *source, const char *json, int batch)
 {
     kelp_ctx *ctx;
     kelp_status s = kelp_ctx_create(NULL, &ctx);
@@ -36,7 +36,7 @@ static int summary(const char *json, int batch)
     s = kelp_graph_build(ctx, json, &o, &g);
     if (s != KELP_OK) {
         kelp_ctx_destroy(ctx);
-        return cli_fail(s, "model");
+        return cli_fail(s, source);
     }
     printf("%-28s %-20s %-22s %12s\n", "node", "type", "output", "parameters");
     int64_t total = 0;
@@ -111,7 +111,7 @@ int cmd_model(int argc, char **argv)
     if (strcmp(verb, "show") == 0)
         puts(json);
     else
-        rc = summary(json, batch);
+        rc = summary(argv[optind], json, batch);
     kelp_free(json);
     return rc;
 }

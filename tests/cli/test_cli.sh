@@ -1,0 +1,72 @@
+#!/usr/bin/env bash
+# The kelp command as a user meets it: exit codes, output, and error messages that name the file and the problem.
+# Usage: test_cli.sh PATH/TO/kelp
+set -uo pipefail
+kelp=$1
+tmp=$(mktemp -d)
+trap 'rm -rf "$tmp"' EXIT
+failures=0
+passes=0
+
+check() { # check NAME CONDITION...
+  local name=$1; shift
+  if "$@"; then passes=$((passes + 1)); else echo "FAIL: $name"; failures=$((failures + 1)); fi
+}
+
+run() { # run EXPECTED_STATUS ARGS... : stdout in $tmp/out, stderr in $tmp/err
+  local want=$1; shift
+  "$kelp" "$@" >"$tmp/out" 2>"$tmp/err"
+  local got=$?
+  if [ "$got" != "$want" ]; then
+    echo "kelp $*: exit $got, expected $want; stderr: $(cat "$tmp/err")"
+    return 1
+  fi
+}
+
+contains() { grep -qF -- "$2" "$1" || { echo "'$2' not in $1: $(head -c 400 "$1")"; return 1; }; }
+
+check "info" run 0 info
+check "info lists layers" contains "$tmp/out" "softmax_cross_entropy"
+check "version" run 0 --version
+check "unknown command" run 2 frobnicate
+check "unknown command message" contains "$tmp/err" "unknown command 'frobnicate'"
+
+check "model list" run 0 model list
+check "model list names resnet50" contains "$tmp/out" "resnet50"
+
+check "model show" run 0 model show resnet18 --classes 7 --input 96x64x3
+cp "$tmp/out" "$tmp/resnet18.json"
+check "shown model is JSON with the classes" python3 -c "
+import json, sys
+m = json.load(open('$tmp/resnet18.json'))
+assert m['format'] == 'kelp-model' and m['inputs'][0]['shape'] == [96, 64, 3], m['inputs']
+fc = [n for n in m['nodes'] if n['name'] == 'fc'][0]
+assert fc['out_features'] == 7, fc
+"
+check "summary of the shown file" run 0 model summary "$tmp/resnet18.json" --batch 2
+check "summary output shape" contains "$tmp/out" "[2,7]"
+check "summary parameters" contains "$tmp/out" "trainable parameters: 11180103"
+
+python3 - "$tmp/resnet18.json" "$tmp/broken.json" <<'PY'
+import json, sys
+m = json.load(open(sys.argv[1]))
+for n in m["nodes"]:
+    if n["name"] == "fc":
+        n["out_feature"] = n.pop("out_features")
+json.dump(m, open(sys.argv[2], "w"))
+PY
+check "broken model fails" run 1 model summary "$tmp/broken.json"
+check "broken model message names node and field" contains "$tmp/err" "node 'fc' (linear): unknown field 'out_feature'"
+check "broken model message names the file" contains "$tmp/err" "$tmp/broken.json"
+
+printf '{"format": "kelp-model", "version": 1, "nodes": [' >"$tmp/truncated.json"
+check "truncated model fails" run 1 model summary "$tmp/truncated.json"
+check "truncated model message" contains "$tmp/err" "invalid JSON"
+check "missing model" run 1 model show "$tmp/nope.json"
+check "missing model message" contains "$tmp/err" "nope.json"
+check "unknown zoo name" run 1 model show resnet101
+check "bad option" run 2 model show resnet18 --classes zero
+check "bad input size" run 2 model show resnet18 --input 12
+
+echo "$passes passed, $failures failed"
+[ "$failures" = 0 ]
