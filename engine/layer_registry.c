@@ -37,7 +37,7 @@ static const kelp_layer_type *const registry[] = {
 const kelp_layer_type *kelp_layer_find(const char *name)
 {
     for (size_t i = 0; i < REGISTRY_SIZE; i++)
-        if (registry[i] && strcmp(registry[i]->name, name) == 0)
+        if (strcmp(registry[i]->name, name) == 0)
             return registry[i];
     return NULL;
 }
@@ -47,20 +47,15 @@ const char *kelp_layer_list(char *buf, size_t len)
     size_t used = 0;
     buf[0] = '\0';
     for (size_t i = 0; i < REGISTRY_SIZE && used < len; i++)
-        if (registry[i])
-            used += (size_t)snprintf(buf + used, len - used, "%s%s", used ? ", " : "", registry[i]->name);
+        used += (size_t)snprintf(buf + used, len - used, "%s%s", used ? ", " : "", registry[i]->name);
     return buf;
 }
 
-const char *const *kelp_layer_type_names(void)
+int kelp_layer_type_count(void) { return (int)REGISTRY_SIZE; }
+
+const char *kelp_layer_type_name(int index)
 {
-    static const char *names[REGISTRY_SIZE + 1];
-    size_t n = 0;
-    for (size_t i = 0; i < REGISTRY_SIZE; i++)
-        if (registry[i])
-            names[n++] = registry[i]->name;
-    names[n] = NULL;
-    return names;
+    return index >= 0 && index < (int)REGISTRY_SIZE ? registry[index]->name : NULL;
 }
 
 kelp_shape kelp_param_internal_shape(const kelp_param_spec *spec)

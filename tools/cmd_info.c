@@ -38,8 +38,8 @@ int cmd_info(int argc, char **argv)
     printf("cpu:        %d threads (OpenMP), BLAS: %s\n", kelp_ctx_threads(ctx), openblas_get_config());
     print_cuda();
     printf("layers:    ");
-    for (const char *const *t = kelp_layer_type_names(); *t; t++)
-        printf(" %s", *t);
+    for (int i = 0; i < kelp_layer_type_count(); i++)
+        printf(" %s", kelp_layer_type_name(i));
     printf("\nzoo:       ");
     for (const char *const *z = kelp_model_zoo_names(); *z; z++)
         printf(" %s", *z);

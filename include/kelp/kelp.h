@@ -156,8 +156,9 @@ typedef struct kelp_zoo_options {
 kelp_status kelp_model_zoo_json(const char *name, const kelp_zoo_options *options, char **json_out);
 void kelp_free(void *p);
 
-/* Names of the registered layer types, NULL-terminated. */
-const char *const *kelp_layer_type_names(void);
+/* The registered layer types: count, and the name of each (NULL outside [0, count)). */
+int kelp_layer_type_count(void);
+const char *kelp_layer_type_name(int index);
 
 #ifdef __cplusplus
 }

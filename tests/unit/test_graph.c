@@ -23,6 +23,29 @@ static kelp_status build_nodes(const char *nodes, const char *extra)
     return s;
 }
 
+/* Every layer type the engine promises is registered with a complete vtable. */
+static void test_registry_complete(void **state)
+{
+    (void)state;
+    static const char *const promised[] = {"conv2d", "conv_transpose2d", "batch_norm", "relu", "leaky_relu",
+                                           "silu", "sigmoid", "gelu", "max_pool2d", "avg_pool2d",
+                                           "global_avg_pool", "linear", "add", "concat", "upsample", "dropout",
+                                           "flatten", "softmax_cross_entropy"};
+    size_t n = sizeof promised / sizeof promised[0];
+    assert_int_equal(kelp_layer_type_count(), (int)n);
+    for (size_t i = 0; i < n; i++) {
+        const kelp_layer_type *t = kelp_layer_find(promised[i]);
+        assert_non_null(t);
+        assert_non_null(t->fields);
+        assert_non_null(t->parse);
+        assert_non_null(t->infer);
+        assert_non_null(t->forward);
+        assert_non_null(t->backward);
+        assert_true(t->min_inputs >= 1 && t->min_inputs <= t->max_inputs && t->max_inputs <= KELP_MAX_INPUTS);
+    }
+    assert_null(kelp_layer_type_name((int)n));
+}
+
 static void test_every_layer_shapes(void **state)
 {
     (void)state;
@@ -271,6 +294,7 @@ static void test_liveness_saves_memory(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_registry_complete),
         cmocka_unit_test(test_every_layer_shapes),
         cmocka_unit_test(test_unknown_type_lists_known),
         cmocka_unit_test(test_wrong_input_count),
