@@ -353,6 +353,7 @@ kelp_status kelp_backend_cpu_create(int threads, kelp_backend **out)
         return kelp_set_error(KELP_ERR_NO_MEMORY, "cpu backend: out of memory");
     }
     impl->threads = threads;
+    kelp_cpu_gemm_init();
     be->iface = &cpu_iface;
     be->impl = impl;
     *out = be;

@@ -60,13 +60,12 @@ int kelp_ctx_threads(const kelp_ctx *ctx) { return ctx->threads; }
 kelp_status kelp_tensor_alloc(kelp_ctx *ctx, const kelp_shape *shape, kelp_dtype dtype, kelp_tensor *out)
 {
     memset(out, 0, sizeof *out);
-    int64_t n = kelp_shape_numel(shape);
-    if (n < 0)
-        return kelp_set_error(KELP_ERR_INVALID_ARG, "tensor: negative size");
+    size_t bytes;
+    KELP_TRY(kelp_shape_bytes(shape, dtype, &bytes));
     out->shape = *shape;
     out->dtype = dtype;
     out->backend = ctx->be;
-    return ctx->be->iface->alloc(ctx->be, (size_t)n * kelp_dtype_size(dtype), &out->data);
+    return ctx->be->iface->alloc(ctx->be, bytes, &out->data);
 }
 
 void kelp_tensor_free(kelp_ctx *ctx, kelp_tensor *t)

@@ -8,7 +8,8 @@
 #include "engine/json_attr.h"
 #include "io/text_file.h"
 
-#define MODEL_MAX_NODES 100000
+/* Far above real CNNs (ResNet-152 has ~500 nodes) and low enough that building stays well under a second. */
+#define MODEL_MAX_NODES 10000
 #define MODEL_MAX_INPUTS 16
 
 static const char *const top_level_fields[] = {"format", "version", "name", "task", "description", "inputs",
@@ -111,6 +112,9 @@ static kelp_status parse_inputs(kelp_graph *g, const cJSON *inputs)
                     return kelp_set_error(KELP_ERR_FORMAT, "input '%s': '%s' entries must be numbers%s", name, field,
                                           k ? " > 0" : "");
         }
+        size_t bytes;
+        if (kelp_shape_bytes(&s, KELP_F32, &bytes) != KELP_OK)
+            return kelp_wrap_error(KELP_ERR_SHAPE, "input '%s': ", name);
         KELP_TRY(add_value(g, name, &s, KELP_F32, true, -1, &g->input_values[i]));
     }
     return KELP_OK;
@@ -160,6 +164,8 @@ static kelp_status parse_node_inputs(kelp_graph *g, kelp_node *node, const cJSON
 }
 
 static const char *const node_common_fields[] = {"name", "type", "inputs", NULL};
+/* The loss reads the first output and the labels: it names no inputs. */
+static const char *const loss_common_fields[] = {"name", "type", NULL};
 
 /* Parses one node, infers its output shape and registers its output value. */
 static kelp_status build_node(kelp_graph *g, const cJSON *json, int index, int previous_value, bool loss)
@@ -168,8 +174,8 @@ static kelp_status build_node(kelp_graph *g, const cJSON *json, int index, int p
     if (!cJSON_IsObject(json))
         return kelp_set_error(KELP_ERR_FORMAT, "node %d: must be an object", index);
     const char *name = NULL, *type = NULL;
-    KELP_TRY(kelp_json_string(json, "name", &name));
-    KELP_TRY(kelp_json_string(json, "type", &type));
+    if (kelp_json_string(json, "name", &name) != KELP_OK || kelp_json_string(json, "type", &type) != KELP_OK)
+        return kelp_wrap_error(KELP_ERR_FORMAT, "node %d: ", index);
     if (loss && !name)
         name = "loss";
     if (!name || !*name)
@@ -192,7 +198,8 @@ static kelp_status build_node(kelp_graph *g, const cJSON *json, int index, int p
                                              : "a loss layer belongs in the model's 'loss' field, not in 'nodes'");
         return node_error(node, index, KELP_ERR_FORMAT);
     }
-    kelp_status s = kelp_json_check_fields(json, node->type->fields, node_common_fields, NULL);
+    kelp_status s = kelp_json_check_fields(json, node->type->fields, loss ? loss_common_fields : node_common_fields,
+                                           NULL);
     if (s == KELP_OK) {
         node->attrs = calloc(1, node->type->attrs_size ? node->type->attrs_size : 1);
         s = node->attrs ? node->type->parse(json, node->attrs)
@@ -219,6 +226,9 @@ static kelp_status build_node(kelp_graph *g, const cJSON *json, int index, int p
         v->last_consumer = index;
     }
     s = node->type->infer(node->attrs, in_shapes, node->n_in, &out);
+    size_t out_bytes;
+    if (s == KELP_OK)
+        s = kelp_shape_bytes(&out, KELP_F32, &out_bytes);
     if (s != KELP_OK)
         return node_error(node, index, s);
     for (int d = 0; d < out.ndim; d++)
@@ -312,7 +322,12 @@ static kelp_status add_params(kelp_graph *g)
             if (!gp->name)
                 return kelp_set_error(KELP_ERR_NO_MEMORY, "model: out of memory");
             snprintf(gp->name, len, "%s.%s", node->name, specs[p].suffix);
-            size_t bytes = (size_t)kelp_shape_numel(&specs[p].shape) * kelp_dtype_size(specs[p].dtype);
+            size_t bytes;
+            if (kelp_shape_bytes(&specs[p].shape, specs[p].dtype, &bytes) != KELP_OK)
+                return kelp_wrap_error(KELP_ERR_SHAPE, "parameter '%s': ", gp->name);
+            if (g->params_bytes + g->buffers_bytes + bytes > KELP_TENSOR_MAX_BYTES)
+                return kelp_set_error(KELP_ERR_SHAPE, "parameter '%s': the model's parameters pass the %zu-byte limit",
+                                      gp->name, KELP_TENSOR_MAX_BYTES);
             if (specs[p].kind == KELP_PARAM_TRAINABLE) {
                 gp->offset = g->params_bytes;
                 g->params_bytes += bytes;
@@ -365,8 +380,11 @@ static kelp_status build(kelp_graph *g, cJSON *model)
         return kelp_set_error(KELP_ERR_FORMAT, "model: 'version' %d is not supported (this kelp reads version 1)",
                               version);
     const cJSON *nodes = cJSON_GetObjectItemCaseSensitive(model, "nodes");
-    if (!cJSON_IsArray(nodes) || cJSON_GetArraySize(nodes) < 1 || cJSON_GetArraySize(nodes) > MODEL_MAX_NODES)
+    if (!cJSON_IsArray(nodes) || cJSON_GetArraySize(nodes) < 1)
         return kelp_set_error(KELP_ERR_FORMAT, "model: 'nodes' must be a non-empty array of node objects");
+    if (cJSON_GetArraySize(nodes) > MODEL_MAX_NODES)
+        return kelp_set_error(KELP_ERR_FORMAT, "model: %d nodes, more than the %d a model may have",
+                              cJSON_GetArraySize(nodes), MODEL_MAX_NODES);
     const cJSON *loss = cJSON_GetObjectItemCaseSensitive(model, "loss");
     if (g->options.with_loss && !cJSON_IsObject(loss))
         return kelp_set_error(KELP_ERR_FORMAT, "model: training needs a 'loss' object (e.g. "
@@ -408,13 +426,12 @@ kelp_status kelp_graph_build(kelp_ctx *ctx, const char *model_json, const kelp_g
         return kelp_set_error(KELP_ERR_INVALID_ARG, "graph: batch %d is outside [1, 2^20]", o.batch);
     if ((o.with_loss || o.input_grads) && !o.training)
         return kelp_set_error(KELP_ERR_INVALID_ARG, "graph: a loss or input gradients need training = true");
+    /* cJSON reports where parsing stopped through `end` (its global error pointer is shared between threads) */
     const char *end = NULL;
     cJSON *model = cJSON_ParseWithOpts(model_json, &end, 1);
-    if (!model) {
-        const char *at = cJSON_GetErrorPtr();
+    if (!model)
         return kelp_set_error(KELP_ERR_FORMAT, "model: invalid JSON near byte %ld: \"%.32s\"",
-                              at ? (long)(at - model_json) : -1L, at ? at : "");
-    }
+                              end ? (long)(end - model_json) : -1L, end ? end : "");
     kelp_graph *g = calloc(1, sizeof *g);
     if (!g) {
         cJSON_Delete(model);

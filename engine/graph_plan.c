@@ -90,9 +90,16 @@ kelp_status kelp_graph_plan_memory(kelp_graph *g)
     if (s == KELP_OK) {
         g->arena_bytes = arena;
         s = g->be->iface->alloc(g->be, arena, &g->arena);
+        if (s != KELP_OK)
+            kelp_wrap_error(s, "graph: activation memory for batch %d: ", g->options.batch);
     }
-    if (s == KELP_OK && g->workspace_bytes)
+    if (s == KELP_OK && g->workspace_bytes > KELP_TENSOR_MAX_BYTES)
+        s = kelp_set_error(KELP_ERR_SHAPE, "graph: a layer asks for %zu bytes of workspace", g->workspace_bytes);
+    if (s == KELP_OK && g->workspace_bytes) {
         s = g->be->iface->alloc(g->be, g->workspace_bytes, &g->workspace);
+        if (s != KELP_OK)
+            kelp_wrap_error(s, "graph: shared workspace: ");
+    }
     if (s == KELP_OK) {
         char *base = g->arena;
         for (int v = 0; v < g->n_values; v++) {

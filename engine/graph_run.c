@@ -126,6 +126,14 @@ kelp_status kelp_graph_backward(kelp_graph *g)
     if (!g->options.training)
         return kelp_set_error(KELP_ERR_INVALID_ARG, "graph: backward needs a graph built with training = true");
     kelp_backend *be = g->be;
+    /* Gradients that no consumer writes (a dead-end node, a second output beside the loss, an unused input) start
+     * at zero; the caller's seeds (outputs of a graph without loss) and the loss's 1 are the only other starts. */
+    for (int v = 0; v < g->n_values; v++) {
+        kelp_value *val = &g->values[v];
+        bool seeded = g->loss_node < 0 && is_graph_output(g, v);
+        if (val->has_grad && val->last_consumer < 0 && !seeded)
+            KELP_TRY(be->iface->memset(be, val->grad.data, 0, kelp_tensor_bytes(&val->grad)));
+    }
     if (g->loss_node >= 0) {
         const float one = 1.0f;
         KELP_TRY(be->iface->upload(be, g->values[g->nodes[g->loss_node].out].grad.data, &one, sizeof one));

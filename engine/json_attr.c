@@ -98,6 +98,11 @@ kelp_status kelp_json_check_fields(const cJSON *obj, const char *const *known, c
                                    const char *where)
 {
     for (const cJSON *it = obj->child; it; it = it->next) {
+        /* cJSON keeps duplicate keys and lookups see the first: the second would be silently ignored */
+        for (const cJSON *before = obj->child; before != it; before = before->next)
+            if (strcmp(before->string, it->string) == 0)
+                return kelp_set_error(KELP_ERR_FORMAT, "%s%sfield '%s' appears twice", where ? where : "",
+                                      where ? ": " : "", it->string);
         if (listed(known, it->string) || listed(more, it->string))
             continue;
         char names[512] = "";

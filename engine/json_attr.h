@@ -16,7 +16,7 @@ kelp_status kelp_json_float(const cJSON *obj, const char *field, double lo, doub
 kelp_status kelp_json_bool(const cJSON *obj, const char *field, bool *out);
 /* A string, borrowed from the JSON tree. */
 kelp_status kelp_json_string(const cJSON *obj, const char *field, const char **out);
-/* Rejects any field of `obj` that is in neither list (NULL-terminated; `more` may be NULL): a typo ("strides")
+/* Rejects a field given twice, and any field of `obj` that is in neither list (NULL-terminated; `more` may be NULL): a typo ("strides")
  * must not silently fall back to a default. The message is "<where>: unknown field 'x' (known: a, b, ...)", without
  * the prefix when `where` is NULL. */
 kelp_status kelp_json_check_fields(const cJSON *obj, const char *const *known, const char *const *more,

@@ -25,29 +25,16 @@ static int by_size_desc(const void *pa, const void *pb)
     return a->index - b->index;
 }
 
-/* Interval of bytes taken by an already placed buffer that is alive at the same time. */
-typedef struct {
-    size_t begin, end;
-} taken;
-
-static int by_begin(const void *pa, const void *pb)
-{
-    const taken *a = pa, *b = pb;
-    return a->begin < b->begin ? -1 : a->begin > b->begin;
-}
-
 kelp_status kelp_memory_plan(kelp_plan_buffer *buffers, int count, size_t *arena_size)
 {
     *arena_size = 0;
     if (count <= 0)
         return KELP_OK;
     order_key *order = malloc((size_t)count * sizeof *order);
-    int *placed = malloc((size_t)count * sizeof *placed);
-    taken *busy = malloc((size_t)count * sizeof *busy);
-    if (!order || !placed || !busy) {
+    int *by_offset = malloc((size_t)count * sizeof *by_offset); /* placed buffers, sorted by offset */
+    if (!order || !by_offset) {
         free(order);
-        free(placed);
-        free(busy);
+        free(by_offset);
         return kelp_set_error(KELP_ERR_NO_MEMORY, "memory plan: out of memory for %d buffers", count);
     }
     for (int i = 0; i < count; i++)
@@ -58,34 +45,36 @@ kelp_status kelp_memory_plan(kelp_plan_buffer *buffers, int count, size_t *arena
     for (int k = 0; k < count; k++) {
         kelp_plan_buffer *b = &buffers[order[k].index];
         size_t need = align_up(b->size);
-        int n_busy = 0;
-        for (int j = 0; j < k; j++) {
-            const kelp_plan_buffer *p = &buffers[placed[j]];
-            if (overlaps_in_time(b, p))
-                busy[n_busy++] = (taken){p->offset, p->offset + align_up(p->size)};
-        }
-        qsort(busy, (size_t)n_busy, sizeof *busy, by_begin);
-        /* best fit: the smallest gap that holds the buffer, else the end of the busy region */
+        /* Walk the placed buffers in offset order, keeping those alive at the same time, and take the smallest gap
+         * between them that holds the buffer (best fit), else the end of the last one. */
         size_t best = (size_t)-1, best_gap = (size_t)-1, cursor = 0;
-        for (int j = 0; j < n_busy; j++) {
-            if (busy[j].begin > cursor) {
-                size_t gap = busy[j].begin - cursor;
+        for (int j = 0; j < k; j++) {
+            const kelp_plan_buffer *p = &buffers[by_offset[j]];
+            if (!overlaps_in_time(b, p))
+                continue;
+            if (p->offset > cursor) {
+                size_t gap = p->offset - cursor;
                 if (gap >= need && gap < best_gap) {
                     best = cursor;
                     best_gap = gap;
                 }
             }
-            if (busy[j].end > cursor)
-                cursor = busy[j].end;
+            size_t end = p->offset + align_up(p->size);
+            if (end > cursor)
+                cursor = end;
         }
         b->offset = best != (size_t)-1 ? best : cursor;
-        placed[k] = order[k].index;
+        int at = k;
+        while (at > 0 && buffers[by_offset[at - 1]].offset > b->offset) {
+            by_offset[at] = by_offset[at - 1];
+            at--;
+        }
+        by_offset[at] = order[k].index;
         if (b->offset + need > arena)
             arena = b->offset + need;
     }
     free(order);
-    free(placed);
-    free(busy);
+    free(by_offset);
     *arena_size = arena;
     return KELP_OK;
 }

@@ -34,7 +34,7 @@ kelp_status kelp_dtype_parse(const char *name, kelp_dtype *out)
 kelp_shape kelp_shape_make(int ndim, const int64_t *dims)
 {
     kelp_shape s = {0};
-    s.ndim = ndim;
+    s.ndim = ndim < 0 ? 0 : ndim > KELP_MAX_DIMS ? KELP_MAX_DIMS : ndim;
     for (int i = 0; i < ndim && i < KELP_MAX_DIMS; i++)
         s.dims[i] = dims[i];
     return s;
@@ -58,6 +58,27 @@ int64_t kelp_shape_numel(const kelp_shape *shape)
     for (int i = 0; i < shape->ndim; i++)
         n *= shape->dims[i];
     return n;
+}
+
+kelp_status kelp_shape_bytes(const kelp_shape *shape, kelp_dtype dtype, size_t *out)
+{
+    char buf[128];
+    if (shape->ndim < 0 || shape->ndim > KELP_MAX_DIMS)
+        return kelp_set_error(KELP_ERR_SHAPE, "a tensor of rank %d (at most %d)", shape->ndim, KELP_MAX_DIMS);
+    uint64_t bytes = kelp_dtype_size(dtype);
+    for (int i = 0; i < shape->ndim; i++) {
+        int64_t d = shape->dims[i];
+        if (d < 0)
+            return kelp_set_error(KELP_ERR_SHAPE, "shape %s has a negative dimension",
+                                  kelp_shape_str(shape, buf, sizeof buf));
+        if (d > 0 && bytes > KELP_TENSOR_MAX_BYTES / (uint64_t)d)
+            return kelp_set_error(KELP_ERR_SHAPE, "a %s tensor of shape %s is larger than the %zu-byte limit",
+                                  kelp_dtype_name(dtype), kelp_shape_str(shape, buf, sizeof buf),
+                                  KELP_TENSOR_MAX_BYTES);
+        bytes *= (uint64_t)d;
+    }
+    *out = (size_t)bytes;
+    return KELP_OK;
 }
 
 int kelp_shape_equal(const kelp_shape *a, const kelp_shape *b)

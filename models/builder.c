@@ -1,4 +1,5 @@
 /* The model builder: JSON model files assembled node by node. */
+#include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -47,29 +48,34 @@ void kelp_builder_destroy(kelp_model_builder *b)
     free(b);
 }
 
-static cJSON *float_array(const float *x, int n)
+/* Adds `item` to `parent` (an object when key is set, else an array); a NULL item means cJSON ran out of memory.
+ * Ownership passes to the parent, or the item is freed. */
+static bool attach(cJSON *parent, const char *key, cJSON *item)
 {
-    cJSON *arr = cJSON_CreateArray();
-    for (int i = 0; arr && i < n; i++)
-        cJSON_AddItemToArray(arr, cJSON_CreateNumber((double)x[i]));
-    return arr;
+    if (!item)
+        return false;
+    if (key ? cJSON_AddItemToObject(parent, key, item) : cJSON_AddItemToArray(parent, item))
+        return true;
+    cJSON_Delete(item);
+    return false;
 }
 
 kelp_status kelp_builder_input(kelp_model_builder *b, const char *name, int height, int width, int channels,
-                               const float *mean, const float *std)
+                               const double *mean, const double *std)
 {
     cJSON *in = cJSON_CreateObject();
-    if (!in)
+    if (!attach(b->inputs, NULL, in))
         return oom(b);
-    cJSON_AddItemToArray(b->inputs, in);
-    cJSON_AddStringToObject(in, "name", name);
     int dims[3] = {height, width, channels};
-    cJSON_AddItemToObject(in, "shape", cJSON_CreateIntArray(dims, 3));
-    if (mean)
-        cJSON_AddItemToObject(in, "mean", float_array(mean, channels));
-    if (std)
-        cJSON_AddItemToObject(in, "std", float_array(std, channels));
-    return KELP_OK;
+    bool ok = attach(in, "name", cJSON_CreateString(name)) && attach(in, "shape", cJSON_CreateIntArray(dims, 3)) &&
+              (!mean || attach(in, "mean", cJSON_CreateDoubleArray(mean, channels))) &&
+              (!std || attach(in, "std", cJSON_CreateDoubleArray(std, channels)));
+    return ok ? KELP_OK : oom(b);
+}
+
+static bool reserved(const char *field)
+{
+    return strcmp(field, "name") == 0 || strcmp(field, "type") == 0 || strcmp(field, "inputs") == 0;
 }
 
 kelp_status kelp_builder_node(kelp_model_builder *b, const char *name, const char *type, const char *const *inputs,
@@ -82,28 +88,34 @@ kelp_status kelp_builder_node(kelp_model_builder *b, const char *name, const cha
         return kelp_set_error(KELP_ERR_INVALID_ARG, "model builder: node '%s': fields are not a JSON object: %s",
                               name, fields);
     }
+    for (const cJSON *f = node->child; f; f = f->next)
+        if (reserved(f->string)) {
+            cJSON_Delete(node);
+            b->failed = KELP_ERR_INVALID_ARG;
+            return kelp_set_error(KELP_ERR_INVALID_ARG, "model builder: node '%s': '%s' is an argument, not a field",
+                                  name, f->string);
+        }
     /* name, type and inputs first: that is how people read a node */
     cJSON *head = cJSON_CreateObject();
-    cJSON_AddStringToObject(head, "name", name);
-    cJSON_AddStringToObject(head, "type", type);
-    if (inputs) {
-        cJSON *arr = cJSON_AddArrayToObject(head, "inputs");
-        for (; *inputs; inputs++)
-            cJSON_AddItemToArray(arr, cJSON_CreateString(*inputs));
+    bool ok = attach(b->nodes, NULL, head) && attach(head, "name", cJSON_CreateString(name)) &&
+              attach(head, "type", cJSON_CreateString(type));
+    if (ok && inputs) {
+        cJSON *arr = cJSON_CreateArray();
+        ok = attach(head, "inputs", arr);
+        for (; ok && *inputs; inputs++)
+            ok = attach(arr, NULL, cJSON_CreateString(*inputs));
     }
-    while (node->child) {
+    while (ok && node->child) {
         cJSON *item = cJSON_DetachItemViaPointer(node, node->child);
-        cJSON_AddItemToObject(head, item->string, item);
+        ok = attach(head, item->string, item);
     }
     cJSON_Delete(node);
-    cJSON_AddItemToArray(b->nodes, head);
-    return KELP_OK;
+    return ok ? KELP_OK : oom(b);
 }
 
 kelp_status kelp_builder_output(kelp_model_builder *b, const char *name)
 {
-    cJSON_AddItemToArray(b->outputs, cJSON_CreateString(name));
-    return KELP_OK;
+    return attach(b->outputs, NULL, cJSON_CreateString(name)) ? KELP_OK : oom(b);
 }
 
 kelp_status kelp_builder_loss(kelp_model_builder *b, const char *fields)
@@ -114,8 +126,7 @@ kelp_status kelp_builder_loss(kelp_model_builder *b, const char *fields)
         b->failed = KELP_ERR_INVALID_ARG;
         return kelp_set_error(KELP_ERR_INVALID_ARG, "model builder: loss is not a JSON object: %s", fields);
     }
-    cJSON_AddItemToObject(b->root, "loss", loss);
-    return KELP_OK;
+    return attach(b->root, "loss", loss) ? KELP_OK : oom(b);
 }
 
 kelp_status kelp_builder_finish(kelp_model_builder *b, char **json_out)

@@ -70,15 +70,20 @@ kelp_status kelp_model_zoo_json(const char *name, const kelp_zoo_options *option
     int classes = o.num_classes > 0 ? o.num_classes : e->classes;
     int h = o.height > 0 ? o.height : e->height, w = o.width > 0 ? o.width : e->width;
     int c = o.channels > 0 ? o.channels : e->channels;
-    if (classes > 1 << 20 || h > 1 << 14 || w > 1 << 14 || c > 64)
-        return kelp_set_error(KELP_ERR_INVALID_ARG, "zoo model '%s': options out of range", name);
+    if (classes > 1 << 20)
+        return kelp_set_error(KELP_ERR_INVALID_ARG, "zoo model '%s': %d classes, at most %d", name, classes, 1 << 20);
+    if (h > 1 << 14 || w > 1 << 14)
+        return kelp_set_error(KELP_ERR_INVALID_ARG, "zoo model '%s': input %dx%d, at most %d per side", name, h, w,
+                              1 << 14);
+    if (c > 64)
+        return kelp_set_error(KELP_ERR_INVALID_ARG, "zoo model '%s': %d input channels, at most 64", name, c);
 
-    static const float imagenet_mean[3] = {0.485f, 0.456f, 0.406f}, imagenet_std[3] = {0.229f, 0.224f, 0.225f};
-    float mean[64], std[64];
+    static const double imagenet_mean[3] = {0.485, 0.456, 0.406}, imagenet_std[3] = {0.229, 0.224, 0.225};
+    double mean[64], std[64];
     for (int i = 0; i < c; i++) {
         bool imagenet = e->imagenet_normalization && c == 3;
-        mean[i] = imagenet ? imagenet_mean[i] : 0.5f;
-        std[i] = imagenet ? imagenet_std[i] : 0.5f;
+        mean[i] = imagenet ? imagenet_mean[i] : 0.5;
+        std[i] = imagenet ? imagenet_std[i] : 0.5;
     }
     kelp_model_builder *b;
     KELP_TRY(kelp_builder_create(name, "classify", &b));

@@ -2,6 +2,7 @@
 
 #include "io/text_file.h"
 
+#include <errno.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -9,8 +10,20 @@
 
 int cli_fail(kelp_status status, const char *what)
 {
-    fprintf(stderr, "kelp: %s: %s (%s)\n", what, kelp_last_error(), kelp_status_name(status));
+    fprintf(stderr, "kelp: %s%s%s (%s)\n", what ? what : "", what ? ": " : "", kelp_last_error(),
+            kelp_status_name(status));
     return CLI_EXIT_FAILURE;
+}
+
+int cli_parse_int(const char *s, int lo, int hi, int *out)
+{
+    char *end;
+    errno = 0;
+    long v = strtol(s, &end, 10);
+    if (errno || end == s || *end || v < lo || v > hi)
+        return -1;
+    *out = (int)v;
+    return 0;
 }
 
 int cli_usage_error(const char *command, const char *fmt, ...)
@@ -46,16 +59,25 @@ kelp_status cli_load_model_json(const char *name_or_path, const kelp_zoo_options
 
 int cli_parse_input_size(const char *s, kelp_zoo_options *zoo)
 {
-    int h = 0, w = 0, c = 0;
-    char tail;
-    int n = sscanf(s, "%dx%dx%d%c", &h, &w, &c, &tail);
-    if (n == 2 || n == 3) {
-        if (h < 1 || w < 1 || (n == 3 && c < 1))
+    int dims[3] = {0, 0, 0}, n = 0;
+    const char *p = s;
+    for (;;) {
+        char *end;
+        errno = 0;
+        long v = strtol(p, &end, 10);
+        if (errno || end == p || v < 1 || v > 1 << 16 || n == 3)
             return -1;
-        zoo->height = h;
-        zoo->width = w;
-        zoo->channels = n == 3 ? c : 0;
-        return 0;
+        dims[n++] = (int)v;
+        if (*end == '\0')
+            break;
+        if (*end != 'x')
+            return -1;
+        p = end + 1;
     }
-    return -1;
+    if (n < 2)
+        return -1;
+    zoo->height = dims[0];
+    zoo->width = dims[1];
+    zoo->channels = dims[2];
+    return 0;
 }

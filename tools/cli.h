@@ -8,7 +8,8 @@
 #define CLI_EXIT_FAILURE 1
 #define CLI_EXIT_USAGE 2
 
-/* Prints "kelp: <what>: <kelp_last_error()>" to stderr and returns CLI_EXIT_FAILURE. */
+/* Prints "kelp: <what>: <kelp_last_error()>" to stderr (without "<what>: " when NULL, for messages that already
+ * name their file) and returns CLI_EXIT_FAILURE. */
 int cli_fail(kelp_status status, const char *what);
 /* Prints "kelp <command>: <message>" and a hint to run --help; returns CLI_EXIT_USAGE. */
 int cli_usage_error(const char *command, const char *fmt, ...)
@@ -19,7 +20,9 @@ int cli_usage_error(const char *command, const char *fmt, ...)
 
 /* Reads a zoo name or a model file path into JSON text (free with kelp_free). */
 kelp_status cli_load_model_json(const char *name_or_path, const kelp_zoo_options *zoo, char **json);
-/* Parses "HxWxC" or "HxW" (channels stay 0). */
+/* A whole decimal integer in [lo, hi]; -1 for anything else ("12x", "99999999999"). */
+int cli_parse_int(const char *s, int lo, int hi, int *out);
+/* Parses "HxWxC" or "HxW" (channels stay 0); -1 for anything else. */
 int cli_parse_input_size(const char *s, kelp_zoo_options *zoo);
 
 int cmd_model(int argc, char **argv);

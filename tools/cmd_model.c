@@ -83,7 +83,7 @@ int cmd_model(int argc, char **argv)
     while ((opt = getopt_long(argc, argv, "h", options, NULL)) != -1) {
         switch (opt) {
         case 'c':
-            if (sscanf(optarg, "%d", &zoo.num_classes) != 1 || zoo.num_classes < 1)
+            if (cli_parse_int(optarg, 1, 1 << 20, &zoo.num_classes) != 0)
                 return cli_usage_error("model", "--classes needs a positive integer, got '%s'", optarg);
             break;
         case 'i':
@@ -91,7 +91,7 @@ int cmd_model(int argc, char **argv)
                 return cli_usage_error("model", "--input needs HxWxC or HxW, got '%s'", optarg);
             break;
         case 'b':
-            if (sscanf(optarg, "%d", &batch) != 1 || batch < 1)
+            if (cli_parse_int(optarg, 1, 1 << 20, &batch) != 0)
                 return cli_usage_error("model", "--batch needs a positive integer, got '%s'", optarg);
             break;
         case 'h':
@@ -106,7 +106,7 @@ int cmd_model(int argc, char **argv)
     char *json;
     kelp_status s = cli_load_model_json(argv[optind], &zoo, &json);
     if (s != KELP_OK)
-        return cli_fail(s, argv[optind]);
+        return cli_fail(s, NULL);
     int rc = 0;
     if (strcmp(verb, "show") == 0)
         puts(json);

@@ -69,6 +69,19 @@ kelp_status kelp_conv_check_input(const kelp_shape *in, int groups)
     return KELP_OK;
 }
 
+kelp_status kelp_conv_check_columns(const kelp_conv_attrs *a, int64_t pixels, int64_t channels, const kelp_shape *in)
+{
+    int64_t row = (int64_t)a->kernel[0] * a->kernel[1] * (channels / a->groups);
+    char buf[96];
+    if (row > INT_MAX || (double)row * (double)pixels * sizeof(float) > (double)KELP_TENSOR_MAX_BYTES)
+        return kelp_set_error(KELP_ERR_SHAPE,
+                              "input 0 %s: kernel %dx%d over %lld channels makes an im2col matrix of %lld x %lld, "
+                              "beyond the limits",
+                              kelp_shape_str(in, buf, sizeof buf), a->kernel[0], a->kernel[1], (long long)channels,
+                              (long long)pixels, (long long)row);
+    return KELP_OK;
+}
+
 int kelp_conv_param_specs(const kelp_conv_attrs *a, int64_t dim0, int64_t dim1, int64_t fan_in, int64_t fan_out,
                           kelp_param_spec *specs)
 {
@@ -117,6 +130,7 @@ static kelp_status infer(const void *attrs, const kelp_shape *in, int n_in, kelp
     if (oh * ow > INT_MAX / in[0].dims[0])
         return kelp_set_error(KELP_ERR_SHAPE, "input 0 %s: output of %lldx%lld pixels per image is too large",
                               kelp_shape_str(&in[0], buf, sizeof buf), (long long)oh, (long long)ow);
+    KELP_TRY(kelp_conv_check_columns(a, in[0].dims[0] * oh * ow, in[0].dims[3], &in[0]));
     *out = kelp_shape4(in[0].dims[0], oh, ow, a->out_channels);
     return KELP_OK;
 }

@@ -21,6 +21,11 @@ kelp_status kelp_conv_attrs_parse(const cJSON *json, bool allow_kaiming, kelp_co
 /* Input 0 must be rank-4 NHWC with sizes that fit the kernels' int and channels divisible by groups. */
 kelp_status kelp_conv_check_input(const kelp_shape *in, int groups);
 
+/* The im2col matrix of a convolution with `pixels` output pixels (N*OH*OW) over `channels` input channels: its
+ * row length R*S*C/G must fit an int and its size the workspace cap. For a transposed convolution the adjoint's
+ * input channels are out_channels and its output pixels are the input's. */
+kelp_status kelp_conv_check_columns(const kelp_conv_attrs *a, int64_t pixels, int64_t channels, const kelp_shape *in);
+
 /* The (ohwi) weight spec with PyTorch's shape (dim0, dim1, R, S) and, with a bias, the bias spec of out_channels,
  * initialized as PyTorch does with the weight's fan_in. Returns the count. */
 int kelp_conv_param_specs(const kelp_conv_attrs *a, int64_t dim0, int64_t dim1, int64_t fan_in, int64_t fan_out,

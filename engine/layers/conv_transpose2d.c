@@ -46,6 +46,7 @@ static kelp_status infer(const void *attrs, const kelp_shape *in, int n_in, kelp
     if (oh > INT_MAX || ow > INT_MAX || oh * ow > INT_MAX / in[0].dims[0])
         return kelp_set_error(KELP_ERR_SHAPE, "input 0 %s: output of %lldx%lld pixels per image is too large",
                               kelp_shape_str(&in[0], buf, sizeof buf), (long long)oh, (long long)ow);
+    KELP_TRY(kelp_conv_check_columns(a, in[0].dims[0] * in[0].dims[1] * in[0].dims[2], a->out_channels, &in[0]));
     *out = kelp_shape4(in[0].dims[0], oh, ow, a->out_channels);
     return KELP_OK;
 }

@@ -2,7 +2,7 @@
  *
  * Usage sketch:
  *   kelp_ctx *ctx; kelp_ctx_create(NULL, &ctx);
- *   char *json; kelp_model_zoo_json("resnet18", &json);
+ *   char *json; kelp_model_zoo_json("resnet18", NULL, &json);
  *   kelp_graph *g; kelp_graph_options o = kelp_graph_defaults(); o.batch = 8;
  *   kelp_graph_build(ctx, json, &o, &g);
  *   kelp_graph_load_weights(g, "resnet18.safetensors", KELP_LOAD_STRICT);
@@ -27,6 +27,7 @@ extern "C" {
 /* ---- context: one device, its backend, threads and seed. No global state. ---- */
 typedef struct kelp_ctx kelp_ctx;
 
+/* A CPU context sets OpenBLAS to one thread: kelp runs BLAS inside its own OpenMP threads, one pool for all. */
 typedef struct kelp_ctx_options {
     const char *device; /* "cpu" (default); "cuda[:N]" arrives with the CUDA backend */
     int threads;        /* CPU threads; 0 = all cores */
@@ -78,7 +79,8 @@ kelp_tensor *kelp_graph_input_grad(kelp_graph *g, int index); /* NULL unless bui
 const char *kelp_graph_input_name(const kelp_graph *g, int index);
 int kelp_graph_output_count(const kelp_graph *g);
 kelp_tensor *kelp_graph_output(kelp_graph *g, int index);
-/* Gradient seed for an output when there is no loss node; backward reads it. */
+/* Gradient seed for an output of a graph without loss: write it after each forward, before backward, which
+ * consumes it (like PyTorch's y.backward(grad)). With a loss, backward computes every gradient itself. */
 kelp_tensor *kelp_graph_output_grad(kelp_graph *g, int index);
 kelp_tensor *kelp_graph_label(kelp_graph *g); /* i32 labels, NULL without loss */
 
@@ -107,7 +109,9 @@ kelp_status kelp_graph_param_info(const kelp_graph *g, int index, kelp_param_inf
 kelp_status kelp_graph_find_param(kelp_graph *g, const char *name, kelp_tensor *value, kelp_tensor *grad);
 kelp_tensor *kelp_graph_params(kelp_graph *g); /* the whole trainable buffer, 1-D f32 */
 kelp_tensor *kelp_graph_grads(kelp_graph *g);  /* same layout as kelp_graph_params */
-/* Excludes parameters whose name starts with `prefix` from training (frozen: no gradient is computed). */
+/* Freezes (frozen = true) or unfreezes the parameters whose name starts with `prefix`, a plain string prefix:
+ * "layer1." matches layer1.0.conv1.weight but not layer10.*. Frozen parameters get no gradient and are left out of
+ * kelp_graph_trainable_segments, so optimizers do not move them. KELP_ERR_NOT_FOUND when nothing matches. */
 kelp_status kelp_graph_freeze(kelp_graph *g, const char *prefix, bool frozen);
 
 /* Nodes, for summaries. */

@@ -26,9 +26,9 @@ void kelp_builder_destroy(kelp_model_builder *b);
 
 /* An image input (H, W, C) with per-channel normalization (NULL: none). */
 kelp_status kelp_builder_input(kelp_model_builder *b, const char *name, int height, int width, int channels,
-                               const float *mean, const float *std);
+                               const double *mean, const double *std);
 /* A node. inputs: NULL-terminated names, or NULL for "the value defined just before". fields: a JSON object text
- * with the layer's fields, or NULL. Returns `name` for chaining into the next node's inputs. */
+ * with the layer's fields (not name, type or inputs), or NULL. */
 kelp_status kelp_builder_node(kelp_model_builder *b, const char *name, const char *type, const char *const *inputs,
                               const char *fields);
 kelp_status kelp_builder_output(kelp_model_builder *b, const char *name);

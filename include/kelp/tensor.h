@@ -42,6 +42,13 @@ kelp_shape kelp_shape_make(int ndim, const int64_t *dims);
 kelp_shape kelp_shape4(int64_t n, int64_t h, int64_t w, int64_t c);
 kelp_shape kelp_shape2(int64_t rows, int64_t cols);
 int64_t kelp_shape_numel(const kelp_shape *shape);
+
+/* The largest tensor kelp allocates: a bound far above any real model that keeps every size product far from
+ * overflow. */
+#define KELP_TENSOR_MAX_BYTES ((size_t)1 << 40)
+
+/* numel * dtype size, failing (KELP_ERR_SHAPE) on a negative dim, an overflow or more than KELP_TENSOR_MAX_BYTES. */
+kelp_status kelp_shape_bytes(const kelp_shape *shape, kelp_dtype dtype, size_t *out);
 int kelp_shape_equal(const kelp_shape *a, const kelp_shape *b);
 /* "[8,56,56,64]" into buf; returns buf. */
 const char *kelp_shape_str(const kelp_shape *shape, char *buf, size_t len);

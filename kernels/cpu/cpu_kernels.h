@@ -10,7 +10,10 @@
 
 #include "kernels/descs.h"
 
-/* ---- GEMM (row-major): C = alpha * op(A) op(B) + beta * C, op(A) (M,K), op(B) (K,N) ---- */
+/* ---- GEMM (row-major): C = alpha * op(A) op(B) + beta * C, op(A) (M,K), op(B) (K,N) ----
+ * BLAS runs single-threaded inside kelp's OpenMP threads; kelp_cpu_gemm_init sets that (process-wide in OpenBLAS,
+ * so an application that shares OpenBLAS with kelp sees it too). */
+void kelp_cpu_gemm_init(void);
 void kelp_cpu_gemm(int threads, bool trans_a, bool trans_b, int m, int n, int k, float alpha, const float *a,
                    int lda, const float *b, int ldb, float beta, float *c, int ldc);
 

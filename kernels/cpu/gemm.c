@@ -9,6 +9,8 @@
 
 #include "kernels/cpu/cpu_kernels.h"
 
+void kelp_cpu_gemm_init(void) { openblas_set_num_threads(1); }
+
 /* Below this many multiply-adds a split costs more than it saves. */
 #define GEMM_SPLIT_MIN_WORK (1 << 18)
 
@@ -24,8 +26,6 @@ void kelp_cpu_gemm(int threads, bool trans_a, bool trans_b, int m, int n, int k,
 {
     if (m <= 0 || n <= 0)
         return;
-    if (openblas_get_num_threads() != 1)
-        openblas_set_num_threads(1);
     double work = (double)m * n * k;
     if (threads <= 1 || work < GEMM_SPLIT_MIN_WORK) {
         sgemm(trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);

@@ -124,6 +124,47 @@ static void test_unknown_field_and_names(void **state)
                     "unknown field 'ouputs'");
     TEST_FAILS_WITH(build_nodes("{\"name\":\"x\",\"type\":\"softmax_cross_entropy\"}", NULL), KELP_ERR_FORMAT,
                     "belongs in the model's 'loss' field");
+    TEST_FAILS_WITH(build_nodes("{\"name\":\"c\",\"type\":\"conv2d\",\"out_channels\":4,\"kernel_size\":3,"
+                                "\"kernel_size\":5}",
+                                NULL),
+                    KELP_ERR_FORMAT, "field 'kernel_size' appears twice");
+    TEST_FAILS_WITH(build_nodes("{\"name\":7,\"type\":\"relu\"}", NULL), KELP_ERR_FORMAT, "node 0: field 'name'");
+}
+
+static void test_hostile_sizes(void **state)
+{
+    (void)state;
+    kelp_graph_options o = kelp_graph_defaults();
+    kelp_graph *g = NULL;
+    TEST_FAILS_WITH(kelp_graph_build(test_ctx(),
+                                     "{\"format\":\"kelp-model\",\"version\":1,\"inputs\":[{\"name\":\"image\","
+                                     "\"shape\":[1048576,1048576,1048576,4]}],\"nodes\":[{\"name\":\"r\","
+                                     "\"type\":\"relu\"}]}",
+                                     &o, &g),
+                    KELP_ERR_SHAPE, "input 'image'");
+    /* a weight of 2^20 x 2^24 floats (2^46 bytes) is refused before anything is allocated */
+    TEST_FAILS_WITH(kelp_graph_build(test_ctx(),
+                                     "{\"format\":\"kelp-model\",\"version\":1,\"inputs\":[{\"name\":\"x\","
+                                     "\"shape\":[1048576]}],\"nodes\":[{\"name\":\"fc\",\"type\":\"linear\","
+                                     "\"out_features\":16777216}]}",
+                                     &o, &g),
+                    KELP_ERR_SHAPE, "parameter 'fc.weight'");
+    /* many nodes build (the planner is not quadratic in its sort), too many are refused */
+    size_t cap = 12000 * 48 + 1024;
+    char *json = malloc(cap);
+    int n = snprintf(json, cap, "{\"format\":\"kelp-model\",\"version\":1,\"inputs\":[{\"name\":\"x\","
+                                "\"shape\":[4]}],\"nodes\":[");
+    for (int i = 0; i < 3000; i++)
+        n += snprintf(json + n, cap - (size_t)n, "%s{\"name\":\"r%d\",\"type\":\"relu\"}", i ? "," : "", i);
+    snprintf(json + n, cap - (size_t)n, "]}");
+    TEST_OK(kelp_graph_build(test_ctx(), json, &o, &g));
+    kelp_graph_destroy(g);
+    /* "]}" was written past n: the array continues from there */
+    for (int i = 3000; i < 10001; i++)
+        n += snprintf(json + n, cap - (size_t)n, ",{\"name\":\"r%d\",\"type\":\"relu\"}", i);
+    snprintf(json + n, cap - (size_t)n, "]}");
+    TEST_FAILS_WITH(kelp_graph_build(test_ctx(), json, &o, &g), KELP_ERR_FORMAT, "10001 nodes");
+    free(json);
 }
 
 static void test_malformed_documents(void **state)
@@ -260,6 +301,44 @@ static void test_backward_accumulates_and_freeze(void **state)
     free(json);
 }
 
+/* A node nobody reads (an auxiliary head) and a second output beside the loss: their gradients start at zero, so
+ * repeated steps give identical gradients instead of feeding stale arena bytes upstream. */
+static void test_unconsumed_values_have_zero_gradient(void **state)
+{
+    (void)state;
+    const char *json =
+        "{\"format\":\"kelp-model\",\"version\":1,\"inputs\":[{\"name\":\"image\",\"shape\":[6,6,2]}],"
+        "\"nodes\":[{\"name\":\"conv\",\"type\":\"conv2d\",\"out_channels\":4,\"kernel_size\":3},"
+        "{\"name\":\"aux\",\"type\":\"conv2d\",\"out_channels\":3,\"kernel_size\":1,\"inputs\":[\"conv\"]},"
+        "{\"name\":\"dead\",\"type\":\"sigmoid\",\"inputs\":[\"conv\"]},"
+        "{\"name\":\"pool\",\"type\":\"global_avg_pool\",\"inputs\":[\"conv\"]},"
+        "{\"name\":\"fc\",\"type\":\"linear\",\"out_features\":3}],"
+        "\"outputs\":[\"fc\",\"aux\"],\"loss\":{\"type\":\"softmax_cross_entropy\"}}";
+    kelp_graph *g = test_build(json, 2, true, true, false);
+    test_fill_graph_inputs(g, 3, 9);
+    kelp_tensor dw;
+    TEST_OK(kelp_graph_find_param(g, "conv.weight", NULL, &dw));
+    size_t bytes = kelp_tensor_bytes(&dw);
+    float *first = malloc(bytes);
+    for (int step = 0; step < 3; step++) {
+        /* dirty the arena between steps as another graph or an earlier batch would */
+        TEST_OK(kelp_graph_forward(g));
+        TEST_OK(kelp_graph_zero_grad(g));
+        TEST_OK(kelp_graph_backward(g));
+        if (step == 0)
+            memcpy(first, dw.data, bytes);
+        else
+            assert_memory_equal(first, dw.data, bytes);
+        memset(kelp_graph_output_grad(g, 1)->data, 0x7f, kelp_tensor_bytes(kelp_graph_output_grad(g, 1)));
+    }
+    kelp_tensor aux;
+    TEST_OK(kelp_graph_find_param(g, "aux.weight", NULL, &aux));
+    for (int64_t i = 0; i < kelp_shape_numel(&aux.shape); i++)
+        assert_true(((float *)aux.data)[i] == 0.0f);
+    free(first);
+    kelp_graph_destroy(g);
+}
+
 static void test_smaller_batch_matches(void **state)
 {
     (void)state;
@@ -303,6 +382,8 @@ int main(void)
         cmocka_unit_test(test_malformed_documents),
         cmocka_unit_test(test_every_layer_gradients),
         cmocka_unit_test(test_backward_accumulates_and_freeze),
+        cmocka_unit_test(test_unconsumed_values_have_zero_gradient),
+        cmocka_unit_test(test_hostile_sizes),
         cmocka_unit_test(test_smaller_batch_matches),
         cmocka_unit_test(test_liveness_saves_memory),
     };
