@@ -3,8 +3,8 @@
 # Usage: tools/deps.sh [extra-package...]
 set -euo pipefail
 
-packages=(build-essential cmake pkg-config libopenblas-dev libcjson-dev libhdf5-dev libcmocka-dev libpng-dev
-          libjpeg-dev "$@")
+packages=(build-essential cmake pkg-config python3 libopenblas-dev libcjson-dev libhdf5-dev libcmocka-dev libpng-dev
+          libjpeg-dev zlib1g-dev "$@")
 missing=()
 for p in "${packages[@]}"; do
   dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")
