@@ -180,6 +180,9 @@ static kelp_status build_node(kelp_graph *g, const cJSON *json, int index, int p
         name = "loss";
     if (!name || !*name)
         return kelp_set_error(KELP_ERR_FORMAT, "node %d: needs a non-empty 'name'", index);
+    if (strncmp(name, KELP_RESERVED_PREFIX, strlen(KELP_RESERVED_PREFIX)) == 0)
+        return kelp_set_error(KELP_ERR_FORMAT, "node '%s': names starting with '%s' are reserved", name,
+                              KELP_RESERVED_PREFIX);
     node->name = dup_string(name);
     if (!node->name)
         return kelp_set_error(KELP_ERR_NO_MEMORY, "model: out of memory");

@@ -80,6 +80,17 @@ typedef struct kelp_segment {
 } kelp_segment;
 int kelp_graph_trainable_segments(const kelp_graph *g, kelp_segment *segments, int max_segments);
 
+/* Names starting with this prefix are kelp's own (checkpoint state in a weights file): no node may take one, and
+ * loading weights passes over such tensors. */
+#define KELP_RESERVED_PREFIX "kelp."
+
+struct kelp_st_record;
+struct kelp_st_meta;
+/* The graph's parameters and buffers in PyTorch's layouts, plus `extra` records and metadata, to one safetensors
+ * file (atomically). */
+kelp_status kelp_graph_write_safetensors(kelp_graph *g, const char *path, const struct kelp_st_record *extra,
+                                        size_t n_extra, const struct kelp_st_meta *meta, size_t n_meta);
+
 uint64_t kelp_graph_step(const kelp_graph *g);
 void kelp_graph_set_step(kelp_graph *g, uint64_t step);
 const cJSON *kelp_graph_model(const kelp_graph *g);

@@ -24,40 +24,37 @@ static void permute_oihw(const kelp_shape *oihw, const float *src, float *dst, b
             }
 }
 
-kelp_status kelp_graph_save_weights(kelp_graph *g, const char *path)
+kelp_status kelp_graph_write_safetensors(kelp_graph *g, const char *path, const kelp_st_record *extra,
+                                        size_t n_extra, const kelp_st_meta *meta, size_t n_meta)
 {
-    size_t total = 0;
+    size_t total = 0, count = (size_t)g->n_params + n_extra;
     for (int i = 0; i < g->n_params; i++)
         total += kelp_tensor_bytes(&g->params[i].value);
-    kelp_st_record *records = calloc((size_t)g->n_params + 1, sizeof *records);
+    kelp_st_record *records = calloc(count + 1, sizeof *records);
     char *host = malloc(total ? total : 1);
-    float *scratch = NULL;
     kelp_status s = (records && host) ? KELP_OK : kelp_set_error(KELP_ERR_NO_MEMORY, "%s: out of memory", path);
     size_t offset = 0;
     for (int i = 0; i < g->n_params && s == KELP_OK; i++) {
-        kelp_graph_param *p = &g->params[i];
+        const kelp_graph_param *p = &g->params[i];
         size_t bytes = kelp_tensor_bytes(&p->value);
-        s = g->be->iface->download(g->be, host + offset, p->value.data, bytes);
-        if (s == KELP_OK && p->spec.ohwi) {
-            free(scratch);
-            scratch = malloc(bytes);
-            if (!scratch) {
-                s = kelp_set_error(KELP_ERR_NO_MEMORY, "%s: out of memory", path);
-                break;
-            }
-            permute_oihw(&p->spec.shape, (const float *)(host + offset), scratch, false);
-            memcpy(host + offset, scratch, bytes);
-        }
+        s = kelp_graph_read_param(g, i, false, host + offset, bytes);
         records[i] = (kelp_st_record){p->name, st_dtype(p->spec.dtype), p->spec.shape, host + offset};
         offset += bytes;
     }
-    const kelp_st_meta meta[] = {{"format", "pt"}, {"producer", "kelp " KELP_VERSION_STRING}};
-    if (s == KELP_OK)
-        s = kelp_st_write(path, records, (size_t)g->n_params, meta, 2);
-    free(scratch);
+    if (s == KELP_OK) {
+        if (n_extra)
+            memcpy(records + g->n_params, extra, n_extra * sizeof *records);
+        s = kelp_st_write(path, records, count, meta, n_meta);
+    }
     free(records);
     free(host);
     return s;
+}
+
+kelp_status kelp_graph_save_weights(kelp_graph *g, const char *path)
+{
+    const kelp_st_meta meta[] = {{"format", "pt"}, {"producer", "kelp " KELP_VERSION_STRING}};
+    return kelp_graph_write_safetensors(g, path, NULL, 0, meta, 2);
 }
 
 /* Checks a file tensor against a parameter; *load says whether to take it (a mismatched shape may be skipped). */
@@ -109,7 +106,7 @@ kelp_status kelp_graph_load_weights(kelp_graph *g, const char *path, int flags)
         }
     }
     for (size_t k = 0; k < n_file && s == KELP_OK && !(flags & KELP_LOAD_ALLOW_UNEXPECTED); k++)
-        if (!used[k])
+        if (!used[k] && strncmp(kelp_st_info_at(file, k)->name, KELP_RESERVED_PREFIX, strlen(KELP_RESERVED_PREFIX)))
             s = kelp_set_error(KELP_ERR_FORMAT, "%s: tensor '%s' matches no parameter of the model", path,
                                kelp_st_info_at(file, k)->name);
     char *host = s == KELP_OK ? malloc(total ? total : 1) : NULL;
