@@ -28,11 +28,11 @@ static char *state_json(const kelp_train_state *st)
     return text;
 }
 
-/* A non-negative integer field below 2^53 (doubles hold those exactly). */
+/* An integer field in [-1, 2^53] (doubles hold those exactly; -1 means "none yet"). */
 static kelp_status state_int(const cJSON *o, const char *field, const char *path, int64_t *out)
 {
     const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, field);
-    if (!cJSON_IsNumber(v) || v->valuedouble < 0 || v->valuedouble > 9007199254740992.0 ||
+    if (!cJSON_IsNumber(v) || v->valuedouble < -1 || v->valuedouble > 9007199254740992.0 ||
         v->valuedouble != floor(v->valuedouble))
         return kelp_set_error(KELP_ERR_FORMAT, "%s: checkpoint state field '%s' is missing or not a count", path,
                               field);
@@ -122,16 +122,22 @@ static char *dup_text(const char *s)
     return d;
 }
 
-kelp_status kelp_checkpoint_model(const char *path, char **model_json)
+kelp_status kelp_checkpoint_model(const char *path, char **model_json, char **config_json)
 {
     kelp_st_file *f;
     KELP_TRY(kelp_st_open(path, &f));
-    const char *model = kelp_st_metadata_get(f, "kelp.model");
+    const char *model = kelp_st_metadata_get(f, "kelp.model"), *config = kelp_st_metadata_get(f, "kelp.config");
     kelp_status s = KELP_OK;
+    *model_json = NULL;
     if (!model)
         s = kelp_set_error(KELP_ERR_FORMAT, "%s: not a kelp checkpoint (no kelp.model metadata)", path);
     else if (!(*model_json = dup_text(model)))
         s = kelp_set_error(KELP_ERR_NO_MEMORY, "%s: out of memory", path);
+    if (s == KELP_OK && config_json && !(*config_json = dup_text(config ? config : "{}"))) {
+        free(*model_json);
+        *model_json = NULL;
+        s = kelp_set_error(KELP_ERR_NO_MEMORY, "%s: out of memory", path);
+    }
     kelp_st_close(f);
     return s;
 }

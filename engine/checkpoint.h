@@ -29,8 +29,9 @@ typedef struct kelp_train_state {
 kelp_status kelp_checkpoint_save(const char *path, kelp_graph *g, kelp_optimizer *opt, const kelp_train_state *state,
                                  const char *config_json);
 
-/* The model file stored in a checkpoint (free with free()), to build the graph it was saved from. */
-kelp_status kelp_checkpoint_model(const char *path, char **model_json);
+/* The model file stored in a checkpoint, to build the graph it was saved from, and (when config_json is not NULL)
+ * the run configuration; free both with free(). */
+kelp_status kelp_checkpoint_model(const char *path, char **model_json, char **config_json);
 
 /* Loads parameters and buffers (strictly) and, when given, the optimizer state, the training position and the
  * run configuration (free with free()). Nothing is changed unless everything loads. */

@@ -317,7 +317,9 @@ static kelp_status add_params(kelp_graph *g)
             in_shapes[k] = g->values[node->in[k]].shape;
         node->type->params(node->attrs, in_shapes, node->n_in, specs);
         for (int p = 0; p < node->n_params; p++) {
-            kelp_graph_param *gp = &g->params[g->n_params];
+            /* counted as soon as it owns a name, so that destroy frees it whatever fails below */
+            node->param[p] = g->n_params;
+            kelp_graph_param *gp = &g->params[g->n_params++];
             gp->spec = specs[p];
             gp->node = i;
             size_t len = strlen(node->name) + strlen(specs[p].suffix) + 2;
@@ -339,7 +341,6 @@ static kelp_status add_params(kelp_graph *g)
                 gp->offset = (g->buffers_bytes + 7) & ~(size_t)7;
                 g->buffers_bytes = gp->offset + bytes;
             }
-            node->param[p] = g->n_params++;
         }
     }
     return KELP_OK;

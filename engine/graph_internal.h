@@ -7,6 +7,7 @@
 
 #include "engine/backend.h"
 #include "engine/layer.h"
+#include "engine/optimizer.h"
 #include "kelp/kelp.h"
 
 /* A value is a graph input or a node output: the edges of the DAG. */
@@ -74,11 +75,9 @@ void kelp_graph_update_requires_grad(kelp_graph *g);
 /* Initializes every parameter and buffer with its spec's initializer, seeded from the context (param_init.c). */
 kelp_status kelp_graph_init_params(kelp_graph *g);
 
-/* Trainable ranges of the parameter buffer, in elements, skipping frozen parameters. */
-typedef struct kelp_segment {
-    int64_t offset, count;
-} kelp_segment;
-int kelp_graph_trainable_segments(const kelp_graph *g, kelp_segment *segments, int max_segments);
+/* Trainable ranges of the parameter buffer, in elements, skipping frozen parameters (the optimizer's segments);
+ * -1 when more than max_segments are needed. */
+int kelp_graph_trainable_segments(const kelp_graph *g, kelp_param_segment *segments, int max_segments);
 
 /* Names starting with this prefix are kelp's own (checkpoint state in a weights file): no node may take one, and
  * loading weights passes over such tensors. */

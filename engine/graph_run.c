@@ -228,7 +228,7 @@ kelp_status kelp_graph_freeze(kelp_graph *g, const char *prefix, bool frozen)
     return KELP_OK;
 }
 
-int kelp_graph_trainable_segments(const kelp_graph *g, kelp_segment *segments, int max_segments)
+int kelp_graph_trainable_segments(const kelp_graph *g, kelp_param_segment *segments, int max_segments)
 {
     int count = 0;
     for (int i = 0; i < g->n_params; i++) {
@@ -239,7 +239,7 @@ int kelp_graph_trainable_segments(const kelp_graph *g, kelp_segment *segments, i
         if (count > 0 && segments[count - 1].offset + segments[count - 1].count == offset)
             segments[count - 1].count += n;
         else if (count < max_segments)
-            segments[count++] = (kelp_segment){offset, n};
+            segments[count++] = (kelp_param_segment){offset, n};
         else
             return -1;
     }

@@ -7,8 +7,8 @@
 extern const kelp_layer_type kelp_layer_conv2d, kelp_layer_conv_transpose2d, kelp_layer_linear;
 extern const kelp_layer_type kelp_layer_batch_norm, kelp_layer_max_pool2d, kelp_layer_avg_pool2d,
     kelp_layer_global_avg_pool, kelp_layer_upsample;
-extern const kelp_layer_type kelp_layer_relu, kelp_layer_leaky_relu, kelp_layer_silu, kelp_layer_sigmoid,
-    kelp_layer_gelu, kelp_layer_add, kelp_layer_concat, kelp_layer_flatten, kelp_layer_dropout,
+extern const kelp_layer_type kelp_layer_relu, kelp_layer_relu6, kelp_layer_leaky_relu, kelp_layer_silu,
+    kelp_layer_sigmoid, kelp_layer_gelu, kelp_layer_add, kelp_layer_concat, kelp_layer_flatten, kelp_layer_dropout,
     kelp_layer_softmax_cross_entropy;
 
 static const kelp_layer_type *const registry[] = {
@@ -17,6 +17,7 @@ static const kelp_layer_type *const registry[] = {
     &kelp_layer_linear,
     &kelp_layer_batch_norm,
     &kelp_layer_relu,
+    &kelp_layer_relu6,
     &kelp_layer_leaky_relu,
     &kelp_layer_silu,
     &kelp_layer_sigmoid,

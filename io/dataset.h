@@ -85,10 +85,11 @@ const int32_t *kelp_dataset_labels(const kelp_dataset *ds, kelp_split split);
 kelp_status kelp_dataset_read_mask(kelp_dataset *ds, kelp_split split, int64_t index, uint8_t *dst,
                                    size_t dst_bytes);
 /* detect: the boxes of image `index` (x1,y1,x2,y2 in pixels) and their class labels; *count receives how many.
- * boxes holds max_boxes*4 floats, labels max_boxes entries. */
+ * boxes holds max_boxes*4 floats, labels max_boxes entries; an image with more boxes is an error (*count still says
+ * how many). */
 kelp_status kelp_dataset_read_boxes(kelp_dataset *ds, kelp_split split, int64_t index, float *boxes,
                                     int32_t *labels, int max_boxes, int *count);
-/* The image id (for COCO round trips); the index when the file has none. */
+/* The image id (for COCO round trips); the index when the file has none; -1 for an index out of range. */
 int64_t kelp_dataset_image_id(const kelp_dataset *ds, kelp_split split, int64_t index);
 
 /* ---- checking: reads every record; calls report once per problem; returns the number of problems (-1 when the
@@ -119,11 +120,12 @@ typedef struct kelp_dataset_record {
     const float *boxes;        /* detect: n_boxes * 4 floats x1,y1,x2,y2 */
     const int32_t *box_labels; /* detect: n_boxes */
     int n_boxes;
-    int64_t image_id;
+    int64_t image_id;          /* negative: the record's index in its split */
 } kelp_dataset_record;
 
 kelp_status kelp_dataset_append(kelp_dataset_writer *w, const kelp_dataset_record *record);
-/* Writes the file's attributes, closes it and renames it over the target. */
+/* Writes the file's attributes, closes it and renames it over the target. Frees w whatever the outcome; on failure
+ * the temp file is removed and the target is untouched. */
 kelp_status kelp_dataset_writer_finish(kelp_dataset_writer *w);
 /* Drops everything written (removes the temporary file). NULL is a no-op. */
 void kelp_dataset_writer_abort(kelp_dataset_writer *w);

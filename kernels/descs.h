@@ -37,6 +37,7 @@ typedef enum kelp_act_kind {
     KELP_ACT_SILU,
     KELP_ACT_SIGMOID,
     KELP_ACT_GELU, /* exact (erf) form, PyTorch's default */
+    KELP_ACT_RELU6, /* min(max(x, 0), 6): MobileNetV2 */
 } kelp_act_kind;
 
 typedef enum kelp_upsample_kind { KELP_UPSAMPLE_NEAREST = 0, KELP_UPSAMPLE_BILINEAR } kelp_upsample_kind;

@@ -17,6 +17,8 @@ static const zoo_entry zoo[] = {
     {"resnet34", "ResNet-34 (torchvision v1.5 definition and parameter names), 224x224 RGB", 1000, 224, 224, 3, true},
     {"resnet50", "ResNet-50 (torchvision v1.5: stride in the 3x3 bottleneck conv), 224x224 RGB", 1000, 224, 224, 3,
      true},
+    {"mobilenet_v2", "MobileNetV2 (torchvision definition and parameter names), 224x224 RGB", 1000, 224, 224, 3,
+     true},
     {"small_resnet", "small ResNet for 28-64 pixel images: 3x3 stem, 3 stages of basic blocks (16/32/64 channels)",
      10, 28, 28, 1, false},
 };
@@ -25,7 +27,7 @@ static const zoo_entry zoo[] = {
 
 const char *const *kelp_model_zoo_names(void)
 {
-    static const char *const names[] = {"resnet18", "resnet34", "resnet50", "small_resnet", NULL};
+    static const char *const names[] = {"resnet18", "resnet34", "resnet50", "mobilenet_v2", "small_resnet", NULL};
     return names;
 }
 
@@ -54,6 +56,15 @@ kelp_status kelp_zoo_node(kelp_model_builder *b, const char *name, const char *t
         va_end(ap);
     }
     return kelp_builder_node(b, name, type, (const char *const[]){input, NULL}, fields_fmt ? fields : NULL);
+}
+
+static kelp_status build_network(kelp_model_builder *b, const char *name, int classes)
+{
+    if (strcmp(name, "small_resnet") == 0)
+        return kelp_zoo_small_resnet(b, classes);
+    if (strcmp(name, "mobilenet_v2") == 0)
+        return kelp_zoo_mobilenet_v2(b, classes);
+    return kelp_zoo_resnet(b, atoi(name + strlen("resnet")), classes);
 }
 
 kelp_status kelp_model_zoo_json(const char *name, const kelp_zoo_options *options, char **json_out)
@@ -89,8 +100,7 @@ kelp_status kelp_model_zoo_json(const char *name, const kelp_zoo_options *option
     KELP_TRY(kelp_builder_create(name, "classify", &b));
     kelp_status s = kelp_builder_input(b, "image", h, w, c, mean, std);
     if (s == KELP_OK)
-        s = strcmp(name, "small_resnet") == 0 ? kelp_zoo_small_resnet(b, classes)
-                                              : kelp_zoo_resnet(b, atoi(name + strlen("resnet")), classes);
+        s = build_network(b, name, classes);
     if (s == KELP_OK)
         s = kelp_builder_loss(b, "{\"type\": \"softmax_cross_entropy\"}");
     if (s == KELP_OK)

@@ -10,6 +10,10 @@ kelp_status kelp_zoo_resnet(kelp_model_builder *b, int depth, int num_classes);
 /* A ResNet for 28-64 pixel inputs: 3x3 stem, three stages of basic blocks at widths 16/32/64. */
 kelp_status kelp_zoo_small_resnet(kelp_model_builder *b, int num_classes);
 
+/* torchvision's MobileNetV2 (width 1.0): inverted residuals with relu6, dropout 0.2 before the classifier,
+ * torchvision parameter names. The classifier keeps kelp's default linear init, not torchvision's N(0, 0.01). */
+kelp_status kelp_zoo_mobilenet_v2(kelp_model_builder *b, int num_classes);
+
 /* Adds "name" as `type` reading `input` with printf-formatted fields. */
 kelp_status kelp_zoo_node(kelp_model_builder *b, const char *name, const char *type, const char *input,
                           const char *fields_fmt, ...)

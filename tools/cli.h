@@ -25,7 +25,11 @@ int cli_parse_int(const char *s, int lo, int hi, int *out);
 /* Parses "HxWxC" or "HxW" (channels stay 0); -1 for anything else. */
 int cli_parse_input_size(const char *s, kelp_zoo_options *zoo);
 
+int cmd_data(int argc, char **argv);
 int cmd_model(int argc, char **argv);
 int cmd_info(int argc, char **argv);
+int cmd_train(int argc, char **argv);
+int cmd_eval(int argc, char **argv);
+int cmd_predict(int argc, char **argv);
 
 #endif

@@ -11,7 +11,11 @@ typedef struct command {
 } command;
 
 static const command commands[] = {
+    {"data", cmd_data, "import image folders and IDX files; describe and check datasets"},
     {"model", cmd_model, "list the zoo, print a model file, summarize a model"},
+    {"train", cmd_train, "train a classifier on an HDF5 dataset"},
+    {"eval", cmd_eval, "accuracy, per-class precision/recall, confusion matrix on a dataset split"},
+    {"predict", cmd_predict, "label PNG/JPEG images with a trained checkpoint"},
     {"info", cmd_info, "version, devices, libraries, layer types"},
 };
 

@@ -4,7 +4,8 @@
 #   KELP_SANITIZE=1 tools/test.sh   AddressSanitizer + UndefinedBehaviorSanitizer build in build-asan/
 set -euo pipefail
 cd "$(dirname "$0")/.."
-tools/deps.sh
+# dataset-fashion-mnist: real data for the end-to-end training test
+tools/deps.sh dataset-fashion-mnist
 
 jobs=$(nproc)
 if [ "${KELP_SANITIZE:-0}" = 1 ]; then

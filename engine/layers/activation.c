@@ -1,4 +1,4 @@
-/* Pointwise activations: relu, leaky_relu, silu, sigmoid and gelu share one implementation over a kind. */
+/* Pointwise activations: relu, relu6, leaky_relu, silu, sigmoid and gelu share one implementation over a kind. */
 #include <math.h>
 #include <string.h>
 
@@ -14,6 +14,13 @@ static kelp_status parse_relu(const cJSON *json, void *attrs)
 {
     (void)json;
     ((act_attrs *)attrs)->kind = KELP_ACT_RELU;
+    return KELP_OK;
+}
+
+static kelp_status parse_relu6(const cJSON *json, void *attrs)
+{
+    (void)json;
+    ((act_attrs *)attrs)->kind = KELP_ACT_RELU6;
     return KELP_OK;
 }
 
@@ -90,6 +97,7 @@ static const char *const gelu_fields[] = {"approximate", NULL};
     }
 
 const kelp_layer_type kelp_layer_relu = ACTIVATION_LAYER("relu", no_fields, parse_relu);
+const kelp_layer_type kelp_layer_relu6 = ACTIVATION_LAYER("relu6", no_fields, parse_relu6);
 const kelp_layer_type kelp_layer_leaky_relu = ACTIVATION_LAYER("leaky_relu", leaky_relu_fields, parse_leaky_relu);
 const kelp_layer_type kelp_layer_silu = ACTIVATION_LAYER("silu", no_fields, parse_silu);
 const kelp_layer_type kelp_layer_sigmoid = ACTIVATION_LAYER("sigmoid", no_fields, parse_sigmoid);

@@ -39,6 +39,20 @@ static int group_len(const kelp_conv_desc *d) { return d->r * d->s * (d->c / d->
 
 static int row_len(const kelp_conv_desc *d) { return d->r * d->s * d->c; }
 
+/* col2im's tables of which output each (input position, tap) reads, one per axis, after the column matrix: they
+ * take the stride's division out of the innermost loops. */
+static size_t tap_tables_bytes(const kelp_conv_desc *d)
+{
+    return ((size_t)d->h * (size_t)d->r + (size_t)d->w * (size_t)d->s) * sizeof(int);
+}
+
+static void fill_tap_table(int in_size, int taps, int stride, int pad, int dil, int out_size, int *table)
+{
+    for (int i = 0; i < in_size; i++)
+        for (int t = 0; t < taps; t++)
+            table[i * taps + t] = kelp_conv_tap_source(i, t, stride, pad, dil, out_size);
+}
+
 size_t kelp_cpu_conv2d_workspace(const kelp_conv_desc *d)
 {
     switch (path_of(d)) {
@@ -49,7 +63,7 @@ size_t kelp_cpu_conv2d_workspace(const kelp_conv_desc *d)
     case CONV_GENERAL:
         break;
     }
-    return (size_t)out_pixels(d) * (size_t)row_len(d) * sizeof(float);
+    return (size_t)out_pixels(d) * (size_t)row_len(d) * sizeof(float) + tap_tables_bytes(d);
 }
 
 // x (N,H,W,C) -> cols (N*OH*OW, G, R, S, Cg); taps that fall in the padding are zeros
@@ -80,9 +94,12 @@ static void im2col(int threads, const kelp_conv_desc *d, const float *x, float *
 }
 
 // cols (N*OH*OW, G, R, S, Cg) -> dx (N,H,W,C) +=; each input pixel gathers the taps that read it
-static void col2im_accumulate(int threads, const kelp_conv_desc *d, const float *cols, float *dx)
+static void col2im_accumulate(int threads, const kelp_conv_desc *d, const float *cols, float *dx, int *tables)
 {
     const int cg = d->c / d->groups, glen = group_len(d), rlen = row_len(d);
+    int *source_h = tables, *source_w = tables + (size_t)d->h * d->r;
+    fill_tap_table(d->h, d->r, d->stride_h, d->pad_h, d->dil_h, d->oh, source_h);
+    fill_tap_table(d->w, d->s, d->stride_w, d->pad_w, d->dil_w, d->ow, source_w);
 #pragma omp parallel for collapse(3) num_threads(threads) schedule(static)
     for (int n = 0; n < d->n; n++)
         for (int ih = 0; ih < d->h; ih++)
@@ -93,11 +110,11 @@ static void col2im_accumulate(int threads, const kelp_conv_desc *d, const float 
                         int len = cg - c0 < CHANNEL_CHUNK ? cg - c0 : CHANNEL_CHUNK;
                         float acc[CHANNEL_CHUNK] = {0};
                         for (int r = 0; r < d->r; r++) {
-                            int oh = kelp_conv_tap_source(ih, r, d->stride_h, d->pad_h, d->dil_h, d->oh);
+                            int oh = source_h[ih * d->r + r];
                             if (oh < 0)
                                 continue;
                             for (int s = 0; s < d->s; s++) {
-                                int ow = kelp_conv_tap_source(iw, s, d->stride_w, d->pad_w, d->dil_w, d->ow);
+                                int ow = source_w[iw * d->s + s];
                                 if (ow < 0)
                                     continue;
                                 const float *src = cols + (((int64_t)n * d->oh + oh) * d->ow + ow) * rlen +
@@ -262,7 +279,7 @@ void kelp_cpu_conv2d_backward_data(int threads, const kelp_conv_desc *d, const f
         kelp_cpu_gemm(threads, false, false, (int)out_pixels(d), glen, kg, 1.0f, dy + g * kg, d->k,
                       w + (int64_t)g * kg * glen, glen, beta, dcols + g * glen, row_len(d));
     if (path == CONV_GENERAL)
-        col2im_accumulate(threads, d, dcols, dx);
+        col2im_accumulate(threads, d, dcols, dx, (int *)(dcols + out_pixels(d) * row_len(d)));
 }
 
 void kelp_cpu_conv2d_backward_filter(int threads, const kelp_conv_desc *d, const float *x, const float *dy,

@@ -18,6 +18,7 @@
     case KELP_ACT_SILU: LOOP(KELP_ACT_SILU); break;                                                             \
     case KELP_ACT_SIGMOID: LOOP(KELP_ACT_SIGMOID); break;                                                       \
     case KELP_ACT_GELU: LOOP(KELP_ACT_GELU); break;                                                             \
+    case KELP_ACT_RELU6: LOOP(KELP_ACT_RELU6); break;                                                           \
     }
 
 // x (n) -> y (n)

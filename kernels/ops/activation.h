@@ -18,6 +18,8 @@ KELP_HD float kelp_act_forward(kelp_act_kind kind, float alpha, float x)
     case KELP_ACT_SILU: return x * kelp_sigmoidf(x);
     case KELP_ACT_SIGMOID: return kelp_sigmoidf(x);
     case KELP_ACT_GELU: return 0.5f * x * (1.0f + erff(x * 0.70710678118654752f));
+    /* comparisons rather than fminf/fmaxf so that NaN propagates, as in PyTorch */
+    case KELP_ACT_RELU6: return x < 0.0f ? 0.0f : x > 6.0f ? 6.0f : x;
     }
     return x;
 }
@@ -38,6 +40,8 @@ KELP_HD float kelp_act_derivative(kelp_act_kind kind, float alpha, float x, floa
         float pdf = 0.39894228040143268f * expf(-0.5f * x * x);
         return cdf + x * pdf;
     }
+    /* PyTorch's hardtanh backward: no gradient at either kink, and NaN passes the gradient through */
+    case KELP_ACT_RELU6: return x <= 0.0f || x >= 6.0f ? 0.0f : 1.0f;
     }
     return 1.0f;
 }

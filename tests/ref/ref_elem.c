@@ -13,6 +13,7 @@ double ref_activation(kelp_act_kind kind, double alpha, double x)
     case KELP_ACT_SILU: return x * sigmoid(x);
     case KELP_ACT_SIGMOID: return sigmoid(x);
     case KELP_ACT_GELU: return 0.5 * x * (1.0 + erf(x / sqrt(2.0)));
+    case KELP_ACT_RELU6: return x < 0 ? 0.0 : x > 6 ? 6.0 : x;
     }
     return NAN;
 }
@@ -25,6 +26,7 @@ double ref_activation_derivative(kelp_act_kind kind, double alpha, double x)
     case KELP_ACT_SILU: return sigmoid(x) + x * sigmoid(x) * (1.0 - sigmoid(x));
     case KELP_ACT_SIGMOID: return sigmoid(x) * (1.0 - sigmoid(x));
     case KELP_ACT_GELU: return 0.5 * (1.0 + erf(x / sqrt(2.0))) + x * exp(-0.5 * x * x) / sqrt(2.0 * M_PI);
+    case KELP_ACT_RELU6: return x <= 0 || x >= 6 ? 0.0 : 1.0;
     }
     return NAN;
 }

@@ -123,6 +123,7 @@ def upsample(node, x):
 
 ACTIVATIONS = {
     "relu": lambda node, x: F.relu(x),
+    "relu6": lambda node, x: F.relu6(x),
     "leaky_relu": lambda node, x: F.leaky_relu(x, node.get("negative_slope", 0.01)),
     "silu": lambda node, x: F.silu(x),
     "sigmoid": lambda node, x: torch.sigmoid(x),

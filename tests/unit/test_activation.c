@@ -1,6 +1,8 @@
-/* relu, leaky_relu, silu, sigmoid and gelu layers: forward and backward against double references, finite
+/* relu, relu6, leaky_relu, silu, sigmoid and gelu layers: forward and backward against double references, finite
  * differences, accumulation into input gradients, and field parsing. */
+#include <math.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include "ref/layer_harness.h"
 #include "ref/ref_elem.h"
@@ -11,14 +13,16 @@ typedef struct act_case {
     kelp_act_kind kind;
     double alpha;
     bool has_kink; /* relu-like: keep inputs away from 0 where the derivative jumps */
+    float cap;     /* relu6's second kink: inputs also reach past it and keep away from it */
 } act_case;
 
 static const act_case cases[] = {
-    {"relu", "{}", KELP_ACT_RELU, 0.0, true},
-    {"leaky_relu", "{\"negative_slope\": 0.2}", KELP_ACT_LEAKY_RELU, 0.2, true},
-    {"silu", "{}", KELP_ACT_SILU, 0.0, false},
-    {"sigmoid", "{}", KELP_ACT_SIGMOID, 0.0, false},
-    {"gelu", "{\"approximate\": \"none\"}", KELP_ACT_GELU, 0.0, false},
+    {"relu", "{}", KELP_ACT_RELU, 0.0, true, 0.0f},
+    {"relu6", "{}", KELP_ACT_RELU6, 0.0, true, 6.0f},
+    {"leaky_relu", "{\"negative_slope\": 0.2}", KELP_ACT_LEAKY_RELU, 0.2, true, 0.0f},
+    {"silu", "{}", KELP_ACT_SILU, 0.0, false, 0.0f},
+    {"sigmoid", "{}", KELP_ACT_SIGMOID, 0.0, false, 0.0f},
+    {"gelu", "{\"approximate\": \"none\"}", KELP_ACT_GELU, 0.0, false, 0.0f},
 };
 
 #define N_CASES (sizeof cases / sizeof cases[0])
@@ -31,10 +35,11 @@ static void setup_case(test_layer *t, const act_case *c, uint64_t seed, float ra
     test_layer_setup(t, c->type, c->fields, 1, &shape, true, seed);
     float *x = test_f32(&t->in[0]);
     int64_t n = kelp_shape_numel(&shape);
-    test_fill_uniform(x, (size_t)n, seed + 1, -range, range);
-    if (c->has_kink)
-        for (int64_t i = 0; i < n; i++)
-            x[i] = x[i] >= 0.0f ? x[i] + 0.05f : x[i] - 0.05f;
+    test_fill_uniform(x, (size_t)n, seed + 1, -range, c->cap + range);
+    for (int64_t i = 0; i < n && c->has_kink; i++) {
+        float kink = c->cap > 0.0f && x[i] > 0.5f * c->cap ? c->cap : 0.0f;
+        x[i] = x[i] >= kink ? x[i] + 0.05f : x[i] - 0.05f;
+    }
 }
 
 static void test_forward_matches_reference(void **state)
@@ -101,6 +106,32 @@ static void test_leaky_relu_default_slope(void **state)
     test_layer_teardown(&t);
 }
 
+/* PyTorch's nn.ReLU6 (checked with torch 2.15): clamps at both ends, passes no gradient at either kink (hardtanh's
+ * open interval), and NaN through both ways. */
+static void test_relu6_values_and_kinks(void **state)
+{
+    (void)state;
+    const kelp_shape row = {2, {1, 8}};
+    const float x[8] = {-2.0f, 0.0f, 1e-7f, 3.5f, 6.0f, 5.9999995f, 8.0f, NAN};
+    const float want_y[7] = {0.0f, 0.0f, 1e-7f, 3.5f, 6.0f, 5.9999995f, 6.0f};
+    const float want_dx[8] = {0.0f, 0.0f, 2.0f, 2.0f, 0.0f, 2.0f, 0.0f, 2.0f};
+    test_layer t;
+    test_layer_setup(&t, "relu6", "{}", 1, &row, true, 4);
+    memcpy(test_f32(&t.in[0]), x, sizeof x);
+    test_layer_forward(&t);
+    for (int i = 0; i < 7; i++)
+        assert_float_equal(test_f32(&t.out)[i], want_y[i], 0.0f);
+    assert_true(isnan(test_f32(&t.out)[7]));
+    for (int i = 0; i < 8; i++) {
+        test_f32(&t.dout)[i] = 2.0f;
+        test_f32(&t.din[0])[i] = 0.0f;
+    }
+    TEST_OK(t.type->backward(&t.io));
+    for (int i = 0; i < 8; i++)
+        assert_float_equal(test_f32(&t.din[0])[i], want_dx[i], 0.0f);
+    test_layer_teardown(&t);
+}
+
 static void test_fields_are_declared(void **state)
 {
     (void)state;
@@ -112,6 +143,7 @@ static void test_fields_are_declared(void **state)
     assert_string_equal(gelu->fields[0], "approximate");
     assert_null(gelu->fields[1]);
     assert_null(kelp_layer_find("relu")->fields[0]);
+    assert_null(kelp_layer_find("relu6")->fields[0]);
 }
 
 static void test_invalid_fields(void **state)
@@ -136,6 +168,7 @@ int main(void)
         cmocka_unit_test(test_backward_matches_reference_and_accumulates),
         cmocka_unit_test(test_gradcheck),
         cmocka_unit_test(test_leaky_relu_default_slope),
+        cmocka_unit_test(test_relu6_values_and_kinks),
         cmocka_unit_test(test_fields_are_declared),
         cmocka_unit_test(test_invalid_fields),
     };

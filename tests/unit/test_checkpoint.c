@@ -85,7 +85,7 @@ static void test_resume_is_exact(void **state)
 
     /* the model JSON travels with the checkpoint, and the file is also plain weights */
     char *json;
-    TEST_OK(kelp_checkpoint_model(path, &json));
+    TEST_OK(kelp_checkpoint_model(path, &json, NULL));
     kelp_graph *g = test_build(json, 1, false, false, false);
     TEST_OK(kelp_graph_load_weights(g, path, KELP_LOAD_STRICT));
     kelp_graph_destroy(g);
@@ -120,7 +120,7 @@ static void test_refusals_leave_the_model_alone(void **state)
     TEST_OK(kelp_graph_save_weights(a.g, weights));
     TEST_FAILS_WITH(kelp_checkpoint_load(weights, g, NULL, NULL, NULL), KELP_ERR_FORMAT, "not a kelp checkpoint");
     char *json = NULL;
-    TEST_FAILS_WITH(kelp_checkpoint_model(weights, &json), KELP_ERR_FORMAT, "not a kelp checkpoint");
+    TEST_FAILS_WITH(kelp_checkpoint_model(weights, &json, NULL), KELP_ERR_FORMAT, "not a kelp checkpoint");
     assert_memory_equal(before, kelp_graph_params(g)->data, bytes);
 
     free(before);

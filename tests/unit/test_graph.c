@@ -27,8 +27,8 @@ static kelp_status build_nodes(const char *nodes, const char *extra)
 static void test_registry_complete(void **state)
 {
     (void)state;
-    static const char *const promised[] = {"conv2d", "conv_transpose2d", "batch_norm", "relu", "leaky_relu",
-                                           "silu", "sigmoid", "gelu", "max_pool2d", "avg_pool2d",
+    static const char *const promised[] = {"conv2d", "conv_transpose2d", "batch_norm", "relu", "relu6",
+                                           "leaky_relu", "silu", "sigmoid", "gelu", "max_pool2d", "avg_pool2d",
                                            "global_avg_pool", "linear", "add", "concat", "upsample", "dropout",
                                            "flatten", "softmax_cross_entropy"};
     size_t n = sizeof promised / sizeof promised[0];
@@ -289,7 +289,7 @@ static void test_backward_accumulates_and_freeze(void **state)
         live += fabs(((float *)dfc.data)[i]);
     assert_true(frozen == 0.0);
     assert_true(live > 0.0);
-    kelp_segment segments[64];
+    kelp_param_segment segments[64];
     int n = kelp_graph_trainable_segments(g, segments, 64);
     assert_true(n >= 1);
     int64_t w_off = ((float *)w.data - (float *)kelp_graph_params(g)->data);

@@ -1,0 +1,174 @@
+/* kelp predict: PNG/JPEG files or directories -> top-k labels and probabilities. */
+#include <cjson/cJSON.h>
+#include <dirent.h>
+#include <getopt.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include "engine/classifier.h"
+#include "io/image.h"
+#include "tools/cli.h"
+
+static void predict_help(void)
+{
+    puts("Usage: kelp predict --checkpoint CKPT [--top-k K] [--json] IMAGE|DIR...\n"
+         "\n"
+         "Prints the K (default 5) most probable classes of each PNG or JPEG image; a directory is read (not\n"
+         "recursively) in name order. --json prints [{\"file\", \"labels\", \"probabilities\"}...]; a file that\n"
+         "cannot be read gets {\"file\", \"error\"} and the exit status is 1.");
+}
+
+typedef struct predictor {
+    kelp_classifier *c;
+    int top_k;
+    bool json;
+    cJSON *results;
+    float *probabilities;
+    int *top;
+    int failures;
+} predictor;
+
+static void predict_file(predictor *p, const char *path)
+{
+    kelp_image img = {0};
+    int h, w, channels;
+    kelp_classifier_input(p->c, &h, &w, &channels);
+    kelp_status s = kelp_image_decode_file(path, channels, &img);
+    if (s == KELP_OK)
+        s = kelp_classifier_image(p->c, img.pixels, (int)img.h, (int)img.w, (int)img.c, p->probabilities);
+    kelp_image_free(&img);
+    if (s != KELP_OK) {
+        p->failures++;
+        if (p->json) {
+            cJSON *r = cJSON_CreateObject();
+            cJSON_AddStringToObject(r, "file", path);
+            cJSON_AddStringToObject(r, "error", kelp_last_error());
+            cJSON_AddItemToArray(p->results, r);
+        } else {
+            fprintf(stderr, "kelp: predict: %s\n", kelp_last_error());
+        }
+        return;
+    }
+    kelp_top_k(p->probabilities, kelp_classifier_classes(p->c), p->top_k, p->top);
+    if (p->json) {
+        cJSON *r = cJSON_CreateObject(), *labels = cJSON_CreateArray(), *probs = cJSON_CreateArray();
+        cJSON_AddStringToObject(r, "file", path);
+        for (int i = 0; i < p->top_k; i++) {
+            cJSON_AddItemToArray(labels, cJSON_CreateString(kelp_classifier_class_name(p->c, p->top[i])));
+            cJSON_AddItemToArray(probs, cJSON_CreateNumber(p->probabilities[p->top[i]]));
+        }
+        cJSON_AddItemToObject(r, "labels", labels);
+        cJSON_AddItemToObject(r, "probabilities", probs);
+        cJSON_AddItemToArray(p->results, r);
+        return;
+    }
+    printf("%s\n", path);
+    for (int i = 0; i < p->top_k; i++)
+        printf("  %6.2f%%  %s\n", 100 * p->probabilities[p->top[i]], kelp_classifier_class_name(p->c, p->top[i]));
+}
+
+static int by_name(const void *a, const void *b) { return strcmp(*(char *const *)a, *(char *const *)b); }
+
+/* The regular files of a directory, in name order, hidden files left out. */
+static void predict_dir(predictor *p, const char *dir)
+{
+    DIR *d = opendir(dir);
+    if (!d) {
+        p->failures++;
+        fprintf(stderr, "kelp: predict: %s: cannot read the directory\n", dir);
+        return;
+    }
+    char **names = NULL;
+    size_t n = 0, cap = 0;
+    for (struct dirent *e; (e = readdir(d));) {
+        if (e->d_name[0] == '.')
+            continue;
+        if (n == cap) {
+            cap = cap ? 2 * cap : 64;
+            char **grown = realloc(names, cap * sizeof *names);
+            if (!grown)
+                break;
+            names = grown;
+        }
+        size_t len = strlen(dir) + strlen(e->d_name) + 2;
+        if ((names[n] = malloc(len)))
+            snprintf(names[n++], len, "%s/%s", dir, e->d_name);
+    }
+    closedir(d);
+    qsort(names, n, sizeof *names, by_name);
+    for (size_t i = 0; i < n; i++) {
+        struct stat st;
+        if (stat(names[i], &st) == 0 && S_ISREG(st.st_mode))
+            predict_file(p, names[i]);
+        free(names[i]);
+    }
+    free(names);
+}
+
+int cmd_predict(int argc, char **argv)
+{
+    static const struct option options[] = {{"checkpoint", required_argument, 0, 'c'},
+                                            {"top-k", required_argument, 0, 'k'},
+                                            {"json", no_argument, 0, 'j'},
+                                            {"threads", required_argument, 0, 't'},
+                                            {"help", no_argument, 0, 'h'},
+                                            {0, 0, 0, 0}};
+    const char *checkpoint = NULL;
+    predictor p = {.top_k = 5};
+    int threads = 0, opt;
+    optind = 1;
+    while ((opt = getopt_long(argc, argv, "", options, NULL)) != -1) {
+        switch (opt) {
+        case 'c': checkpoint = optarg; break;
+        case 'k':
+            if (cli_parse_int(optarg, 1, 1000, &p.top_k) != 0)
+                return cli_usage_error("predict", "--top-k needs an integer in [1, 1000], got '%s'", optarg);
+            break;
+        case 'j': p.json = true; break;
+        case 't':
+            if (cli_parse_int(optarg, 0, 1024, &threads) != 0)
+                return cli_usage_error("predict", "--threads needs an integer, got '%s'", optarg);
+            break;
+        case 'h': predict_help(); return 0;
+        default: return cli_usage_error("predict", "bad option");
+        }
+    }
+    if (!checkpoint || optind == argc)
+        return cli_usage_error("predict", "--checkpoint and at least one image or directory are required");
+    kelp_ctx_options co = kelp_ctx_defaults();
+    co.threads = threads;
+    kelp_ctx *ctx = NULL;
+    kelp_status s = kelp_ctx_create(&co, &ctx);
+    if (s == KELP_OK)
+        s = kelp_classifier_load(ctx, checkpoint, 1, &p.c);
+    if (s != KELP_OK) {
+        kelp_ctx_destroy(ctx);
+        return cli_fail(s, "predict");
+    }
+    int classes = kelp_classifier_classes(p.c);
+    if (p.top_k > classes)
+        p.top_k = classes;
+    p.probabilities = malloc((size_t)classes * sizeof(float));
+    p.top = malloc((size_t)p.top_k * sizeof(int));
+    p.results = cJSON_CreateArray();
+    for (int i = optind; i < argc && p.probabilities && p.top; i++) {
+        struct stat st;
+        if (stat(argv[i], &st) == 0 && S_ISDIR(st.st_mode))
+            predict_dir(&p, argv[i]);
+        else
+            predict_file(&p, argv[i]);
+    }
+    if (p.json) {
+        char *text = cJSON_Print(p.results);
+        puts(text ? text : "[]");
+        free(text);
+    }
+    cJSON_Delete(p.results);
+    free(p.probabilities);
+    free(p.top);
+    kelp_classifier_destroy(p.c);
+    kelp_ctx_destroy(ctx);
+    return p.failures ? CLI_EXIT_FAILURE : 0;
+}
