@@ -2,7 +2,10 @@
 """Writes the first N images (and labels) of Fashion-MNIST's IDX files as new gzip'd IDX files, and a few of them
 as PNG files, for tests that must run in seconds. Standard library only.
 
-usage: fashion_subset.py SRC_DIR OUT_DIR N_TRAIN N_TEST N_PNG"""
+usage: fashion_subset.py SRC_DIR OUT_DIR N_TRAIN N_TEST N_PNG [N_FOLDER MAX_LABEL]
+
+N_FOLDER training images with labels below MAX_LABEL also go to OUT_DIR/classes/<label>/ as PNG files (a
+class-per-folder tree with fewer classes, for fine-tuning)."""
 import gzip
 import struct
 import sys
@@ -55,6 +58,15 @@ def main():
     (out / "png").mkdir(exist_ok=True)
     for i in range(n_png):
         write_png(out / "png" / f"test{i}_label{labels[i]}.png", images[i * h * w:(i + 1) * h * w], h, w)
+    if len(sys.argv) > 7:
+        n_folder, max_label = int(sys.argv[6]), int(sys.argv[7])
+        _, train_images = read_idx(src / "train-images-idx3-ubyte.gz")
+        _, train_labels = read_idx(src / "train-labels-idx1-ubyte.gz")
+        for i in range(n_folder):
+            if train_labels[i] < max_label:
+                folder = out / "classes" / f"class{train_labels[i]}"
+                folder.mkdir(parents=True, exist_ok=True)
+                write_png(folder / f"{i}.png", train_images[i * h * w:(i + 1) * h * w], h, w)
 
 
 if __name__ == "__main__":

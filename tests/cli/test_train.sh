@@ -20,7 +20,7 @@ check() { # check NAME COMMAND...
 }
 quiet() { "$@" >"$tmp/out" 2>"$tmp/err" || { echo "$*: $(tail -5 "$tmp/err")"; return 1; }; }
 
-python3 "$here/fashion_subset.py" "$src" "$tmp/fm" 12000 1000 4
+python3 "$here/fashion_subset.py" "$src" "$tmp/fm" 12000 1000 4 400 4
 check "import" quiet "$kelp" data import --format idx "$tmp/fm/train-images.gz" "$tmp/fm/train-labels.gz" \
   "$tmp/fm/t10k-images.gz" "$tmp/fm/t10k-labels.gz" -o "$tmp/fm.h5" --val-split 0.1 --class-names fashion-mnist
 
@@ -67,6 +67,24 @@ def steps(path):
 a, b = steps('$tmp/a/metrics.jsonl'), steps('$tmp/b/metrics.jsonl')
 assert len(a) > 13 and a == b, (len(a), len(b), [x for x in zip(a, b) if x[0] != x[1]][:3])
 "
+
+# fine-tuning: a 4-class folder dataset starts from the 10-class checkpoint; the backbone is kept (frozen), the head
+# is new
+check "import folder" quiet "$kelp" data import --format folder "$tmp/fm/classes" -o "$tmp/four.h5" --val-split 0.2
+check "fine-tune" quiet "$kelp" train --data "$tmp/four.h5" --model small_resnet --out "$tmp/ft" --epochs 1 \
+  --batch 32 --lr 0.05 --init-from "$tmp/run/best.ckpt" --freeze-backbone
+check "backbone kept, new head" python3 - "$tmp/run/best.ckpt" "$tmp/ft/last.ckpt" <<'PY'
+import json, struct, sys
+def tensors(path):
+    data = open(path, "rb").read()
+    n = struct.unpack("<Q", data[:8])[0]
+    header = json.loads(data[8:8 + n])
+    header.pop("__metadata__", None)
+    return {k: (v["shape"], data[8 + n + v["data_offsets"][0]:8 + n + v["data_offsets"][1]]) for k, v in header.items()}
+old, new = tensors(sys.argv[1]), tensors(sys.argv[2])
+assert old["layer2.0.conv1.weight"] == new["layer2.0.conv1.weight"], "a frozen backbone weight changed"
+assert old["fc.weight"][0] == [10, 64] and new["fc.weight"][0] == [4, 64], (old["fc.weight"][0], new["fc.weight"][0])
+PY
 
 check "missing dataset" sh -c "! '$kelp' train --data '$tmp/nope.h5' --model small_resnet --out '$tmp/c' 2>'$tmp/err'"
 check "missing dataset message" grep -q "nope.h5" "$tmp/err"
