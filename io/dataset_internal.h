@@ -31,7 +31,6 @@ void kelp_ds_h5_detail(char *buf, size_t size);
  * ignored, so cleanup paths need not track which ids were created. */
 void kelp_ds_h5_close(hid_t id);
 
-/* True when s[0..n) is UTF-8 with no overlong forms, surrogates or code points above U+10FFFF. */
-bool kelp_ds_utf8_valid(const char *s, size_t n);
+
 
 #endif

@@ -16,6 +16,7 @@
 #include <string.h>
 
 #include "io/dataset_internal.h"
+#include "io/utf8.h"
 
 typedef enum ds_dtype { DT_U8, DT_U32, DT_U64, DT_I32, DT_I64, DT_F32 } ds_dtype;
 
@@ -401,7 +402,7 @@ static kelp_status keep_string(const kelp_dataset *ds, const char *what, size_t 
     if (len > max_len)
         return bad(ds, NULL, "attribute '%s' entry %zu is %zu bytes long, over the cap of %zu", what, index, len,
                    max_len);
-    if (!kelp_ds_utf8_valid(text, len))
+    if (!kelp_utf8_valid(text, len))
         return bad(ds, NULL, "attribute '%s' entry %zu is not valid UTF-8", what, index);
     if (!(*out = malloc(len + 1)))
         return kelp_set_error(KELP_ERR_NO_MEMORY, "%s: out of memory reading attribute '%s'", ds->path, what);

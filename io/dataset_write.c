@@ -12,6 +12,7 @@
 
 #include "io/atomic_file.h"
 #include "io/dataset_internal.h"
+#include "io/utf8.h"
 
 /* Deflate level 4 compresses image data nearly as well as 9 at a fraction of the time. */
 #define DEFLATE_LEVEL 4
@@ -119,7 +120,7 @@ static kelp_status check_text(const char *path, const char *what, int index, con
         return kelp_set_error(KELP_ERR_INVALID_ARG, "%s: %s is longer than %zu bytes", path, name, max_len);
     if (len == 0 && !allow_empty)
         return kelp_set_error(KELP_ERR_INVALID_ARG, "%s: %s is empty", path, name);
-    if (!kelp_ds_utf8_valid(text, len))
+    if (!kelp_utf8_valid(text, len))
         return kelp_set_error(KELP_ERR_INVALID_ARG, "%s: %s is not valid UTF-8", path, name);
     return KELP_OK;
 }

@@ -13,6 +13,8 @@
  *  14. 8 + N + the last end is the file size. */
 #include "io/safetensors.h"
 
+#include "io/utf8.h"
+
 #include <cjson/cJSON.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -87,47 +89,7 @@ static int byte_size(kelp_st_dtype dtype, const kelp_shape *shape, uint64_t *byt
     return 1;
 }
 
-/* Length of the valid UTF-8 prefix of s[0..n): n when all of it is valid. Rust's str::from_utf8 rules: no
- * overlong forms, no surrogates, nothing above U+10FFFF. */
-static size_t utf8_valid_prefix(const unsigned char *s, size_t n)
-{
-    size_t i = 0;
-    while (i < n) {
-        unsigned char c = s[i];
-        size_t len;
-        uint32_t cp, min;
-        if (c < 0x80) {
-            i++;
-            continue;
-        }
-        if ((c & 0xE0) == 0xC0) {
-            len = 2, cp = c & 0x1F, min = 0x80;
-        } else if ((c & 0xF0) == 0xE0) {
-            len = 3, cp = c & 0x0F, min = 0x800;
-        } else if ((c & 0xF8) == 0xF0) {
-            len = 4, cp = c & 0x07, min = 0x10000;
-        } else {
-            return i;
-        }
-        if (n - i < len)
-            return i;
-        for (size_t k = 1; k < len; k++) {
-            if ((s[i + k] & 0xC0) != 0x80)
-                return i;
-            cp = (cp << 6) | (s[i + k] & 0x3F);
-        }
-        if (cp < min || cp > 0x10FFFF || (cp >= 0xD800 && cp <= 0xDFFF))
-            return i;
-        i += len;
-    }
-    return n;
-}
-
-static int utf8_valid(const char *s)
-{
-    size_t n = strlen(s);
-    return utf8_valid_prefix((const unsigned char *)s, n) == n;
-}
+static bool utf8_valid(const char *s) { return kelp_utf8_valid(s, strlen(s)); }
 
 /* ================================================================ reading */
 
@@ -568,7 +530,7 @@ static kelp_status load_entries(kelp_st_file *f, const cJSON *root)
 /* Rules 4-14 on the header text. */
 static kelp_status parse_header(kelp_st_file *f, const char *text, size_t len, uint64_t file_size)
 {
-    size_t valid = utf8_valid_prefix((const unsigned char *)text, len);
+    size_t valid = kelp_utf8_valid_prefix((const unsigned char *)text, len);
     if (valid < len)
         return format_error("header is not valid UTF-8 (byte %zu)", valid);
     if (len == 0 || text[0] != '{')
