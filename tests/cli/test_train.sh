@@ -20,13 +20,16 @@ check() { # check NAME COMMAND...
 }
 quiet() { "$@" >"$tmp/out" 2>"$tmp/err" || { echo "$*: $(tail -5 "$tmp/err")"; return 1; }; }
 
-python3 "$here/fashion_subset.py" "$src" "$tmp/fm" 12000 1000 4 400 4
+# KELP_TEST_QUICK=1 (the sanitizer run): the same steps on less data; accuracy is asserted by the normal run only
+quick=${KELP_TEST_QUICK:-0}
+if [ "$quick" = 1 ]; then n_train=1500 epochs=1; else n_train=12000 epochs=3; fi
+python3 "$here/fashion_subset.py" "$src" "$tmp/fm" "$n_train" 1000 4 400 4
 check "import" quiet "$kelp" data import --format idx "$tmp/fm/train-images.gz" "$tmp/fm/train-labels.gz" \
   "$tmp/fm/t10k-images.gz" "$tmp/fm/t10k-labels.gz" -o "$tmp/fm.h5" --val-split 0.1 --class-names fashion-mnist
 
 # a short training run (3 epochs of 10800 images) reaches 80% on the 1000 test images; PyTorch with the same model
 # and recipe reaches 83-86%
-check "train" quiet "$kelp" train --data "$tmp/fm.h5" --model small_resnet --out "$tmp/run" --epochs 3 --batch 64 \
+check "train" quiet "$kelp" train --data "$tmp/fm.h5" --model small_resnet --out "$tmp/run" --epochs "$epochs" --batch 64 \
   --lr 0.05 --schedule "warmup:20+cosine" --seed 3 --log-every 10
 check "metrics.jsonl has epoch lines" grep -q '"type":"epoch"' "$tmp/run/metrics.jsonl"
 check "checkpoints" test -f "$tmp/run/last.ckpt" -a -f "$tmp/run/best.ckpt"
@@ -36,7 +39,7 @@ check "test top-1 >= 80%" python3 -c "
 import json, sys
 r = json.load(open('$tmp/eval.json'))
 print('test top-1 %.4f' % r['top1'])
-assert r['top1'] >= 0.80, r['top1']
+assert $quick == 1 or r['top1'] >= 0.80, r['top1']
 assert len(r['confusion']) == 10 and len(r['per_class']) == 10
 "
 check "predict" quiet "$kelp" predict --checkpoint "$tmp/run/best.ckpt" --json --top-k 3 "$tmp/fm/png"
