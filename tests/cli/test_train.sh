@@ -55,12 +55,17 @@ for item in r:
     assert p == sorted(p, reverse=True) and 0 < sum(p) <= 1.0001, p
 "
 
-# exact resume: stop after 13 steps, resume, and compare every step's loss with an uninterrupted run
+# exact resume: stop after 13 steps, resume, and compare every step's loss with an uninterrupted run given the same
+# options as a JSON run config (so the config file is checked too)
 python3 "$here/fashion_subset.py" "$src" "$tmp/tiny" 1500 10 0
 check "import tiny" quiet "$kelp" data import --format idx "$tmp/tiny/train-images.gz" "$tmp/tiny/train-labels.gz" \
   -o "$tmp/tiny.h5" --val-split 0.1
 small="--data $tmp/tiny.h5 --model small_resnet --epochs 2 --batch 128 --lr 0.05 --seed 5 --log-every 1 --pad-crop 2"
-check "uninterrupted" quiet "$kelp" train $small --out "$tmp/a"
+cat >"$tmp/run.json" <<JSON
+{"data": "$tmp/tiny.h5", "model": "small_resnet", "epochs": 2, "batch": 128, "lr": 0.05, "seed": 5,
+ "log_every": 1, "pad_crop": 2}
+JSON
+check "uninterrupted" quiet "$kelp" train --config "$tmp/run.json" --out "$tmp/a"
 check "stopped" quiet "$kelp" train $small --out "$tmp/b" --stop-after-steps 13
 check "resumed" quiet "$kelp" train --resume --out "$tmp/b"
 check "same losses" python3 -c "
