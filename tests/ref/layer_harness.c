@@ -177,6 +177,33 @@ void test_layer_gradcheck(test_layer *t, float eps, double tol, int samples)
     }
 }
 
+void test_layer_check_accumulates(test_layer *t)
+{
+    test_layer_forward(t);
+    test_layer_backward(t);
+    kelp_tensor *grads[KELP_MAX_INPUTS + KELP_MAX_PARAMS];
+    int count = 0;
+    for (int i = 0; i < t->n_in; i++)
+        if (t->din[i].data)
+            grads[count++] = &t->din[i];
+    for (int p = 0; p < t->n_params; p++)
+        if (t->dparam[p].data)
+            grads[count++] = &t->dparam[p];
+    float *twice[KELP_MAX_INPUTS + KELP_MAX_PARAMS];
+    for (int g = 0; g < count; g++) {
+        size_t n = (size_t)numel(grads[g]);
+        twice[g] = malloc(n * sizeof(float));
+        for (size_t i = 0; i < n; i++)
+            twice[g][i] = 2.0f * test_f32(grads[g])[i];
+    }
+    TEST_OK(t->type->backward(&t->io));
+    for (int g = 0; g < count; g++) {
+        test_assert_close_f(test_f32(grads[g]), twice[g], (size_t)numel(grads[g]), 1e-6, 1e-7,
+                            "gradient after two backward calls");
+        free(twice[g]);
+    }
+}
+
 void test_layer_teardown(test_layer *t)
 {
     kelp_backend *be = t->be;

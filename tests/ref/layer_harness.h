@@ -43,6 +43,8 @@ void test_layer_backward(test_layer *t);
 /* Central differences with step `eps` on up to `samples` elements of every float input and trainable parameter;
  * passes when |analytic - numeric| <= tol * max(1, |analytic|, |numeric|). */
 void test_layer_gradcheck(test_layer *t, float eps, double tol, int samples);
+/* Backward accumulates: a second call without zeroing doubles every input and parameter gradient. */
+void test_layer_check_accumulates(test_layer *t);
 void test_layer_teardown(test_layer *t);
 
 /* Host views (the CPU backend's memory is host memory). */

@@ -171,33 +171,6 @@ static void test_upsample_smaller_batch(void **state)
     test_layer_teardown(&t);
 }
 
-/* Backward accumulates: a second call without zeroing doubles every input and parameter gradient. */
-static void check_backward_accumulates(test_layer *t)
-{
-    test_layer_forward(t);
-    test_layer_backward(t);
-    kelp_tensor *grads[1 + KELP_MAX_PARAMS];
-    int count = 0;
-    if (t->din[0].data)
-        grads[count++] = &t->din[0];
-    for (int p = 0; p < t->n_params; p++)
-        if (t->dparam[p].data)
-            grads[count++] = &t->dparam[p];
-    float *first[1 + KELP_MAX_PARAMS];
-    for (int g = 0; g < count; g++) {
-        size_t n = (size_t)kelp_shape_numel(&grads[g]->shape);
-        first[g] = malloc(n * sizeof(float));
-        for (size_t i = 0; i < n; i++)
-            first[g][i] = 2.0f * test_f32(grads[g])[i];
-    }
-    TEST_OK(t->type->backward(&t->io));
-    for (int g = 0; g < count; g++) {
-        test_assert_close_f(test_f32(grads[g]), first[g], (size_t)kelp_shape_numel(&grads[g]->shape), 1e-6, 1e-7,
-                            "gradient after two backward calls");
-        free(first[g]);
-    }
-}
-
 static void test_backward_accumulates(void **state)
 {
     (void)state;
@@ -207,7 +180,7 @@ static void test_backward_accumulates(void **state)
         kelp_shape shape = kelp_shape4(2, 5, 6, 3);
         test_layer t;
         test_layer_setup(&t, "upsample", json[i], 1, &shape, true, 140 + (uint64_t)i);
-        check_backward_accumulates(&t);
+        test_layer_check_accumulates(&t);
         test_layer_teardown(&t);
     }
 }
