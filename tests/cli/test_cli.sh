@@ -3,27 +3,7 @@
 # Usage: test_cli.sh PATH/TO/kelp
 set -uo pipefail
 kelp=$1
-tmp=$(mktemp -d)
-trap 'rm -rf "$tmp"' EXIT
-failures=0
-passes=0
-
-check() { # check NAME CONDITION...
-  local name=$1; shift
-  if "$@"; then passes=$((passes + 1)); else echo "FAIL: $name"; failures=$((failures + 1)); fi
-}
-
-run() { # run EXPECTED_STATUS ARGS... : stdout in $tmp/out, stderr in $tmp/err
-  local want=$1; shift
-  "$kelp" "$@" >"$tmp/out" 2>"$tmp/err"
-  local got=$?
-  if [ "$got" != "$want" ]; then
-    echo "kelp $*: exit $got, expected $want; stderr: $(cat "$tmp/err")"
-    return 1
-  fi
-}
-
-contains() { grep -qF -- "$2" "$1" || { echo "'$2' not in $1: $(head -c 400 "$1")"; return 1; }; }
+source "$(dirname "$0")/lib.sh"
 
 check "info" run 0 info
 check "info lists layers" contains "$tmp/out" "softmax_cross_entropy"
@@ -68,5 +48,4 @@ check "unknown zoo name" run 1 model show resnet101
 check "bad option" run 2 model show resnet18 --classes zero
 check "bad input size" run 2 model show resnet18 --input 12
 
-echo "$passes passed, $failures failed"
-[ "$failures" = 0 ]
+finish

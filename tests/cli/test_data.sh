@@ -6,27 +6,8 @@ set -uo pipefail
 kelp=$1
 fixtures=$(cd "$(dirname "$0")/../fixtures/images" && pwd)
 fmnist=/usr/share/datasets/fashion-mnist
-tmp=$(mktemp -d)
-trap 'rm -rf "$tmp"' EXIT
-failures=0
-passes=0
+source "$(dirname "$0")/lib.sh"
 
-check() { # check NAME CONDITION...
-  local name=$1; shift
-  if "$@"; then passes=$((passes + 1)); else echo "FAIL: $name"; failures=$((failures + 1)); fi
-}
-
-run() { # run EXPECTED_STATUS ARGS... : stdout in $tmp/out, stderr in $tmp/err
-  local want=$1; shift
-  "$kelp" "$@" >"$tmp/out" 2>"$tmp/err"
-  local got=$?
-  if [ "$got" != "$want" ]; then
-    echo "kelp $*: exit $got, expected $want; stderr: $(cat "$tmp/err")"
-    return 1
-  fi
-}
-
-contains() { grep -qF -- "$2" "$1" || { echo "'$2' not in $1: $(head -c 600 "$1")"; return 1; }; }
 absent() { [ ! -e "$1" ] || { echo "$1 exists"; return 1; }; }
 
 json_check() { # json_check FILE PYTHON_EXPRESSION_OVER_d
@@ -146,5 +127,4 @@ else
   echo "SKIP: $fmnist not installed (Debian package dataset-fashion-mnist); Fashion-MNIST import not tested"
 fi
 
-echo "$passes passed, $failures failed"
-[ "$failures" = 0 ]
+finish
