@@ -240,6 +240,15 @@ static void depthwise_backward_filter(int threads, const kelp_conv_desc *d, cons
         }
 }
 
+/* The column matrix of x: x itself on the pointwise path, im2col into the workspace otherwise. */
+static const float *columns(int threads, const kelp_conv_desc *d, conv_path path, const float *x, float *workspace)
+{
+    if (path != CONV_GENERAL)
+        return x;
+    im2col(threads, d, x, workspace);
+    return workspace;
+}
+
 void kelp_cpu_conv2d_forward(int threads, const kelp_conv_desc *d, const float *x, const float *w,
                              const float *bias, float *y, float *workspace)
 {
@@ -248,11 +257,7 @@ void kelp_cpu_conv2d_forward(int threads, const kelp_conv_desc *d, const float *
         depthwise_forward(threads, d, x, w, bias, y, workspace);
         return;
     }
-    const float *cols = x;
-    if (path == CONV_GENERAL) {
-        im2col(threads, d, x, workspace);
-        cols = workspace;
-    }
+    const float *cols = columns(threads, d, path, x, workspace);
     // cols (N*OH*OW, G, R*S*Cg) x w_g^T (R*S*Cg, K/G) -> y (N*OH*OW, K)
     const int kg = d->k / d->groups, glen = group_len(d);
     for (int g = 0; g < d->groups; g++)
@@ -292,11 +297,7 @@ void kelp_cpu_conv2d_backward_filter(int threads, const kelp_conv_desc *d, const
         depthwise_backward_filter(threads, d, x, dy, dw);
         return;
     }
-    const float *cols = x;
-    if (path == CONV_GENERAL) {
-        im2col(threads, d, x, workspace);
-        cols = workspace;
-    }
+    const float *cols = columns(threads, d, path, x, workspace);
     // dy_g^T (K/G, N*OH*OW) x cols_g (N*OH*OW, R*S*Cg) -> dw_g (K/G, R*S*Cg) +=
     const int kg = d->k / d->groups, glen = group_len(d);
     for (int g = 0; g < d->groups; g++)

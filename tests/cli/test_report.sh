@@ -11,14 +11,7 @@ if [ ! -f "$src/train-images-idx3-ubyte.gz" ]; then
   echo "SKIPPED: $src is missing (apt-get install dataset-fashion-mnist)"
   exit 77
 fi
-tmp=$(mktemp -d)
-trap 'rm -rf "$tmp"' EXIT
-failures=0
-passes=0
-check() { # check NAME COMMAND...
-  local name=$1; shift
-  if "$@"; then passes=$((passes + 1)); else echo "FAIL: $name"; failures=$((failures + 1)); fi
-}
+source "$here/lib.sh"
 quiet() { "$@" >"$tmp/out" 2>"$tmp/err" || { echo "$*: $(tail -5 "$tmp/err")"; return 1; }; }
 # fails_with STATUS TEXT COMMAND...: the command exits with STATUS and its stderr contains TEXT
 fails_with() {
@@ -132,5 +125,4 @@ assert '<b>zero' not in html and '&lt;b&gt;zero&lt;/b&gt;' in html
 assert 'one&amp;two' in html and '&quot;q&quot;' in html
 "
 
-echo "$passes passed, $failures failed"
-[ "$failures" = 0 ]
+finish

@@ -10,14 +10,7 @@ if [ ! -f "$src/train-images-idx3-ubyte.gz" ]; then
   echo "SKIPPED: $src is missing (apt-get install dataset-fashion-mnist)"
   exit 77
 fi
-tmp=$(mktemp -d)
-trap 'rm -rf "$tmp"' EXIT
-failures=0
-passes=0
-check() { # check NAME COMMAND...
-  local name=$1; shift
-  if "$@"; then passes=$((passes + 1)); else echo "FAIL: $name"; failures=$((failures + 1)); fi
-}
+source "$here/lib.sh"
 quiet() { "$@" >"$tmp/out" 2>"$tmp/err" || { echo "$*: $(tail -5 "$tmp/err")"; return 1; }; }
 
 # KELP_TEST_QUICK=1 (the sanitizer run): the same steps on less data; accuracy is asserted by the normal run only
@@ -97,5 +90,4 @@ PY
 check "missing dataset" sh -c "! '$kelp' train --data '$tmp/nope.h5' --model small_resnet --out '$tmp/c' 2>'$tmp/err'"
 check "missing dataset message" grep -q "nope.h5" "$tmp/err"
 
-echo "$passes passed, $failures failed"
-[ "$failures" = 0 ]
+finish
