@@ -51,9 +51,8 @@ static void cpu_free(kelp_backend *be, void *ptr)
 
 static kelp_status cpu_memset(kelp_backend *be, void *dst, int value, size_t bytes)
 {
-    (void)be;
     if (bytes)
-        memset(dst, value, bytes);
+        kelp_cpu_memset(threads_of(be), dst, value, bytes);
     return KELP_OK;
 }
 

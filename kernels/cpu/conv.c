@@ -10,6 +10,12 @@
  * input already is the column matrix (most of ResNet-50). A depthwise convolution (G == C == K) would be C GEMMs
  * with one output column each, so it runs as a direct loop over channels instead.
  *
+ * The input gradient of a stride-1 convolution is itself a convolution: dy, padded by dil*(R-1) - pad, convolved
+ * with the weights flipped in space and with input and output channels swapped. It then runs like a forward pass,
+ * im2col of dy and one GEMM that adds into dx, instead of a GEMM into a column matrix that col2im scatters back:
+ * col2im cost twice what im2col does, and the column matrix had to be zeroed first. Strided convolutions keep
+ * col2im.
+ *
  * Backward sums that land in dx/dw/db are formed locally and added once, so running backward twice without zeroing
  * gives exactly twice the gradient, and no sum's order depends on the thread count. */
 #include <string.h>
@@ -21,6 +27,7 @@
 #define CHANNEL_CHUNK 64
 
 typedef enum conv_path { CONV_GENERAL = 0, CONV_POINTWISE, CONV_DEPTHWISE } conv_path;
+
 
 static conv_path path_of(const kelp_conv_desc *d)
 {
@@ -38,6 +45,44 @@ static int64_t out_pixels(const kelp_conv_desc *d) { return (int64_t)d->n * d->o
 static int group_len(const kelp_conv_desc *d) { return d->r * d->s * (d->c / d->groups); }
 
 static int row_len(const kelp_conv_desc *d) { return d->r * d->s * d->c; }
+
+static size_t columns_bytes(const kelp_conv_desc *d) { return (size_t)out_pixels(d) * (size_t)row_len(d) * sizeof(float); }
+
+/* The convolution whose forward pass is d's input gradient (dy -> dx), when there is one: stride 1, one group,
+ * and the flipped padding dil*(R-1) - pad reproducing exactly dx's size (a transposed convolution's adjoint with
+ * output padding does not). */
+static bool flipped_conv(const kelp_conv_desc *d, kelp_conv_desc *flipped)
+{
+    if (d->stride_h != 1 || d->stride_w != 1 || d->groups != 1)
+        return false;
+    kelp_conv_desc f = *d;
+    f.h = d->oh;
+    f.w = d->ow;
+    f.c = d->k;
+    f.k = d->c;
+    f.pad_h = d->dil_h * (d->r - 1) - d->pad_h;
+    f.pad_w = d->dil_w * (d->s - 1) - d->pad_w;
+    f.oh = d->h;
+    f.ow = d->w;
+    if (f.pad_h < 0 || f.pad_w < 0 || kelp_conv_out_size(f.h, f.r, 1, f.pad_h, f.dil_h) != d->h ||
+        kelp_conv_out_size(f.w, f.s, 1, f.pad_w, f.dil_w) != d->w)
+        return false;
+    *flipped = f;
+    return true;
+}
+
+// w (K,R,S,C) -> wf (C,R,S,K) with wf[c][r][s][k] = w[k][R-1-r][S-1-s][c]
+static void flip_weights(const kelp_conv_desc *d, const float *w, float *wf)
+{
+    for (int k = 0; k < d->k; k++)
+        for (int r = 0; r < d->r; r++)
+            for (int s = 0; s < d->s; s++) {
+                const float *src = w + (((int64_t)k * d->r + r) * d->s + s) * d->c;
+                int fr = d->r - 1 - r, fs = d->s - 1 - s;
+                for (int c = 0; c < d->c; c++)
+                    wf[(((int64_t)c * d->r + fr) * d->s + fs) * d->k + k] = src[c];
+            }
+}
 
 /* col2im's tables of which output each (input position, tap) reads, one per axis, after the column matrix: they
  * take the stride's division out of the innermost loops. */
@@ -63,31 +108,61 @@ size_t kelp_cpu_conv2d_workspace(const kelp_conv_desc *d)
     case CONV_GENERAL:
         break;
     }
-    return (size_t)out_pixels(d) * (size_t)row_len(d) * sizeof(float) + tap_tables_bytes(d);
+    size_t bytes = kelp_cpu_conv_direct_fits(d) ? kelp_cpu_conv_direct_workspace(d)
+                                                 : columns_bytes(d) + tap_tables_bytes(d);
+    kelp_conv_desc f;
+    if (flipped_conv(d, &f)) {
+        size_t flipped_bytes = kelp_cpu_conv_direct_fits(&f)
+                                   ? kelp_cpu_conv_direct_workspace(&f)
+                                   : columns_bytes(&f) + (size_t)d->k * (size_t)row_len(d) * sizeof(float);
+        bytes = flipped_bytes > bytes ? flipped_bytes : bytes;
+    }
+    return bytes;
 }
 
 // x (N,H,W,C) -> cols (N*OH*OW, G, R, S, Cg); taps that fall in the padding are zeros
 static void im2col(int threads, const kelp_conv_desc *d, const float *x, float *cols)
 {
     const int cg = d->c / d->groups, glen = group_len(d), rlen = row_len(d);
+    /* With one group and no horizontal dilation, the taps of one kernel row read S neighbouring pixels, which NHWC
+     * stores back to back: one copy per kernel row instead of one per tap. */
+    const bool row_copies = d->groups == 1 && d->dil_w == 1;
 #pragma omp parallel for collapse(3) num_threads(threads) schedule(static)
     for (int n = 0; n < d->n; n++)
         for (int oh = 0; oh < d->oh; oh++)
             for (int ow = 0; ow < d->ow; ow++) {
                 float *row = cols + (((int64_t)n * d->oh + oh) * d->ow + ow) * rlen;
+                const int iw0 = ow * d->stride_w - d->pad_w;
                 for (int r = 0; r < d->r; r++) {
                     int ih = oh * d->stride_h - d->pad_h + r * d->dil_h;
-                    for (int s = 0; s < d->s; s++) {
-                        int iw = ow * d->stride_w - d->pad_w + s * d->dil_w;
-                        float *dst = row + (r * d->s + s) * cg;
-                        if (ih < 0 || ih >= d->h || iw < 0 || iw >= d->w) {
-                            for (int g = 0; g < d->groups; g++)
-                                memset(dst + g * glen, 0, (size_t)cg * sizeof(float));
+                    float *dst_row = row + r * d->s * cg;
+                    if (ih < 0 || ih >= d->h) {
+                        for (int g = 0; g < d->groups; g++)
+                            memset(dst_row + g * glen, 0, (size_t)d->s * cg * sizeof(float));
+                        continue;
+                    }
+                    const float *src_row = x + ((int64_t)n * d->h + ih) * d->w * d->c;
+                    if (row_copies) {
+                        int s0 = iw0 < 0 ? -iw0 : 0, s1 = d->w - iw0 < d->s ? d->w - iw0 : d->s;
+                        if (s1 <= s0) {
+                            memset(dst_row, 0, (size_t)d->s * cg * sizeof(float));
                             continue;
                         }
-                        const float *src = x + (((int64_t)n * d->h + ih) * d->w + iw) * d->c;
-                        for (int g = 0; g < d->groups; g++)
-                            memcpy(dst + g * glen, src + g * cg, (size_t)cg * sizeof(float));
+                        memset(dst_row, 0, (size_t)s0 * cg * sizeof(float));
+                        memcpy(dst_row + s0 * cg, src_row + (int64_t)(iw0 + s0) * d->c,
+                               (size_t)(s1 - s0) * cg * sizeof(float));
+                        memset(dst_row + s1 * cg, 0, (size_t)(d->s - s1) * cg * sizeof(float));
+                        continue;
+                    }
+                    for (int s = 0; s < d->s; s++) {
+                        int iw = iw0 + s * d->dil_w;
+                        float *dst = dst_row + s * cg;
+                        for (int g = 0; g < d->groups; g++) {
+                            if (iw < 0 || iw >= d->w)
+                                memset(dst + g * glen, 0, (size_t)cg * sizeof(float));
+                            else
+                                memcpy(dst + g * glen, src_row + (int64_t)iw * d->c + g * cg, (size_t)cg * sizeof(float));
+                        }
                     }
                 }
             }
@@ -108,7 +183,9 @@ static void col2im_accumulate(int threads, const kelp_conv_desc *d, const float 
                 for (int g = 0; g < d->groups; g++)
                     for (int c0 = 0; c0 < cg; c0 += CHANNEL_CHUNK) {
                         int len = cg - c0 < CHANNEL_CHUNK ? cg - c0 : CHANNEL_CHUNK;
-                        float acc[CHANNEL_CHUNK] = {0};
+                        float acc[CHANNEL_CHUNK];
+                        for (int c = 0; c < len; c++)
+                            acc[c] = 0.0f;
                         for (int r = 0; r < d->r; r++) {
                             int oh = source_h[ih * d->r + r];
                             if (oh < 0)
@@ -257,6 +334,10 @@ void kelp_cpu_conv2d_forward(int threads, const kelp_conv_desc *d, const float *
         depthwise_forward(threads, d, x, w, bias, y, workspace);
         return;
     }
+    if (path == CONV_GENERAL && kelp_cpu_conv_direct_fits(d)) {
+        kelp_cpu_conv_direct_forward(threads, d, x, w, bias, y, workspace);
+        return;
+    }
     const float *cols = columns(threads, d, path, x, workspace);
     // cols (N*OH*OW, G, R*S*Cg) x w_g^T (R*S*Cg, K/G) -> y (N*OH*OW, K)
     const int kg = d->k / d->groups, glen = group_len(d);
@@ -273,6 +354,20 @@ void kelp_cpu_conv2d_backward_data(int threads, const kelp_conv_desc *d, const f
     conv_path path = path_of(d);
     if (path == CONV_DEPTHWISE) {
         depthwise_backward_data(threads, d, dy, w, dx, workspace);
+        return;
+    }
+    kelp_conv_desc f;
+    if (path == CONV_GENERAL && flipped_conv(d, &f) && kelp_cpu_conv_direct_fits(&f)) {
+        kelp_cpu_conv_direct_backward_data(threads, &f, dy, w, dx, workspace);
+        return;
+    }
+    if (path == CONV_GENERAL && flipped_conv(d, &f)) {
+        // im2col(dy) (N*H*W, R*S*K) x wf^T (R*S*K, C) -> dx (N*H*W, C) +=
+        float *wf = workspace + columns_bytes(&f) / sizeof(float);
+        flip_weights(d, w, wf);
+        const float *cols = columns(threads, &f, CONV_GENERAL, dy, workspace);
+        kelp_cpu_gemm(threads, false, true, (int)out_pixels(&f), f.k, row_len(&f), 1.0f, cols, row_len(&f), wf,
+                      row_len(&f), 1.0f, dx, d->c);
         return;
     }
     /* The pointwise path accumulates straight into dx (beta = 1); the general one fills dcols, then col2im adds. */
@@ -295,6 +390,10 @@ void kelp_cpu_conv2d_backward_filter(int threads, const kelp_conv_desc *d, const
     conv_path path = path_of(d);
     if (path == CONV_DEPTHWISE) {
         depthwise_backward_filter(threads, d, x, dy, dw);
+        return;
+    }
+    if (path == CONV_GENERAL && kelp_cpu_conv_direct_fits(d)) {
+        kelp_cpu_conv_direct_backward_filter(threads, d, x, dy, dw, workspace);
         return;
     }
     const float *cols = columns(threads, d, path, x, workspace);

@@ -26,6 +26,19 @@ void kelp_cpu_conv2d_backward_data(int threads, const kelp_conv_desc *d, const f
 void kelp_cpu_conv2d_backward_filter(int threads, const kelp_conv_desc *d, const float *x, const float *dy,
                                      float *dw, float *db, float *workspace);
 
+/* Direct convolution (conv_direct.c) for one group, channel counts that are multiples of 16 and kernels of at most
+ * KELP_CONV_DIRECT_MAX_TAPS taps. backward_data takes the flipped convolution dy -> dx (stride 1) and adds to dx;
+ * backward_filter adds to dw. */
+#define KELP_CONV_DIRECT_MAX_TAPS 64
+bool kelp_cpu_conv_direct_fits(const kelp_conv_desc *d);
+size_t kelp_cpu_conv_direct_workspace(const kelp_conv_desc *d);
+void kelp_cpu_conv_direct_forward(int threads, const kelp_conv_desc *d, const float *x, const float *w,
+                                  const float *bias, float *y, float *workspace);
+void kelp_cpu_conv_direct_backward_data(int threads, const kelp_conv_desc *flipped, const float *dy,
+                                        const float *w, float *dx, float *workspace);
+void kelp_cpu_conv_direct_backward_filter(int threads, const kelp_conv_desc *d, const float *x, const float *dy,
+                                          float *dw, float *workspace);
+
 /* ---- per-channel bias over rows (N*H*W, C) ---- */
 void kelp_cpu_bias_add(int threads, int64_t rows, int c, const float *bias, float *y);
 void kelp_cpu_bias_backward(int threads, int64_t rows, int c, const float *dy, float *db);
@@ -54,6 +67,7 @@ void kelp_cpu_activation_backward(int threads, kelp_act_kind kind, float alpha, 
 void kelp_cpu_add(int threads, int64_t n, const float *a, const float *b, float *y);     /* y = a + b */
 void kelp_cpu_axpy(int threads, int64_t n, float alpha, const float *x, float *y);       /* y += alpha x */
 void kelp_cpu_scale(int threads, int64_t n, float alpha, float *x);                      /* x *= alpha */
+void kelp_cpu_memset(int threads, void *dst, int value, size_t bytes);                  /* dst = value bytes */
 double kelp_cpu_sum_squares(int threads, int64_t n, const float *x);
 
 /* ---- pooling; argmax (N,OH,OW,C) int32 flat input index, only for max pooling ---- */

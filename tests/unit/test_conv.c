@@ -41,11 +41,18 @@ static const conv_case conv_cases[] = {
     {1, 5, 5, 2, 3, 5, 5, 1, 1, 0, 0, 1, 1, 1, true, 0, 0},     /* kernel covers the input: 1x1 output */
     {2, 7, 9, 2, 3, 7, 7, 3, 3, 3, 3, 1, 1, 1, true, 0, 0},     /* 7x7 stem, stride 3, padding 3 */
     {1, 5, 4, 70, 3, 3, 3, 1, 1, 1, 1, 1, 1, 1, true, 0, 0},    /* col2im over two channel chunks */
+    {2, 8, 7, 3, 5, 3, 3, 1, 1, 2, 2, 2, 2, 1, true, 0, 0},     /* stride 1, dilation 2: flipped input gradient */
+    {1, 5, 6, 3, 2, 3, 3, 1, 1, 3, 3, 1, 1, 1, true, 0, 0},     /* padding beyond the kernel: col2im */
+    {2, 5, 7, 16, 32, 3, 3, 1, 1, 1, 1, 1, 1, 1, true, 0, 0},   /* direct: 32-channel tiles, flipped 16 */
+    {1, 7, 6, 32, 16, 3, 3, 2, 2, 1, 1, 1, 1, 1, false, 0, 0},  /* direct, stride 2 (col2im input gradient) */
+    {2, 6, 7, 16, 16, 3, 2, 1, 1, 2, 1, 2, 1, 1, true, 0, 0},   /* direct, dilation 2, rectangular */
+    {1, 5, 5, 16, 48, 3, 3, 1, 1, 0, 0, 1, 1, 1, false, 0, 0},  /* direct, no padding, 3 tiles of 16 */
 };
 
 static const conv_case transpose_cases[] = {
     {1, 4, 5, 3, 4, 3, 3, 2, 2, 1, 1, 1, 1, 1, true, 1, 1},     /* stride 2 with output_padding */
     {3, 5, 4, 4, 6, 3, 3, 1, 1, 0, 0, 1, 1, 2, true, 0, 0},     /* groups 2 */
+    {2, 5, 4, 3, 5, 3, 2, 1, 1, 1, 0, 1, 1, 1, true, 0, 0},     /* stride 1: forward is a flipped convolution */
     {2, 3, 4, 3, 2, 2, 3, 3, 2, 0, 1, 1, 1, 1, false, 2, 1},    /* rectangular, stride 3x2 */
     {1, 4, 4, 4, 4, 3, 3, 1, 1, 1, 1, 2, 2, 4, true, 1, 1},     /* depthwise, output_padding < dilation only */
     {2, 5, 5, 6, 3, 1, 1, 1, 1, 0, 0, 1, 1, 1, true, 0, 0},     /* 1x1: pointwise adjoint */
