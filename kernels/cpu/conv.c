@@ -14,7 +14,7 @@
  * with the weights flipped in space and with input and output channels swapped. It then runs like a forward pass,
  * im2col of dy and one GEMM that adds into dx, instead of a GEMM into a column matrix that col2im scatters back:
  * col2im cost twice what im2col does, and the column matrix had to be zeroed first. Strided convolutions keep
- * col2im.
+ * col2im, and so do large weights: flipping them is a transposition that costs more than col2im saves (7x7x512).
  *
  * Backward sums that land in dx/dw/db are formed locally and added once, so running backward twice without zeroing
  * gives exactly twice the gradient, and no sum's order depends on the thread count. */
@@ -98,6 +98,21 @@ static void fill_tap_table(int in_size, int taps, int stride, int pad, int dil, 
             table[i * taps + t] = kelp_conv_tap_source(i, t, stride, pad, dil, out_size);
 }
 
+/* How the input gradient of a general-path convolution is formed (see the top). */
+typedef enum input_grad_scheme { INPUT_GRAD_COL2IM = 0, INPUT_GRAD_FLIPPED_DIRECT, INPUT_GRAD_FLIPPED_GEMM } input_grad_scheme;
+
+/* Weights up to this many elements (256 KiB) flip while they sit in cache. */
+#define FLIP_MAX_WEIGHTS (1 << 16)
+
+static input_grad_scheme input_grad_scheme_of(const kelp_conv_desc *d, kelp_conv_desc *flipped)
+{
+    if (!flipped_conv(d, flipped))
+        return INPUT_GRAD_COL2IM;
+    if (kelp_cpu_conv_direct_fits(flipped))
+        return INPUT_GRAD_FLIPPED_DIRECT;
+    return (int64_t)d->k * row_len(d) <= FLIP_MAX_WEIGHTS ? INPUT_GRAD_FLIPPED_GEMM : INPUT_GRAD_COL2IM;
+}
+
 size_t kelp_cpu_conv2d_workspace(const kelp_conv_desc *d)
 {
     switch (path_of(d)) {
@@ -108,16 +123,18 @@ size_t kelp_cpu_conv2d_workspace(const kelp_conv_desc *d)
     case CONV_GENERAL:
         break;
     }
-    size_t bytes = kelp_cpu_conv_direct_fits(d) ? kelp_cpu_conv_direct_workspace(d)
-                                                 : columns_bytes(d) + tap_tables_bytes(d);
+    /* forward and weight gradient share a scheme; the input gradient may take another (see the top) */
+    size_t forward = kelp_cpu_conv_direct_fits(d) ? kelp_cpu_conv_direct_workspace(d) : columns_bytes(d);
+    size_t input_grad = 0;
     kelp_conv_desc f;
-    if (flipped_conv(d, &f)) {
-        size_t flipped_bytes = kelp_cpu_conv_direct_fits(&f)
-                                   ? kelp_cpu_conv_direct_workspace(&f)
-                                   : columns_bytes(&f) + (size_t)d->k * (size_t)row_len(d) * sizeof(float);
-        bytes = flipped_bytes > bytes ? flipped_bytes : bytes;
+    switch (input_grad_scheme_of(d, &f)) {
+    case INPUT_GRAD_COL2IM: input_grad = columns_bytes(d) + tap_tables_bytes(d); break;
+    case INPUT_GRAD_FLIPPED_DIRECT: input_grad = kelp_cpu_conv_direct_workspace(&f); break;
+    case INPUT_GRAD_FLIPPED_GEMM:
+        input_grad = columns_bytes(&f) + (size_t)d->k * (size_t)row_len(d) * sizeof(float);
+        break;
     }
-    return bytes;
+    return forward > input_grad ? forward : input_grad;
 }
 
 // x (N,H,W,C) -> cols (N*OH*OW, G, R, S, Cg); taps that fall in the padding are zeros
@@ -357,11 +374,12 @@ void kelp_cpu_conv2d_backward_data(int threads, const kelp_conv_desc *d, const f
         return;
     }
     kelp_conv_desc f;
-    if (path == CONV_GENERAL && flipped_conv(d, &f) && kelp_cpu_conv_direct_fits(&f)) {
+    input_grad_scheme scheme = path == CONV_GENERAL ? input_grad_scheme_of(d, &f) : INPUT_GRAD_COL2IM;
+    if (scheme == INPUT_GRAD_FLIPPED_DIRECT) {
         kelp_cpu_conv_direct_backward_data(threads, &f, dy, w, dx, workspace);
         return;
     }
-    if (path == CONV_GENERAL && flipped_conv(d, &f)) {
+    if (scheme == INPUT_GRAD_FLIPPED_GEMM) {
         // im2col(dy) (N*H*W, R*S*K) x wf^T (R*S*K, C) -> dx (N*H*W, C) +=
         float *wf = workspace + columns_bytes(&f) / sizeof(float);
         flip_weights(d, w, wf);

@@ -45,6 +45,7 @@ static const conv_case conv_cases[] = {
     {1, 5, 6, 3, 2, 3, 3, 1, 1, 3, 3, 1, 1, 1, true, 0, 0},     /* padding beyond the kernel: col2im */
     {2, 5, 7, 16, 32, 3, 3, 1, 1, 1, 1, 1, 1, 1, true, 0, 0},   /* direct: 32-channel tiles, flipped 16 */
     {1, 7, 6, 32, 16, 3, 3, 2, 2, 1, 1, 1, 1, 1, false, 0, 0},  /* direct, stride 2 (col2im input gradient) */
+    {2, 12, 12, 16, 16, 3, 3, 2, 2, 1, 1, 1, 1, 1, true, 0, 0}, /* ... whose columns outgrow the direct workspace */
     {2, 6, 7, 16, 16, 3, 2, 1, 1, 2, 1, 2, 1, 1, true, 0, 0},   /* direct, dilation 2, rectangular */
     {1, 5, 5, 16, 48, 3, 3, 1, 1, 0, 0, 1, 1, 1, false, 0, 0},  /* direct, no padding, 3 tiles of 16 */
 };
