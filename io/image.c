@@ -17,6 +17,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -43,6 +44,34 @@ kelp_image_format kelp_image_sniff(const void *data, size_t size)
     if (b[0] == 0xFF && b[1] == 0xD8 && b[2] == 0xFF)
         return KELP_IMAGE_JPEG;
     return KELP_IMAGE_UNKNOWN;
+}
+
+kelp_status kelp_image_sniff_file(const char *path, kelp_image_format *format)
+{
+    *format = KELP_IMAGE_UNKNOWN;
+    FILE *f = fopen(path, "rb");
+    if (!f)
+        return kelp_set_error(KELP_ERR_IO, "%s: cannot open: %s", path, strerror(errno));
+    uint8_t head[8];
+    size_t n = fread(head, 1, sizeof head, f);
+    bool failed = ferror(f) != 0;
+    fclose(f);
+    if (failed)
+        return kelp_set_error(KELP_ERR_IO, "%s: read failed", path);
+    *format = kelp_image_sniff(head, n);
+    return KELP_OK;
+}
+
+bool kelp_image_has_extension(const char *name)
+{
+    static const char *const extensions[] = {".png", ".jpg", ".jpeg"};
+    size_t n = strlen(name);
+    for (size_t i = 0; i < sizeof extensions / sizeof extensions[0]; i++) {
+        size_t k = strlen(extensions[i]);
+        if (n > k && strcasecmp(name + n - k, extensions[i]) == 0)
+            return true;
+    }
+    return false;
 }
 
 void kelp_image_free(kelp_image *img)

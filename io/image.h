@@ -50,6 +50,12 @@ typedef struct kelp_image_header {
 /* The format the first bytes announce; KELP_IMAGE_UNKNOWN for anything else (including fewer than 8 bytes). */
 kelp_image_format kelp_image_sniff(const void *data, size_t size);
 
+/* The format a file's first 8 bytes announce (a large file that is not an image is never read whole). */
+kelp_status kelp_image_sniff_file(const char *path, kelp_image_format *format);
+/* True when the name ends in .png, .jpg or .jpeg, in any case: a file meant to be an image. A folder's files count
+ * as images when their first bytes or their name say so (import and predict share this rule). */
+bool kelp_image_has_extension(const char *name);
+
 /* Reads a whole file (at most KELP_IMAGE_MAX_FILE_BYTES) into *data (free with free()). */
 kelp_status kelp_image_read_file(const char *path, uint8_t **data, size_t *size);
 

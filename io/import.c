@@ -8,7 +8,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <strings.h>
 #include <sys/stat.h>
 
 #include "io/idx.h"
@@ -206,18 +205,6 @@ static char *join_path(const char *dir, const char *name)
     return path;
 }
 
-static bool has_image_extension(const char *name)
-{
-    static const char *const extensions[] = {".png", ".jpg", ".jpeg"};
-    size_t n = strlen(name);
-    for (size_t i = 0; i < sizeof extensions / sizeof extensions[0]; i++) {
-        size_t k = strlen(extensions[i]);
-        if (n > k && strcasecmp(name + n - k, extensions[i]) == 0)
-            return true;
-    }
-    return false;
-}
-
 typedef struct folder_item {
     char *path;
     int32_t label;
@@ -275,22 +262,6 @@ static kelp_status add_item(folder_import *imp, const char *path, int32_t label)
     return KELP_OK;
 }
 
-/* The first 8 bytes, enough for kelp_image_sniff; a huge non-image file is never read whole. */
-static kelp_status sniff_file(const char *path, kelp_image_format *format)
-{
-    FILE *f = fopen(path, "rb");
-    if (!f)
-        return kelp_set_error(KELP_ERR_IO, "%s: cannot open: %s", path, strerror(errno));
-    uint8_t head[8];
-    size_t n = fread(head, 1, sizeof head, f);
-    bool failed = ferror(f) != 0;
-    fclose(f);
-    if (failed)
-        return kelp_set_error(KELP_ERR_IO, "%s: read failed", path);
-    *format = kelp_image_sniff(head, n);
-    return KELP_OK;
-}
-
 static kelp_status probe_file(const char *path, kelp_image_header *hdr)
 {
     uint8_t *data;
@@ -311,8 +282,8 @@ static kelp_status scan_file(folder_import *imp, const char *path, const char *n
         return KELP_OK;
     }
     kelp_image_format format = KELP_IMAGE_UNKNOWN;
-    kelp_status s = sniff_file(path, &format);
-    if (s == KELP_OK && format == KELP_IMAGE_UNKNOWN && !has_image_extension(name)) {
+    kelp_status s = kelp_image_sniff_file(path, &format);
+    if (s == KELP_OK && format == KELP_IMAGE_UNKNOWN && !kelp_image_has_extension(name)) {
         imp->summary->skipped_other++;
         return KELP_OK;
     }

@@ -1,6 +1,7 @@
 /* kelp predict: PNG/JPEG files or directories -> top-k labels and probabilities. */
 #include <cjson/cJSON.h>
 #include <dirent.h>
+#include <errno.h>
 #include <getopt.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -15,9 +16,11 @@ static void predict_help(void)
 {
     puts("Usage: kelp predict --checkpoint CKPT [--top-k K] [--json] IMAGE|DIR...\n"
          "\n"
-         "Prints the K (default 5) most probable classes of each PNG or JPEG image; a directory is read (not\n"
-         "recursively) in name order. --json prints [{\"file\", \"labels\", \"probabilities\"}...]; a file that\n"
-         "cannot be read gets {\"file\", \"error\"} and the exit status is 1.");
+         "Prints the K (default 5) most probable classes of each PNG or JPEG image. A directory is read in name\n"
+         "order, not recursively; hidden files and files that are neither PNG nor JPEG by their first bytes or\n"
+         "their name (.png, .jpg, .jpeg) are skipped, each said on stderr, and a directory without images is an\n"
+         "error. --json prints [{\"file\", \"labels\", \"probabilities\"}...]; a file that cannot be read gets\n"
+         "{\"file\", \"error\"} and the exit status is 1.");
 }
 
 typedef struct predictor {
@@ -71,15 +74,32 @@ static void predict_file(predictor *p, const char *path)
 
 static int by_name(const void *a, const void *b) { return strcmp(*(char *const *)a, *(char *const *)b); }
 
-/* The regular files of a directory, in name order, hidden files left out. */
+/* A directory's file is predicted when it is an image by its first bytes or its name (the rule of a folder import):
+ * a stray README is skipped, a corrupt .jpg is an error. */
+static bool wanted_in_dir(const char *path)
+{
+    kelp_image_format format;
+    const char *slash = strrchr(path, '/');
+    if (kelp_image_sniff_file(path, &format) != KELP_OK || format != KELP_IMAGE_UNKNOWN ||
+        kelp_image_has_extension(slash ? slash + 1 : path))
+        return true; /* an unreadable file is reported by predict_file */
+    fprintf(stderr, "kelp: predict: skipped %s: not a PNG or JPEG image\n", path);
+    return false;
+}
+
+/* The images of a directory, in name order, hidden files left out. A directory without any is an error that says
+ * why (a folder of class folders is not read recursively). */
 static void predict_dir(predictor *p, const char *dir)
 {
     DIR *d = opendir(dir);
     if (!d) {
         p->failures++;
-        fprintf(stderr, "kelp: predict: %s: cannot read the directory\n", dir);
+        fprintf(stderr, "kelp: predict: %s: cannot read the directory: %s\n", dir, strerror(errno));
         return;
     }
+    int dir_len = (int)strlen(dir);
+    while (dir_len > 1 && dir[dir_len - 1] == '/')
+        dir_len--;
     char **names = NULL;
     size_t n = 0, cap = 0;
     for (struct dirent *e; (e = readdir(d));) {
@@ -92,19 +112,34 @@ static void predict_dir(predictor *p, const char *dir)
                 break;
             names = grown;
         }
-        size_t len = strlen(dir) + strlen(e->d_name) + 2;
+        size_t len = (size_t)dir_len + strlen(e->d_name) + 2;
         if ((names[n] = malloc(len)))
-            snprintf(names[n++], len, "%s/%s", dir, e->d_name);
+            snprintf(names[n++], len, "%.*s/%s", dir_len, dir, e->d_name);
     }
     closedir(d);
-    qsort(names, n, sizeof *names, by_name);
+    if (n)
+        qsort(names, n, sizeof *names, by_name);
+    size_t images = 0, folders = 0;
     for (size_t i = 0; i < n; i++) {
         struct stat st;
-        if (stat(names[i], &st) == 0 && S_ISREG(st.st_mode))
+        bool ok = stat(names[i], &st) == 0;
+        if (ok && S_ISREG(st.st_mode) && wanted_in_dir(names[i])) {
             predict_file(p, names[i]);
+            images++;
+        }
+        folders += ok && S_ISDIR(st.st_mode);
         free(names[i]);
     }
     free(names);
+    if (images == 0) {
+        p->failures++;
+        if (folders)
+            fprintf(stderr, "kelp: predict: %s holds no PNG or JPEG images (its %zu subfolder%s not searched: name "
+                            "them, e.g. %.*s/*/)\n",
+                    dir, folders, folders == 1 ? " is" : "s are", dir_len, dir);
+        else
+            fprintf(stderr, "kelp: predict: %s holds no PNG or JPEG images\n", dir);
+    }
 }
 
 int cmd_predict(int argc, char **argv)

@@ -5,7 +5,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 # dataset-fashion-mnist: real data for the end-to-end training test
-tools/deps.sh dataset-fashion-mnist
+# python3-pil: tests/cli/test_new_user.sh draws its folder of PNG and JPEG images of many sizes with PIL
+tools/deps.sh dataset-fashion-mnist python3-pil
 
 jobs=$(nproc)
 if [ "${KELP_SANITIZE:-0}" = 1 ]; then

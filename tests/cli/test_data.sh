@@ -1,10 +1,13 @@
 #!/usr/bin/env bash
-# kelp data import | info | check as a user meets them: a folder of images (from tests/fixtures/images), the real
-# Fashion-MNIST when Debian's dataset-fashion-mnist is installed, exit codes, and error messages that name the file.
+# kelp data import | info | check | export as a user meets them: a folder of images (from tests/fixtures/images), an
+# export round trip, the real Fashion-MNIST when Debian's dataset-fashion-mnist is installed, exit codes, and error
+# messages that name the file. tests/fixtures/segment-8x8.h5 (two 8x8 images with masks, a test split) was
+# written by kelp_dataset_create (io/dataset.h).
 # Usage: test_data.sh PATH/TO/kelp
 set -uo pipefail
 kelp=$1
-fixtures=$(cd "$(dirname "$0")/../fixtures/images" && pwd)
+here=$(cd "$(dirname "$0")" && pwd)
+fixtures=$here/../fixtures/images
 fmnist=/usr/share/datasets/fashion-mnist
 source "$(dirname "$0")/lib.sh"
 
@@ -86,6 +89,66 @@ check "info message names it" contains "$tmp/err" "$tmp/missing.h5"
 head -c 2000 "$tmp/folder.h5" >"$tmp/cut.h5"
 check "check of a damaged file" run 1 data check "$tmp/cut.h5"
 check "check of a damaged file names it" grep -qF -- "$tmp/cut.h5" "$tmp/out" "$tmp/err"
+
+# ---- export: the inverse of a folder import ----
+# round trip: PNG folders -> import (three splits) -> export each split: the same pixels as the sources (decoded by
+# png_tree.py); one export re-imported and exported again gives the same PNG files byte for byte
+python3 "$here/png_tree.py" make "$tmp/rt"
+check "round trip import" run 0 data import --format folder "$tmp/rt" -o "$tmp/rt.h5" --val-split 0.25 \
+  --test-split 0.5 --seed 1
+for split in train val test; do
+  check "export $split" run 0 data export "$tmp/rt.h5" -o "$tmp/exp/$split" --split "$split"
+done
+check "export summary" contains "$tmp/out" "wrote 12 images of the test split of $tmp/rt.h5 to $tmp/exp/test: alpha 4, beta 4, gamma ray 4"
+check "export file names" test -f "$tmp/exp/test/gamma ray/11.png" -a -f "$tmp/exp/test/alpha/00.png"
+python3 "$here/png_tree.py" digest "$tmp/rt" >"$tmp/digest-src.json"
+python3 "$here/png_tree.py" digest "$tmp/exp/train" "$tmp/exp/val" "$tmp/exp/test" >"$tmp/digest-exp.json"
+check "exported pixels are the sources'" cmp "$tmp/digest-src.json" "$tmp/digest-exp.json"
+check "re-import the export" run 0 data import --format folder "$tmp/exp/test" -o "$tmp/re.h5"
+check "info of the original" run 0 data info "$tmp/rt.h5" --json
+cp "$tmp/out" "$tmp/rt-info.json"
+check "info of the re-import" run 0 data info "$tmp/re.h5" --json
+check "same classes and counts" python3 -c "
+import json, sys
+a, b = json.load(open('$tmp/rt-info.json')), json.load(open('$tmp/out'))
+assert a['classes'] == b['classes'] == ['alpha', 'beta', 'gamma ray'], (a['classes'], b['classes'])
+assert a['splits']['test']['class_counts'] == b['splits']['train']['class_counts'], (a, b)
+assert a['splits']['test']['count'] == b['splits']['train']['count'] == 12
+"
+check "export the re-import" run 0 data export "$tmp/re.h5" -o "$tmp/exp2" --split train
+check "same PNG files after a round trip" diff -r "$tmp/exp/test" "$tmp/exp2"
+
+# never replaces a file: one existing target and nothing is written (a removed file stays removed)
+rm "$tmp/exp/test/beta/05.png"
+check "export over existing files" run 1 data export "$tmp/rt.h5" -o "$tmp/exp/test"
+check "existing file named" contains "$tmp/err" "$tmp/exp/test/alpha/00.png already exists"
+check "nothing written" test ! -e "$tmp/exp/test/beta/05.png"
+check "--class --count" run 0 data export "$tmp/rt.h5" -o "$tmp/exp3/deep" --split train --class beta --count 1
+check "--class --count files" test "$(cd "$tmp/exp3/deep" && find . -type f)" = "./beta/2.png"
+check "unknown class" run 1 data export "$tmp/rt.h5" -o "$tmp/exp4" --class delta
+check "unknown class message" contains "$tmp/err" "$tmp/rt.h5 has no class 'delta' (its classes: alpha, beta, gamma ray)"
+check "absent split" run 1 data export "$tmp/re.h5" -o "$tmp/exp4"
+check "absent split message" contains "$tmp/err" "$tmp/re.h5 has no test split (it has: train)"
+check "nothing created on failure" test ! -e "$tmp/exp4"
+check "export of a missing file" run 1 data export "$tmp/missing.h5" -o "$tmp/exp4"
+check "missing file named" contains "$tmp/err" "$tmp/missing.h5"
+touch "$tmp/plain"
+check "export into a file" run 1 data export "$tmp/rt.h5" -o "$tmp/plain"
+check "export into a file message" contains "$tmp/err" "$tmp/plain: not a folder"
+check "export of a segmentation set" run 1 data export "$here/../fixtures/segment-8x8.h5" -o "$tmp/exp4"
+check "segmentation not supported yet" contains "$tmp/err" "is a segment dataset; export writes classification datasets only (segment export is not supported yet)"
+check "export without -o" run 2 data export "$tmp/rt.h5"
+check "export bad split" run 2 data export "$tmp/rt.h5" -o "$tmp/exp4" --split dev
+check "export bad count" run 2 data export "$tmp/rt.h5" -o "$tmp/exp4" --count 0
+
+# class names that cannot be folder names as they are: '/', '..', a leading '.', '%'
+python3 "$here/png_tree.py" idx "$tmp/idx" 8 4
+check "import odd names" run 0 data import --format idx "$tmp/idx/images.gz" "$tmp/idx/labels.gz" -o "$tmp/odd.h5" \
+  --test-split 0.5 --class-names 'T-shirt/top,..,.hidden,50%'
+check "export odd names" run 0 data export "$tmp/odd.h5" -o "$tmp/odd"
+check "escaped folder names" test "$(cd "$tmp/odd" && LC_ALL=C ls | tr '\n' '|')" = "%2E.|%2Ehidden|50%25|T-shirt%2Ftop|"
+check "re-import of escaped names" run 0 data import --format folder "$tmp/odd" -o "$tmp/odd-re.h5"
+check "escaped names kept" contains "$tmp/out" "4 classes, 1 channel; train 4"
 
 # ---- the real Fashion-MNIST: the first 2000 training and 500 test images ----
 be32() { # the 4 big-endian bytes of $1

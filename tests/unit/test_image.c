@@ -367,6 +367,21 @@ static void test_format_comes_from_the_bytes_not_the_name(void **state)
     TEST_OK(kelp_image_decode_file(png_named, 0, &img));
     assert_int_equal(img.h, 3);
     kelp_image_free(&img);
+
+    /* what a folder import or a predict over a directory reads before deciding whether a file is an image */
+    kelp_image_format format;
+    TEST_OK(kelp_image_sniff_file(path, &format));
+    assert_int_equal(format, KELP_IMAGE_PNG);
+    TEST_OK(kelp_image_sniff_file(png_named, &format));
+    assert_int_equal(format, KELP_IMAGE_JPEG);
+    write_bytes(path, "text", 4);
+    TEST_OK(kelp_image_sniff_file(path, &format));
+    assert_int_equal(format, KELP_IMAGE_UNKNOWN);
+    TEST_FAILS_WITH(kelp_image_sniff_file("/nonexistent/x.png", &format), KELP_ERR_IO, "/nonexistent/x.png");
+    assert_true(kelp_image_has_extension("a.png") && kelp_image_has_extension("my photo 7.JPG") &&
+                kelp_image_has_extension("b.Jpeg"));
+    assert_false(kelp_image_has_extension("README.txt") || kelp_image_has_extension(".png") ||
+                 kelp_image_has_extension("png") || kelp_image_has_extension("a.png.txt"));
     free(jpg);
     free(pixels);
     remove(path);
