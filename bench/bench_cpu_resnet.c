@@ -189,24 +189,8 @@ static kelp_graph *build_graph(kelp_ctx *ctx, const options *o, bool training)
     kelp_status s = kelp_graph_build(ctx, json, &go, &g);
     kelp_free(json);
     check(s, training ? "building the training graph" : "building the inference graph");
-    kelp_tensor *x = kelp_graph_input(g, 0);
-    upload_random(g->be, x->data, (size_t)kelp_shape_numel(&x->shape), 1);
+    check(kelp_graph_fill_random(g, 1), "uploading random input and labels");
     return g;
-}
-
-/* Random class indices in [0, classes), classes read from the logits. */
-static void upload_labels(kelp_graph *g)
-{
-    kelp_tensor *label = kelp_graph_label(g);
-    const kelp_tensor *logits = kelp_graph_output(g, 0);
-    int64_t classes = logits->shape.dims[logits->shape.ndim - 1];
-    size_t n = (size_t)kelp_shape_numel(&label->shape);
-    int32_t *host = xmalloc(n * sizeof *host);
-    uint64_t seed = 2;
-    for (size_t i = 0; i < n; i++)
-        host[i] = (int32_t)(splitmix64(&seed) % (uint64_t)classes);
-    check(kelp_tensor_upload(label, host, n * sizeof *host), "uploading labels");
-    free(host);
 }
 
 static kelp_status inference_step(void *g) { return kelp_graph_forward(g); }
@@ -337,7 +321,6 @@ static results run(const options *o)
     kelp_graph_destroy(g);
 
     g = build_graph(ctx, o, true);
-    upload_labels(g);
     r.training = measure(o, be, training_step, g, "training step");
     kelp_graph_destroy(g);
 

@@ -339,8 +339,9 @@ kelp_status kelp_backend_cpu_create(int threads, kelp_backend **out)
     if (threads < 0)
         return kelp_set_error(KELP_ERR_INVALID_ARG, "cpu backend: thread count %d is negative", threads);
 #ifdef _OPENMP
+    /* OpenMP's default team: OMP_NUM_THREADS when set (as a PyTorch user expects), else every core */
     if (threads == 0)
-        threads = omp_get_num_procs();
+        threads = omp_get_max_threads();
 #else
     threads = 1;
 #endif

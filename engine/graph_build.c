@@ -498,6 +498,7 @@ void kelp_graph_destroy(kelp_graph *g)
     free(g->params);
     free(g->input_values);
     free(g->output_values);
+    free(g->profile);
     cJSON_Delete(g->model);
     free(g);
 }

@@ -45,6 +45,12 @@ typedef struct kelp_node {
     bool needs_backward;         /* recomputed when parameters are frozen */
 } kelp_node;
 
+/* One node's share of the per-node profile (kelp_graph_set_profiling). */
+typedef struct kelp_node_timing {
+    double forward_seconds, backward_seconds;
+    int64_t forward_calls, backward_calls;
+} kelp_node_timing;
+
 struct kelp_graph {
     kelp_ctx *ctx;
     kelp_backend *be;
@@ -66,6 +72,7 @@ struct kelp_graph {
     int batch;                   /* current run-time batch */
     bool training;
     uint64_t step;               /* forward passes in training mode: seeds dropout */
+    kelp_node_timing *profile;   /* one per node while profiling is on, NULL otherwise */
 };
 
 /* Places the arena and points every value, gradient and state into it (graph_plan.c). */

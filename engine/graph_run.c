@@ -1,6 +1,7 @@
 /* Running a graph: batch size, forward, backward, gradients, parameters. */
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "engine/graph_internal.h"
 
@@ -99,14 +100,43 @@ static kelp_status node_failed(const kelp_node *node, kelp_status s, const char 
     return kelp_wrap_error(s, "node '%s' (%s) %s: ", node->name, node->type->name, pass);
 }
 
-kelp_status kelp_graph_forward(kelp_graph *g)
+static double now_seconds(void)
+{
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (double)t.tv_sec + (double)t.tv_nsec * 1e-9;
+}
+
+typedef kelp_status (*node_pass)(kelp_graph *g, int index);
+
+/* Runs one pass of node `index` between two synchronizations of the backend and adds its wall time: an
+ * asynchronous backend is then timed for the node's work, not for queuing it. */
+static kelp_status run_timed(kelp_graph *g, int index, node_pass pass, double *seconds, int64_t *calls)
+{
+    kelp_backend *be = g->be;
+    KELP_TRY(be->iface->synchronize(be));
+    double start = now_seconds();
+    kelp_status s = pass(g, index);
+    if (s == KELP_OK)
+        s = be->iface->synchronize(be);
+    *seconds += now_seconds() - start;
+    (*calls)++;
+    return s;
+}
+
+static kelp_status forward_node(kelp_graph *g, int index)
 {
     kelp_layer_io io;
+    fill_io(g, index, &io, false);
+    kelp_status s = g->nodes[index].type->forward(&io);
+    return s == KELP_OK ? s : node_failed(&g->nodes[index], s, "forward");
+}
+
+kelp_status kelp_graph_forward(kelp_graph *g)
+{
     for (int i = 0; i < g->n_nodes; i++) {
-        fill_io(g, i, &io, false);
-        kelp_status s = g->nodes[i].type->forward(&io);
-        if (s != KELP_OK)
-            return node_failed(&g->nodes[i], s, "forward");
+        kelp_node_timing *t = g->profile ? &g->profile[i] : NULL;
+        KELP_TRY(t ? run_timed(g, i, forward_node, &t->forward_seconds, &t->forward_calls) : forward_node(g, i));
     }
     if (g->training)
         g->step++;
@@ -119,6 +149,23 @@ static bool is_graph_output(const kelp_graph *g, int value)
         if (g->output_values[i] == value)
             return true;
     return false;
+}
+
+static kelp_status backward_node(kelp_graph *g, int index)
+{
+    kelp_node *node = &g->nodes[index];
+    /* A gradient is born at its last consumer's backward (the first to run): zero it there, then every consumer
+     * accumulates. Without a loss, the caller seeds the outputs' gradients: those are not zeroed. */
+    for (int k = 0; k < node->n_in; k++) {
+        kelp_value *v = &g->values[node->in[k]];
+        bool seeded = g->loss_node < 0 && is_graph_output(g, node->in[k]);
+        if (v->has_grad && v->last_consumer == index && !seeded)
+            KELP_TRY(g->be->iface->memset(g->be, v->grad.data, 0, kelp_tensor_bytes(&v->grad)));
+    }
+    kelp_layer_io io;
+    fill_io(g, index, &io, true);
+    kelp_status s = node->type->backward(&io);
+    return s == KELP_OK ? s : node_failed(node, s, "backward");
 }
 
 kelp_status kelp_graph_backward(kelp_graph *g)
@@ -142,26 +189,12 @@ kelp_status kelp_graph_backward(kelp_graph *g)
     uint64_t forward_step = g->step;
     if (g->training && g->step > 0)
         g->step--;
-    kelp_layer_io io;
     kelp_status s = KELP_OK;
     for (int i = g->n_nodes - 1; i >= 0 && s == KELP_OK; i--) {
-        kelp_node *node = &g->nodes[i];
-        if (!node->needs_backward)
+        if (!g->nodes[i].needs_backward)
             continue;
-        /* A gradient is born at its last consumer's backward (the first to run): zero it there, then every
-         * consumer accumulates. Without a loss, the caller seeds the outputs' gradients: those are not zeroed. */
-        for (int k = 0; k < node->n_in; k++) {
-            kelp_value *v = &g->values[node->in[k]];
-            bool seeded = g->loss_node < 0 && is_graph_output(g, node->in[k]);
-            if (v->has_grad && v->last_consumer == i && !seeded)
-                s = be->iface->memset(be, v->grad.data, 0, kelp_tensor_bytes(&v->grad));
-        }
-        if (s != KELP_OK)
-            break;
-        fill_io(g, i, &io, true);
-        s = node->type->backward(&io);
-        if (s != KELP_OK)
-            s = node_failed(node, s, "backward");
+        kelp_node_timing *t = g->profile ? &g->profile[i] : NULL;
+        s = t ? run_timed(g, i, backward_node, &t->backward_seconds, &t->backward_calls) : backward_node(g, i);
     }
     g->step = forward_step;
     return s;
@@ -277,4 +310,94 @@ kelp_status kelp_graph_node_info(const kelp_graph *g, int index, kelp_node_info 
             out->parameters += kelp_shape_numel(&gp->spec.shape);
     }
     return KELP_OK;
+}
+
+kelp_status kelp_graph_set_profiling(kelp_graph *g, bool enabled)
+{
+    if (!enabled) {
+        free(g->profile);
+        g->profile = NULL;
+    } else if (!g->profile) {
+        g->profile = calloc((size_t)g->n_nodes + 1, sizeof *g->profile); /* + 1: never calloc(0) */
+        if (!g->profile)
+            return kelp_set_error(KELP_ERR_NO_MEMORY, "graph: out of memory for the profile");
+    }
+    return KELP_OK;
+}
+
+void kelp_graph_reset_profile(kelp_graph *g)
+{
+    if (g->profile)
+        memset(g->profile, 0, (size_t)g->n_nodes * sizeof *g->profile);
+}
+
+/* The input and weight gradients that node's backward computes, each a product as large as its forward. */
+static int gradient_products(const kelp_graph *g, const kelp_node *node)
+{
+    if (!g->options.training || !node->needs_backward)
+        return 0;
+    int count = g->values[node->in[0]].has_grad ? 1 : 0;
+    if (node->n_params > 0) {
+        const kelp_graph_param *weight = &g->params[node->param[0]];
+        count += weight->spec.kind == KELP_PARAM_TRAINABLE && !weight->frozen;
+    }
+    return count;
+}
+
+kelp_status kelp_graph_node_profile(const kelp_graph *g, int index, kelp_node_profile *out)
+{
+    if (index < 0 || index >= g->n_nodes)
+        return kelp_set_error(KELP_ERR_INVALID_ARG, "graph: node index %d outside [0, %d)", index, g->n_nodes);
+    const kelp_node *node = &g->nodes[index];
+    memset(out, 0, sizeof *out);
+    out->name = node->name;
+    out->type = node->type->name;
+    if (g->profile) {
+        const kelp_node_timing *t = &g->profile[index];
+        out->forward_calls = t->forward_calls;
+        out->backward_calls = t->backward_calls;
+        out->forward_seconds = t->forward_seconds;
+        out->backward_seconds = t->backward_seconds;
+    }
+    if (node->type->flops) {
+        kelp_shape in[KELP_MAX_INPUTS];
+        for (int k = 0; k < node->n_in; k++)
+            in[k] = g->values[node->in[k]].t.shape;
+        out->forward_flops = node->type->flops(node->attrs, in, node->n_in, &g->values[node->out].t.shape);
+        out->backward_flops = out->forward_flops * gradient_products(g, node);
+    }
+    return KELP_OK;
+}
+
+kelp_status kelp_graph_fill_random(kelp_graph *g, uint64_t seed)
+{
+    uint64_t state = seed;
+    for (int i = 0; i < g->n_inputs; i++) {
+        kelp_tensor *x = &g->values[g->input_values[i]].t;
+        if (x->dtype != KELP_F32)
+            return kelp_set_error(KELP_ERR_UNSUPPORTED, "graph: input '%s' is not f32", kelp_graph_input_name(g, i));
+        size_t n = (size_t)kelp_shape_numel(&x->shape);
+        float *host = malloc(n * sizeof *host);
+        if (!host)
+            return kelp_set_error(KELP_ERR_NO_MEMORY, "graph: out of memory for random input");
+        for (size_t j = 0; j < n; j++)
+            host[j] = (float)((double)(mix64(state += 0x9E3779B97F4A7C15ull) >> 11) * 0x1.0p-52 - 1.0);
+        kelp_status s = kelp_tensor_upload(x, host, n * sizeof *host);
+        free(host);
+        KELP_TRY(s);
+    }
+    if (g->label_value < 0)
+        return KELP_OK;
+    kelp_tensor *label = &g->values[g->label_value].t;
+    const kelp_shape *logits = &g->values[g->nodes[g->loss_node].in[0]].shape;
+    uint64_t classes = (uint64_t)logits->dims[logits->ndim - 1];
+    size_t n = (size_t)kelp_shape_numel(&label->shape);
+    int32_t *host = malloc(n * sizeof *host);
+    if (!host)
+        return kelp_set_error(KELP_ERR_NO_MEMORY, "graph: out of memory for random labels");
+    for (size_t j = 0; j < n; j++)
+        host[j] = (int32_t)(mix64(state += 0x9E3779B97F4A7C15ull) % classes);
+    kelp_status s = kelp_tensor_upload(label, host, n * sizeof *host);
+    free(host);
+    return s;
 }

@@ -74,6 +74,12 @@ typedef struct kelp_layer_type {
     kelp_status (*forward)(const kelp_layer_io *io);
     kelp_status (*backward)(const kelp_layer_io *io);
 
+    /* Optional, for the layers that are matrix products (conv2d, conv_transpose2d, linear): the floating-point
+     * operations of one forward at these (run-time) shapes, 2 per multiply-add; bias and activations are not
+     * counted. Their backward is at most two products of the same size, the input gradient and the weight
+     * gradient, and the graph's profile counts the ones it runs. */
+    int64_t (*flops)(const void *attrs, const kelp_shape *in, int n_in, const kelp_shape *out);
+
     bool is_loss;                /* takes (logits, labels) and produces a scalar */
 } kelp_layer_type;
 

@@ -164,6 +164,14 @@ static size_t workspace(const void *attrs, kelp_backend *be, const kelp_shape *i
     return be->iface->conv2d_workspace(be, &d);
 }
 
+/* Each output element (N,OH,OW,K) is a dot product over R*S*C/G taps. */
+static int64_t flops(const void *attrs, const kelp_shape *in, int n_in, const kelp_shape *out)
+{
+    (void)n_in;
+    const kelp_conv_attrs *a = attrs;
+    return 2 * kelp_shape_numel(out) * a->kernel[0] * a->kernel[1] * (in[0].dims[3] / a->groups);
+}
+
 // x (N,H,W,C), w (K,R,S,C/G), b (K) -> y (N,OH,OW,K)
 static kelp_status forward(const kelp_layer_io *io)
 {
@@ -206,4 +214,5 @@ const kelp_layer_type kelp_layer_conv2d = {
     .workspace = workspace,
     .forward = forward,
     .backward = backward,
+    .flops = flops,
 };

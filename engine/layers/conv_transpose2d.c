@@ -88,6 +88,15 @@ static size_t workspace(const void *attrs, kelp_backend *be, const kelp_shape *i
     return scratch_offset(be, &d) + (size_t)kelp_shape_numel(&in[0]) * sizeof(float);
 }
 
+/* The adjoint conv2d's: each input element (N,H,W,Cin) is a dot product over R*S*Cout/G taps of the output. */
+static int64_t flops(const void *attrs, const kelp_shape *in, int n_in, const kelp_shape *out)
+{
+    (void)n_in;
+    (void)out;
+    const kelp_conv_attrs *a = attrs;
+    return 2 * kelp_shape_numel(&in[0]) * a->kernel[0] * a->kernel[1] * (a->out_channels / a->groups);
+}
+
 // x (N,H,W,Cin), w (Cin,R,S,Cout/G), b (Cout) -> y (N,OH,OW,Cout)
 static kelp_status forward(const kelp_layer_io *io)
 {
@@ -136,4 +145,5 @@ const kelp_layer_type kelp_layer_conv_transpose2d = {
     .workspace = workspace,
     .forward = forward,
     .backward = backward,
+    .flops = flops,
 };

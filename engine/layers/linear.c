@@ -77,6 +77,13 @@ static int params(const void *attrs, const kelp_shape *in, int n_in, kelp_param_
     return 2;
 }
 
+static int64_t flops(const void *attrs, const kelp_shape *in, int n_in, const kelp_shape *out)
+{
+    (void)attrs;
+    (void)n_in;
+    return 2 * kelp_shape_numel(out) * in_features(&in[0]);
+}
+
 // x (M,IN), w (OUT,IN), b (OUT) -> y (M,OUT) = x w^T + b
 static kelp_status forward(const kelp_layer_io *io)
 {
@@ -123,4 +130,5 @@ const kelp_layer_type kelp_layer_linear = {
     .params = params,
     .forward = forward,
     .backward = backward,
+    .flops = flops,
 };

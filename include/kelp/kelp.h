@@ -30,7 +30,7 @@ typedef struct kelp_ctx kelp_ctx;
 /* A CPU context sets OpenBLAS to one thread: kelp runs BLAS inside its own OpenMP threads, one pool for all. */
 typedef struct kelp_ctx_options {
     const char *device; /* "cpu" (default); "cuda[:N]" arrives with the CUDA backend */
-    int threads;        /* CPU threads; 0 = all cores */
+    int threads;        /* CPU threads; 0 = OMP_NUM_THREADS if set, else all cores */
     uint64_t seed;      /* seeds weight init, dropout, shuffling */
 } kelp_ctx_options;
 
@@ -122,6 +122,28 @@ typedef struct kelp_node_info {
 } kelp_node_info;
 int kelp_graph_node_count(const kelp_graph *g);
 kelp_status kelp_graph_node_info(const kelp_graph *g, int index, kelp_node_info *out);
+
+/* Per-node profile, as Caffe's `caffe time`. Off by default, and then it costs one branch per node. When on, each
+ * node's forward and backward is timed (CLOCK_MONOTONIC) between two synchronizations of the backend, so that a
+ * node is timed for its own work even on an asynchronous backend, which loses its overlap between nodes for it. */
+typedef struct kelp_node_profile {
+    const char *name, *type;
+    int64_t forward_calls, backward_calls;
+    double forward_seconds, backward_seconds; /* summed over the calls since profiling was enabled or reset */
+    /* Of one call at the current batch, 2 per multiply-add; 0 for layer types that do not count them (all but
+     * conv2d, conv_transpose2d and linear). Backward counts the input and weight gradients the graph computes. */
+    int64_t forward_flops, backward_flops;
+} kelp_node_profile;
+
+/* Enabling starts the counters at zero (and keeps them when already on); disabling drops them. */
+kelp_status kelp_graph_set_profiling(kelp_graph *g, bool enabled);
+void kelp_graph_reset_profile(kelp_graph *g);
+/* Node `index` in kelp_graph_node_info's order; calls and seconds are 0 while profiling is off. */
+kelp_status kelp_graph_node_profile(const kelp_graph *g, int index, kelp_node_profile *out);
+
+/* Fills every graph input with U(-1, 1) and the labels, if any, with classes drawn uniformly from the loss's
+ * classes: stand-in data for benchmarks, reproducible from the seed. */
+kelp_status kelp_graph_fill_random(kelp_graph *g, uint64_t seed);
 
 /* Memory the graph planned, in bytes. */
 typedef struct kelp_graph_memory {
