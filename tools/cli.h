@@ -26,6 +26,9 @@ int cli_parse_int(const char *s, int lo, int hi, int *out);
 int cli_parse_input_size(const char *s, kelp_zoo_options *zoo);
 
 int cmd_data(int argc, char **argv);
+/* kelp data export (argv[1] is "export"), called by cmd_data; the help text of every data verb */
+int cmd_data_export(int argc, char **argv);
+void cmd_data_help(void);
 int cmd_model(int argc, char **argv);
 int cmd_info(int argc, char **argv);
 int cmd_train(int argc, char **argv);
