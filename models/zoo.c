@@ -19,7 +19,7 @@ static const zoo_entry zoo[] = {
      true},
     {"mobilenet_v2", "MobileNetV2 (torchvision definition and parameter names), 224x224 RGB", 1000, 224, 224, 3,
      true},
-    {"small_resnet", "small ResNet for 28-64 pixel images: 3x3 stem, 3 stages of basic blocks (16/32/64 channels)",
+    {"small_resnet", "small ResNet for 28-64 pixel images: 3x3 stem, 3 stages of basic blocks (32/64/128 channels, each halving the resolution)",
      10, 28, 28, 1, false},
 };
 

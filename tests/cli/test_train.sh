@@ -84,7 +84,7 @@ def tensors(path):
     return {k: (v["shape"], data[8 + n + v["data_offsets"][0]:8 + n + v["data_offsets"][1]]) for k, v in header.items()}
 old, new = tensors(sys.argv[1]), tensors(sys.argv[2])
 assert old["layer2.0.conv1.weight"] == new["layer2.0.conv1.weight"], "a frozen backbone weight changed"
-assert old["fc.weight"][0] == [10, 64] and new["fc.weight"][0] == [4, 64], (old["fc.weight"][0], new["fc.weight"][0])
+assert old["fc.weight"][0] == [10, 128] and new["fc.weight"][0] == [4, 128], (old["fc.weight"][0], new["fc.weight"][0])
 PY
 
 check "missing dataset" sh -c "! '$kelp' train --data '$tmp/nope.h5' --model small_resnet --out '$tmp/c' 2>'$tmp/err'"

@@ -81,6 +81,18 @@ static void test_options_and_small_resnet(void **state)
     test_fill_graph_inputs(g, 10, 2);
     TEST_OK(kelp_graph_forward(g));
     assert_int_equal(kelp_graph_output(g, 0)->shape.dims[1], 10);
+    /* each stage halves the resolution: 14, 7, 4 */
+    const char *stages[] = {"layer1.0.relu", "layer2.0.relu", "layer3.0.relu"};
+    const int sizes[] = {14, 7, 4}, widths[] = {32, 64, 128};
+    for (int i = 0; i < kelp_graph_node_count(g); i++) {
+        kelp_node_info info;
+        TEST_OK(kelp_graph_node_info(g, i, &info));
+        for (int k = 0; k < 3; k++)
+            if (strcmp(info.name, stages[k]) == 0) {
+                assert_int_equal(info.output.dims[1], sizes[k]);
+                assert_int_equal(info.output.dims[3], widths[k]);
+            }
+    }
     kelp_graph_destroy(g);
 
     char *json = NULL;
