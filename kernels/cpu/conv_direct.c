@@ -16,21 +16,12 @@
  * Every output element is owned by one task and summed in a fixed order, whatever the thread count. */
 #include <string.h>
 
-#ifdef _OPENMP
-#include <omp.h>
-#endif
-
 #include "kernels/cpu/cpu_kernels.h"
+#include "kernels/cpu/simd.h"
 
 #define PIXELS 8 /* output pixels per forward tile */
 
 typedef float vec16 __attribute__((vector_size(64), aligned(4)));
-
-#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__) && !defined(__SANITIZE_ADDRESS__)
-#define KELP_VECTOR_CLONES __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
-#else
-#define KELP_VECTOR_CLONES
-#endif
 
 /* macros, not functions: a 64-byte vector argument or return value would change the ABI between the clones */
 #define LOAD16(p) (*(const vec16 *)(p))
@@ -260,16 +251,12 @@ static void filter_tiles(int threads, const kelp_conv_desc *d, const float *xp, 
     memset(totals, 0, (size_t)tiles * tile_len * sizeof(double));
 #pragma omp parallel num_threads(threads)
     {
-        int team = 1, me = 0;
-#ifdef _OPENMP
-        team = omp_get_num_threads();
-        me = omp_get_thread_num();
-#endif
-        const int begin = (int)((int64_t)tiles * me / team), end = (int)((int64_t)tiles * (me + 1) / team);
+        int64_t begin, end;
+        kelp_cpu_thread_slice(tiles, 1, &begin, &end);
         for (int n = 0; n < d->n; n++)
             for (int oh0 = 0; oh0 < d->oh; oh0 += rows) {
                 const int oh1 = oh0 + rows < d->oh ? oh0 + rows : d->oh;
-                for (int tile = begin; tile < end; tile++) {
+                for (int tile = (int)begin; tile < (int)end; tile++) {
                     const int t = tile / (c_tiles * k_tiles), ct = tile / k_tiles % c_tiles, kt = tile % k_tiles;
                     filter_chunk(d, xp, dy, totals + (int64_t)tile * tile_len, n, oh0, oh1, offsets[t], ct * ch,
                                  kt * k_step, wide);

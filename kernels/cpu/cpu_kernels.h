@@ -10,6 +10,23 @@
 
 #include "kernels/descs.h"
 
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
+/* Inside a parallel region: this thread's slice [begin, end) of n items, the team's slices contiguous and in
+ * thread order, cut at multiples of `align` (the last slice takes the rest). */
+static inline void kelp_cpu_thread_slice(int64_t n, int64_t align, int64_t *begin, int64_t *end)
+{
+    int64_t team = 1, me = 0;
+#ifdef _OPENMP
+    team = omp_get_num_threads();
+    me = omp_get_thread_num();
+#endif
+    *begin = n * me / team / align * align;
+    *end = me == team - 1 ? n : n * (me + 1) / team / align * align;
+}
+
 /* ---- GEMM (row-major): C = alpha * op(A) op(B) + beta * C, op(A) (M,K), op(B) (K,N) ----
  * BLAS runs single-threaded inside kelp's OpenMP threads; kelp_cpu_gemm_init sets that (process-wide in OpenBLAS,
  * so an application that shares OpenBLAS with kelp sees it too). */

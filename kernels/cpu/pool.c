@@ -1,10 +1,12 @@
-/* 2-D max/average pooling and global average pooling on NHWC. Forward parallelizes over output rows. Backward
- * scatters into overlapping windows, so each task owns a block of channels of one image: no two tasks write the
- * same dx element and no atomics are needed. */
+/* 2-D max/average pooling and global average pooling on NHWC. Forward parallelizes over output rows. Max pooling's
+ * backward gathers, so each task owns rows of dx; average pooling's backward scatters into overlapping windows, so
+ * each task owns a block of channels of one image. Either way no two tasks write the same dx element and no atomics
+ * are needed. */
 #include "kernels/cpu/cpu_kernels.h"
 
 #include <math.h>
 
+#include "kernels/cpu/simd.h"
 #include "kernels/ops/pool.h"
 
 /* 16 floats: one cache line of a pixel, so tasks rarely share the lines they write. */
@@ -18,24 +20,38 @@ static int block_width(int c, int block)
     return left < CHANNEL_BLOCK ? left : CHANNEL_BLOCK;
 }
 
-/* PyTorch's scan: rows then columns, a strictly greater value or a NaN takes over, so ties keep the first maximum
- * and NaN propagates. The index is h * W + w within the image, as PyTorch's indices. */
-static void max_window(const kelp_pool_desc *d, const float *img, kelp_pool_window win, float *y, int32_t *argmax)
+/* Max pooling, vectorized over the channels (innermost in NHWC): for each tap of the window, one loop over the C
+ * channels of the pixel compares and blends without branches, which the compiler vectorizes (AVX-512, AVX2 and SSE
+ * clones, simd.h). Loops whose trip count is C, rather than fixed blocks of 16 with a scalar tail, let it pick the
+ * vector width of each clone and handle any C.
+ *
+ * PyTorch's scan: rows then columns, a strictly greater value or a NaN takes over, so ties keep the first maximum
+ * and NaN propagates (the last NaN of the window wins, as in PyTorch). The index is h * W + w within the image, as
+ * PyTorch's indices. One output row (oh) of one image: img (H,W,C) -> y, argmax (OW,C). */
+KELP_VECTOR_CLONES
+static void max_row(const kelp_pool_desc *d, const float *restrict img, int oh, float *restrict y,
+                    int32_t *restrict argmax)
 {
-    for (int ch = 0; ch < d->c; ch++) {
-        y[ch] = -INFINITY;
-        argmax[ch] = win.h0 * d->w + win.w0;
-    }
-    for (int ih = win.h0; ih < win.h1; ih++)
-        for (int iw = win.w0; iw < win.w1; iw++) {
-            int32_t pos = ih * d->w + iw;
-            const float *px = img + (int64_t)pos * d->c;
-            for (int ch = 0; ch < d->c; ch++)
-                if (px[ch] > y[ch] || isnan(px[ch])) {
-                    y[ch] = px[ch];
-                    argmax[ch] = pos;
-                }
+    const int c = d->c;
+    for (int ow = 0; ow < d->ow; ow++, y += c, argmax += c) {
+        const kelp_pool_window win = kelp_pool_window_at(d, oh, ow);
+        const int32_t first = win.h0 * d->w + win.w0;
+        for (int ch = 0; ch < c; ch++) {
+            y[ch] = -INFINITY;
+            argmax[ch] = first;
         }
+        for (int ih = win.h0; ih < win.h1; ih++)
+            for (int iw = win.w0; iw < win.w1; iw++) {
+                const int32_t pos = ih * d->w + iw;
+                const float *px = img + (int64_t)pos * c;
+                for (int ch = 0; ch < c; ch++) {
+                    const float v = px[ch], best = y[ch];
+                    const int take = (v > best) | (v != v);
+                    y[ch] = take ? v : best;
+                    argmax[ch] = take ? pos : argmax[ch];
+                }
+            }
+    }
 }
 
 static void avg_window(const kelp_pool_desc *d, const float *img, kelp_pool_window win, float *y)
@@ -59,25 +75,54 @@ void kelp_cpu_pool2d_forward(int threads, const kelp_pool_desc *d, const float *
     for (int n = 0; n < d->n; n++)
         for (int oh = 0; oh < d->oh; oh++) {
             const float *img = x + (int64_t)n * d->h * d->w * d->c;
-            for (int ow = 0; ow < d->ow; ow++) {
-                int64_t out = (((int64_t)n * d->oh + oh) * d->ow + ow) * d->c;
-                kelp_pool_window win = kelp_pool_window_at(d, oh, ow);
-                if (d->kind == KELP_POOL_MAX)
-                    max_window(d, img, win, y + out, argmax + out);
-                else
-                    avg_window(d, img, win, y + out);
+            int64_t row = ((int64_t)n * d->oh + oh) * d->ow * d->c;
+            if (d->kind == KELP_POOL_MAX) {
+                max_row(d, img, oh, y + row, argmax + row);
+                continue;
             }
+            for (int ow = 0; ow < d->ow; ow++)
+                avg_window(d, img, kelp_pool_window_at(d, oh, ow), y + row + (int64_t)ow * d->c);
         }
 }
 
-static void max_backward_block(const kelp_pool_desc *d, int c0, int nc, const float *dy, const int32_t *argmax,
-                               float *dx_img)
+/* The outputs [*lo, *hi] along one axis whose windows cover input i: the clipped window of output o spans
+ * [o*stride - pad, o*stride - pad + k) within the input. */
+static void covering_outputs(int i, int k, int stride, int pad, int out, int *lo, int *hi)
 {
-    for (int64_t p = 0; p < (int64_t)d->oh * d->ow; p++)
-        for (int j = 0; j < nc; j++) {
-            int64_t i = p * d->c + c0 + j;
-            dx_img[(int64_t)argmax[i] * d->c + c0 + j] += dy[i];
-        }
+    int first = i + pad - k; /* windows of outputs up to first/stride end before i */
+    *lo = first < 0 ? 0 : first / stride + 1;
+    *hi = (i + pad) / stride;
+    if (*hi > out - 1)
+        *hi = out - 1;
+}
+
+/* Max pooling's backward as a gather: each input pixel adds dy of the outputs whose window covers it and whose
+ * argmax is that pixel, in increasing output order: the same additions in the same order as scattering the outputs
+ * one by one, so the same result, but each task owns its rows of dx and the loops over C vectorize. One input row
+ * (ih) of one image: dy, argmax (OH,OW,C) -> dx_img (H,W,C) accumulated. */
+KELP_VECTOR_CLONES
+static void max_backward_row(const kelp_pool_desc *d, const float *restrict dy, const int32_t *restrict argmax, int ih,
+                             float *restrict dx_img)
+{
+    const int c = d->c;
+    int oh0, oh1;
+    covering_outputs(ih, d->r, d->stride_h, d->pad_h, d->oh, &oh0, &oh1);
+    for (int iw = 0; iw < d->w; iw++) {
+        const int32_t pos = ih * d->w + iw;
+        float *px = dx_img + (int64_t)pos * c;
+        int ow0, ow1;
+        covering_outputs(iw, d->s, d->stride_w, d->pad_w, d->ow, &ow0, &ow1);
+        for (int oh = oh0; oh <= oh1; oh++)
+            for (int ow = ow0; ow <= ow1; ow++) {
+                const int64_t o = ((int64_t)oh * d->ow + ow) * c;
+                const float *g = dy + o;
+                const int32_t *a = argmax + o;
+                for (int ch = 0; ch < c; ch++) {
+                    const float old = px[ch], sum = old + g[ch];
+                    px[ch] = a[ch] == pos ? sum : old;
+                }
+            }
+    }
 }
 
 static void avg_backward_block(const kelp_pool_desc *d, int c0, int nc, const float *dy, float *dx_img)
@@ -99,16 +144,22 @@ static void avg_backward_block(const kelp_pool_desc *d, int c0, int nc, const fl
 void kelp_cpu_pool2d_backward(int threads, const kelp_pool_desc *d, const float *dy, const int32_t *argmax,
                               float *dx)
 {
+    if (d->kind == KELP_POOL_MAX) {
+#pragma omp parallel for collapse(2) num_threads(threads) schedule(static)
+        for (int n = 0; n < d->n; n++)
+            for (int ih = 0; ih < d->h; ih++) {
+                int64_t out = (int64_t)n * d->oh * d->ow * d->c;
+                max_backward_row(d, dy + out, argmax + out, ih, dx + (int64_t)n * d->h * d->w * d->c);
+            }
+        return;
+    }
     int blocks = block_count(d->c);
 #pragma omp parallel for collapse(2) num_threads(threads) schedule(static)
     for (int n = 0; n < d->n; n++)
         for (int b = 0; b < blocks; b++) {
             int64_t out = (int64_t)n * d->oh * d->ow * d->c;
-            float *dx_img = dx + (int64_t)n * d->h * d->w * d->c;
-            if (d->kind == KELP_POOL_MAX)
-                max_backward_block(d, b * CHANNEL_BLOCK, block_width(d->c, b), dy + out, argmax + out, dx_img);
-            else
-                avg_backward_block(d, b * CHANNEL_BLOCK, block_width(d->c, b), dy + out, dx_img);
+            avg_backward_block(d, b * CHANNEL_BLOCK, block_width(d->c, b), dy + out,
+                               dx + (int64_t)n * d->h * d->w * d->c);
         }
 }
 

@@ -157,11 +157,22 @@ class KelpModel(nn.Module):
                 module = make_module(node, inputs)
                 if module is not None:
                     module.eval()
-                    self.add_module(node["name"], module)
+                    self.register_path(node["name"], module)
                     self.node_modules[node["name"]] = module
                 values[node["name"]] = self.run_node(index, node, inputs)
         self.output_shape = list(values[self.model["outputs"][0]].shape[1:])
         self.train(was_training)
+
+    def register_path(self, name, module):
+        """Registers a node's module under its name; a dotted name ("layer1.0.conv1") nests it in containers, as
+        torch names submodules, so the state_dict keys are the node's parameter names either way."""
+        parent = self
+        *path, leaf = name.split(".")
+        for part in path:
+            if not hasattr(parent, part):
+                parent.add_module(part, nn.Module())
+            parent = getattr(parent, part)
+        parent.add_module(leaf, module)
 
     @staticmethod
     def input_shape(spec):

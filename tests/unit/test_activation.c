@@ -4,6 +4,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "kernels/ops/activation.h"
 #include "ref/layer_harness.h"
 #include "ref/ref_elem.h"
 
@@ -132,6 +133,44 @@ static void test_relu6_values_and_kinks(void **state)
     test_layer_teardown(&t);
 }
 
+/* The CPU backward runs vector clones (AVX-512, AVX2, SSE) over a slice per thread and a remainder loop: in every
+ * lane it must compute exactly dx + dy * derivative(x, y) of the per-element function, kinks, signed zeros, NaN and
+ * infinities included (dy * 0 is NaN for an infinite dy, as in the scalar form). Sizes: vectors plus a remainder,
+ * and slices for 2 threads past the parallel threshold. */
+static void test_backward_every_lane_matches_per_element_math(void **state)
+{
+    (void)state;
+    const float specials[] = {NAN, -0.0f, 0.0f, 1e-7f, -1e-7f, 6.0f, 5.9999995f, 6.0000005f, 8.0f, -2.0f,
+                              INFINITY, -INFINITY, 0.5f, -3.25f, 2.0f, 1.0f, -1.0f};
+    const float dys[] = {1.5f, -2.0f, INFINITY, 0.25f, NAN, -0.0f, 3.0f, -INFINITY, 0.0f, 7.0f, -0.5f};
+    const int64_t sizes[] = {87, 40003};
+    for (size_t k = 0; k < N_CASES; k++)
+        for (int s = 0; s < 2; s++) {
+            const kelp_shape row = {2, {1, sizes[s]}};
+            test_layer t;
+            test_layer_setup(&t, cases[k].type, cases[k].fields, 1, &row, true, 70 + k);
+            const int64_t n = sizes[s];
+            float *x = test_f32(&t.in[0]), *dy = test_f32(&t.dout), *dx = test_f32(&t.din[0]);
+            for (int64_t i = 0; i < n; i++)
+                x[i] = specials[i % (int64_t)(sizeof specials / sizeof specials[0])];
+            test_layer_forward(&t);
+            const float *y = test_f32(&t.out);
+            float *want = malloc((size_t)n * sizeof(float));
+            for (int64_t i = 0; i < n; i++) {
+                dy[i] = dys[i % (int64_t)(sizeof dys / sizeof dys[0])];
+                dx[i] = 0.125f * (float)(i % 5) - 0.25f;
+                want[i] = dx[i] + dy[i] * kelp_act_derivative(cases[k].kind, (float)cases[k].alpha, x[i], y[i]);
+            }
+            TEST_OK(t.type->backward(&t.io));
+            for (int64_t i = 0; i < n; i++)
+                if (isnan(want[i]) ? !isnan(dx[i]) : memcmp(&dx[i], &want[i], sizeof(float)) != 0)
+                    fail_msg("%s, n %lld: dx[%lld] = %g, want %g (x %g, dy %g)", cases[k].type, (long long)n,
+                             (long long)i, (double)dx[i], (double)want[i], (double)x[i], (double)dy[i]);
+            free(want);
+            test_layer_teardown(&t);
+        }
+}
+
 static void test_fields_are_declared(void **state)
 {
     (void)state;
@@ -169,6 +208,7 @@ int main(void)
         cmocka_unit_test(test_gradcheck),
         cmocka_unit_test(test_leaky_relu_default_slope),
         cmocka_unit_test(test_relu6_values_and_kinks),
+        cmocka_unit_test(test_backward_every_lane_matches_per_element_math),
         cmocka_unit_test(test_fields_are_declared),
         cmocka_unit_test(test_invalid_fields),
     };

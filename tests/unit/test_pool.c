@@ -212,6 +212,51 @@ static void test_max_pool_propagates_nan(void **state)
     test_layer_teardown(&t);
 }
 
+/* The CPU kernel runs the channels as vectors (16 lanes with AVX-512, 8 with AVX2, 4 with SSE) and the rest in a
+ * remainder loop: ties (few distinct values, -0 beside +0) and NaNs in every lane of channel counts that are no
+ * multiple of the vector width must pick the same element as the reference's scalar scan, forward and backward. */
+static void test_max_pool_ties_and_nan_in_vector_lanes(void **state)
+{
+    (void)state;
+    const ref_pool cases[] = {
+        {.max = true, .n = 2, .h = 9, .w = 11, .c = 37, .kh = 3, .kw = 3, .sh = 2, .sw = 2, .ph = 1, .pw = 1},
+        {.max = true, .n = 3, .h = 6, .w = 7, .c = 64, .kh = 2, .kw = 2, .sh = 1, .sw = 1},
+        {.max = true, .n = 1, .h = 5, .w = 8, .c = 19, .kh = 3, .kw = 2, .sh = 1, .sw = 2, .ph = 1, .pw = 1,
+         .ceil_mode = true},
+    };
+    for (size_t k = 0; k < sizeof cases / sizeof cases[0]; k++) {
+        const ref_pool *p = &cases[k];
+        char json[256], what[320];
+        pool_json(p, json, sizeof json);
+        snprintf(what, sizeof what, "max_pool2d %s on [%d,%d,%d,%d] with ties and NaN", json, p->n, p->h, p->w, p->c);
+        kelp_shape shape = kelp_shape4(p->n, p->h, p->w, p->c);
+        test_layer t;
+        test_layer_setup(&t, "max_pool2d", json, 1, &shape, true, 60 + (uint64_t)k);
+        float *x = test_f32(&t.in[0]);
+        uint64_t rng = 900 + k;
+        for (int64_t i = 0; i < numel(&t.in[0]); i++) {
+            int pick = test_rand_int(&rng, 0, 19);
+            x[i] = pick == 0 ? NAN : pick == 1 ? -0.0f : (float)(pick % 3) - 1.0f;
+        }
+        test_layer_forward(&t);
+        double *y = malloc((size_t)numel(&t.out) * sizeof(double));
+        ref_pool_forward(p, x, y);
+        for (int64_t i = 0; i < numel(&t.out); i++) {
+            float got = test_f32(&t.out)[i];
+            if (isnan(y[i]) ? !isnan(got) : got != (float)y[i])
+                fail_msg("%s: y[%lld] = %g, want %g", what, (long long)i, (double)got, y[i]);
+        }
+        /* dx shows which element won each window: dy is the harness's random r */
+        test_layer_backward(&t);
+        double *dx = malloc((size_t)numel(&t.in[0]) * sizeof(double));
+        ref_pool_backward(p, x, test_f32(&t.dout), dx);
+        test_assert_close(test_f32(&t.din[0]), dx, (size_t)numel(&t.in[0]), 1e-6, 1e-6, what);
+        free(y);
+        free(dx);
+        test_layer_teardown(&t);
+    }
+}
+
 static void test_pool_default_stride_is_kernel(void **state)
 {
     (void)state;
@@ -317,6 +362,7 @@ int main(void)
         cmocka_unit_test(test_max_pool_ties_take_first_in_window),
         cmocka_unit_test(test_max_pool_padding_never_wins),
         cmocka_unit_test(test_max_pool_propagates_nan),
+        cmocka_unit_test(test_max_pool_ties_and_nan_in_vector_lanes),
         cmocka_unit_test(test_pool_default_stride_is_kernel),
         cmocka_unit_test(test_pool_smaller_batch),
         cmocka_unit_test(test_global_avg_pool),

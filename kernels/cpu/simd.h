@@ -1,0 +1,25 @@
+/* Vector code in the CPU kernels without -march.
+ *
+ * The project builds for the x86-64 baseline (SSE2), so a plain loop never uses AVX2 or AVX-512. A function marked
+ * KELP_VECTOR_CLONES is compiled for AVX-512 (x86-64-v4), AVX2 (x86-64-v3) and the baseline, and the loader picks
+ * the clone the CPU supports (an ifunc), once. The clone is a call target, so mark a function that does a good
+ * amount of work per call (a row, a tile, a block of elements), not a per-element helper.
+ *
+ * Two ways to fill a clone with vector code, both checked with objdump on GCC 12:
+ * - GCC vector extensions (conv_direct.c's 16-float vectors) for arithmetic: + and * on a vector wider than the
+ *   clone's registers are split into register-wide pieces. Comparisons are not: on a clone whose registers are
+ *   narrower than the vector type they become one scalar compare per lane.
+ * - plain loops whose trip count is a runtime value (the channels, a block of elements), with restrict pointers and
+ *   selects (c ? a : b) instead of branches: the vectorizer picks each clone's width and handles any remainder.
+ *   Compute both sides of a select unconditionally, or build the file with -fno-trapping-math (CMakeLists.txt), or
+ *   only the AVX-512 clone (masked instructions) vectorizes a select with arithmetic on one side. */
+#ifndef KELP_CPU_SIMD_H
+#define KELP_CPU_SIMD_H
+
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__) && !defined(__SANITIZE_ADDRESS__)
+#define KELP_VECTOR_CLONES __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
+#else
+#define KELP_VECTOR_CLONES
+#endif
+
+#endif
