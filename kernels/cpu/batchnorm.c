@@ -1,8 +1,12 @@
 /* Batch norm over rows (N*H*W, C). Each task owns a block of channels and makes all its passes over it (mean,
  * centred variance, normalize), so per-channel statistics stay on the stack and no scratch buffer is needed.
  * Statistics are summed in double in two passes: rows of a million values keep full float accuracy even when the
- * mean is large next to the spread. dx, dgamma and dbeta may each be NULL (input or parameter without gradient). */
+ * mean is large next to the spread. dx, dgamma and dbeta may each be NULL (input or parameter without gradient).
+ *
+ * The row loops are compiled for AVX-512, AVX2 and the baseline (simd.h) and vectorize across the channels of a
+ * block: each channel's sum keeps its order, so every clone gives the same bits. */
 #include "kernels/cpu/cpu_kernels.h"
+#include "kernels/cpu/simd.h"
 
 #include "kernels/ops/batchnorm.h"
 
@@ -17,7 +21,8 @@ static int block_width(int c, int block)
     return left < CHANNEL_BLOCK ? left : CHANNEL_BLOCK;
 }
 
-static void channel_mean(int64_t rows, int c, int nc, const float *x, double *mean)
+KELP_VECTOR_CLONES
+static void channel_mean(int64_t rows, int c, int nc, const float *restrict x, double *restrict mean)
 {
     for (int j = 0; j < nc; j++)
         mean[j] = 0.0;
@@ -28,7 +33,9 @@ static void channel_mean(int64_t rows, int c, int nc, const float *x, double *me
         mean[j] /= (double)rows;
 }
 
-static void channel_biased_var(int64_t rows, int c, int nc, const float *x, const double *mean, double *var)
+KELP_VECTOR_CLONES
+static void channel_biased_var(int64_t rows, int c, int nc, const float *restrict x, const double *restrict mean,
+                               double *restrict var)
 {
     for (int j = 0; j < nc; j++)
         var[j] = 0.0;
@@ -41,8 +48,9 @@ static void channel_biased_var(int64_t rows, int c, int nc, const float *x, cons
         var[j] /= (double)rows;
 }
 
-static void normalize_block(int64_t rows, int c, int nc, const float *x, const float *mean, const float *scale,
-                            const float *shift, float *y)
+KELP_VECTOR_CLONES
+static void normalize_block(int64_t rows, int c, int nc, const float *restrict x, const float *restrict mean,
+                            const float *restrict scale, const float *restrict shift, float *restrict y)
 {
     for (int64_t r = 0; r < rows; r++)
         for (int j = 0; j < nc; j++)
@@ -92,8 +100,9 @@ void kelp_cpu_batchnorm_forward_infer(int threads, int64_t rows, int c, const fl
 }
 
 /* sum(dy) and sum(dy * (x - mean)) per channel of the block */
-static void backward_sums(int64_t rows, int c, int nc, const float *x, const float *dy, const float *mean,
-                          double *sum_dy, double *sum_dy_xmu)
+KELP_VECTOR_CLONES
+static void backward_sums(int64_t rows, int c, int nc, const float *restrict x, const float *restrict dy,
+                          const float *restrict mean, double *restrict sum_dy, double *restrict sum_dy_xmu)
 {
     for (int j = 0; j < nc; j++)
         sum_dy[j] = sum_dy_xmu[j] = 0.0;
@@ -103,6 +112,16 @@ static void backward_sums(int64_t rows, int c, int nc, const float *x, const flo
             sum_dy[j] += g;
             sum_dy_xmu[j] += g * ((double)x[r * c + j] - mean[j]);
         }
+}
+
+KELP_VECTOR_CLONES
+static void input_grad_block(int64_t rows, int c, int nc, const float *restrict x, const float *restrict dy,
+                             const float *restrict mean, const float *restrict k, const float *restrict mean_dy,
+                             const float *restrict proj, float *restrict dx)
+{
+    for (int64_t r = 0; r < rows; r++)
+        for (int j = 0; j < nc; j++)
+            dx[r * c + j] += kelp_bn_dx(dy[r * c + j], x[r * c + j] - mean[j], k[j], mean_dy[j], proj[j]);
 }
 
 // x, dy (rows,C) -> dx (rows,C), dgamma, dbeta (C), all accumulated; save_mean, save_invstd from the forward pass
@@ -131,11 +150,7 @@ void kelp_cpu_batchnorm_backward(int threads, int64_t rows, int c, const float *
             mean_dy[j] = (float)(sum_dy[j] / (double)rows);
             proj[j] = (float)(sum_dy_xmu[j] * invstd * invstd / (double)rows);
         }
-        for (int64_t r = 0; r < rows; r++)
-            for (int j = 0; j < nc; j++) {
-                int64_t i = r * c + c0 + j;
-                dx[i] += kelp_bn_dx(dy[i], x[i] - save_mean[c0 + j], k[j], mean_dy[j], proj[j]);
-            }
+        input_grad_block(rows, c, nc, x + c0, dy + c0, save_mean + c0, k, mean_dy, proj, dx + c0);
     }
 }
 
