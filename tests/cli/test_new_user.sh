@@ -22,11 +22,6 @@ if [ -z "$python" ]; then
 fi
 source "$here/lib.sh"
 
-# ctest runs two tests at once on a 2-core machine: with libgomp's default (spinning) wait policy, kelp's OpenMP
-# threads then spin while the threads they wait for are descheduled, and training and prediction run 20 to 40 times
-# slower (predicting 100 images: 0.2 s with this, 8-10 s without, on a loaded machine); sleeping waiters avoid it
-export OMP_WAIT_POLICY=${OMP_WAIT_POLICY:-passive}
-
 # KELP_TEST_QUICK=1 (the sanitizer run): the same steps with a 1-epoch training; accuracy is asserted by the normal run
 quick=${KELP_TEST_QUICK:-0}
 if [ "$quick" = 1 ]; then epochs=1; else epochs=12; fi
