@@ -5,6 +5,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #include "engine/graph_internal.h"
 #include "io/safetensors.h"
@@ -205,5 +206,46 @@ kelp_status kelp_checkpoint_load(const char *path, kelp_graph *g, kelp_optimizer
         free(config_copy);
     }
     kelp_st_close(f);
+    return s;
+}
+
+kelp_status kelp_checkpoint_resolve(const char *path, char **weights)
+{
+    *weights = NULL;
+    if (!path || !*path)
+        return kelp_set_error(KELP_ERR_INVALID_ARG, "no checkpoint or bundle given");
+    struct stat st;
+    if (stat(path, &st) != 0)
+        return kelp_set_error(KELP_ERR_IO, "%s: no such file or directory", path);
+    const char *suffix = S_ISDIR(st.st_mode) ? "/model/weights.safetensors" : "";
+    size_t n = strlen(path) + strlen(suffix) + 1;
+    if (!(*weights = malloc(n)))
+        return kelp_set_error(KELP_ERR_NO_MEMORY, "%s: out of memory", path);
+    snprintf(*weights, n, "%s%s", path, suffix);
+    if (S_ISDIR(st.st_mode) && stat(*weights, &st) != 0) {
+        free(*weights);
+        *weights = NULL;
+        return kelp_set_error(KELP_ERR_NOT_FOUND, "%s: a directory but not a kelp bundle (no model/weights.safetensors)",
+                              path);
+    }
+    return KELP_OK;
+}
+
+kelp_status kelp_checkpoint_strip(kelp_ctx *ctx, const char *in, const char *out)
+{
+    char *model = NULL, *config = NULL;
+    KELP_TRY(kelp_checkpoint_model(in, &model, &config));
+    kelp_graph_options o = kelp_graph_defaults();
+    o.batch = 1;
+    kelp_graph *g = NULL;
+    kelp_status s = kelp_graph_build(ctx, model, &o, &g);
+    if (s == KELP_OK)
+        s = kelp_graph_load_weights(g, in, KELP_LOAD_STRICT);
+    kelp_train_state state = {.best_metric = -1, .best_epoch = -1};
+    if (s == KELP_OK)
+        s = kelp_checkpoint_save(out, g, NULL, &state, config);
+    kelp_graph_destroy(g);
+    free(model);
+    free(config);
     return s;
 }

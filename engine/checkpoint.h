@@ -38,4 +38,12 @@ kelp_status kelp_checkpoint_model(const char *path, char **model_json, char **co
 kelp_status kelp_checkpoint_load(const char *path, kelp_graph *g, kelp_optimizer *opt, kelp_train_state *state,
                                  char **config_json);
 
+/* A module bundle directory stands for its model/weights.safetensors (itself a checkpoint without optimizer
+ * state), a file for itself: *weights (free with free()) is the checkpoint file to read. */
+kelp_status kelp_checkpoint_resolve(const char *path, char **weights);
+
+/* Writes the model, weights, buffers and run configuration of checkpoint `in` to `out` without the optimizer state
+ * or the training position: what a bundle ships. `out` is replaced atomically. */
+kelp_status kelp_checkpoint_strip(kelp_ctx *ctx, const char *in, const char *out);
+
 #endif

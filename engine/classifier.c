@@ -83,15 +83,20 @@ static void load_preparation(kelp_classifier *c, const cJSON *model, const char 
     }
 }
 
-kelp_status kelp_classifier_load(kelp_ctx *ctx, const char *checkpoint, int batch, kelp_classifier **out)
+kelp_status kelp_classifier_load(kelp_ctx *ctx, const char *path, int batch, kelp_classifier **out)
 {
     *out = NULL;
-    char *model = NULL, *config = NULL;
-    KELP_TRY(kelp_checkpoint_model(checkpoint, &model, &config));
+    char *checkpoint = NULL, *model = NULL, *config = NULL;
+    KELP_TRY(kelp_checkpoint_resolve(path, &checkpoint));
+    kelp_status s = kelp_checkpoint_model(checkpoint, &model, &config);
+    if (s != KELP_OK) {
+        free(checkpoint);
+        return s;
+    }
     kelp_classifier *c = calloc(1, sizeof *c);
     kelp_graph_options o = kelp_graph_defaults();
     o.batch = batch;
-    kelp_status s = c ? kelp_graph_build(ctx, model, &o, &c->g) : kelp_set_error(KELP_ERR_NO_MEMORY, "out of memory");
+    s = c ? kelp_graph_build(ctx, model, &o, &c->g) : kelp_set_error(KELP_ERR_NO_MEMORY, "out of memory");
     if (s == KELP_OK)
         s = kelp_graph_load_weights(c->g, checkpoint, KELP_LOAD_STRICT);
     if (s == KELP_OK) {
@@ -118,6 +123,7 @@ kelp_status kelp_classifier_load(kelp_ctx *ctx, const char *checkpoint, int batc
         if (!c->logits || !c->fitted || !c->input)
             s = kelp_set_error(KELP_ERR_NO_MEMORY, "%s: out of memory", checkpoint);
     }
+    free(checkpoint);
     free(model);
     free(config);
     if (s != KELP_OK) {
@@ -135,6 +141,7 @@ const char *kelp_classifier_class_name(const kelp_classifier *c, int index)
 }
 const char *const *kelp_classifier_class_names(const kelp_classifier *c) { return (const char *const *)c->names; }
 int kelp_classifier_batch(const kelp_classifier *c) { return c->batch; }
+kelp_graph *kelp_classifier_graph(kelp_classifier *c) { return c->g; }
 void kelp_classifier_input(const kelp_classifier *c, int *h, int *w, int *channels)
 {
     *h = c->h;
@@ -227,5 +234,29 @@ kelp_status kelp_classifier_evaluate(kelp_classifier *c, kelp_dataset *ds, kelp_
     }
     free(probabilities);
     kelp_loader_destroy(loader);
+    return s;
+}
+
+kelp_status kelp_classifier_evaluate_file(kelp_ctx *ctx, const char *path, const char *data, kelp_split split,
+                                          int batch, cJSON **out)
+{
+    *out = NULL;
+    kelp_classifier *c = NULL;
+    kelp_dataset *ds = NULL;
+    kelp_metrics *m = NULL;
+    kelp_status s = kelp_classifier_load(ctx, path, batch, &c);
+    if (s == KELP_OK)
+        s = kelp_dataset_open(data, &ds);
+    if (s == KELP_OK)
+        s = kelp_metrics_create(kelp_classifier_classes(c), -100, &m);
+    if (s == KELP_OK)
+        s = kelp_classifier_evaluate(c, ds, split, 1, m, NULL, NULL);
+    if (s == KELP_OK)
+        s = kelp_metrics_to_json(m, kelp_classifier_class_names(c), out);
+    if (s == KELP_OK)
+        cJSON_AddStringToObject(*out, "split", kelp_split_name(split));
+    kelp_metrics_destroy(m);
+    kelp_dataset_close(ds);
+    kelp_classifier_destroy(c);
     return s;
 }

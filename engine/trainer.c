@@ -164,6 +164,22 @@ static void options_from_json(const cJSON *j, const kelp_train_options *caller, 
     o->init_from = NULL;
 }
 
+kelp_status kelp_train_options_from_config(const char *config_json, const char *source, const kelp_train_options *base,
+                                           kelp_train_options *out, void **keep)
+{
+    *keep = NULL;
+    cJSON *j = cJSON_Parse(config_json ? config_json : "");
+    if (!cJSON_IsObject(j)) {
+        cJSON_Delete(j);
+        return kelp_set_error(KELP_ERR_FORMAT, "%s: the run configuration is missing or not a JSON object", source);
+    }
+    options_from_json(j, base, out);
+    *keep = j;
+    return KELP_OK;
+}
+
+void kelp_train_config_free(void *keep) { cJSON_Delete(keep); }
+
 static kelp_status check_options(const kelp_train_options *o)
 {
     if (!o->data || !o->model || !o->out)

@@ -65,4 +65,11 @@ typedef void (*kelp_train_callback)(void *user, const kelp_train_event *event);
 
 kelp_status kelp_train(const kelp_train_options *options, kelp_train_callback callback, void *user);
 
+/* The options a run was made with (a checkpoint's run configuration, JSON), over `base` for whatever it does not
+ * say; init_from is cleared. String fields point into *keep, which the caller frees with kelp_train_config_free
+ * after the run. */
+kelp_status kelp_train_options_from_config(const char *config_json, const char *source, const kelp_train_options *base,
+                                           kelp_train_options *out, void **keep);
+void kelp_train_config_free(void *keep);
+
 #endif

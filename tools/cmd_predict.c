@@ -8,15 +8,16 @@
 #include <string.h>
 #include <sys/stat.h>
 
-#include "engine/classifier.h"
 #include "io/image.h"
+#include "kelp/predictor.h"
 #include "tools/cli.h"
 
 static void predict_help(void)
 {
-    puts("Usage: kelp predict --checkpoint CKPT [--top-k K] [--json] IMAGE|DIR...\n"
+    puts("Usage: kelp predict --checkpoint CKPT|--bundle DIR [--top-k K] [--json] IMAGE|DIR...\n"
          "\n"
-         "Prints the K (default 5) most probable classes of each PNG or JPEG image. A directory is read in name\n"
+         "Prints the K (default 5) most probable classes of each PNG or JPEG image, with a checkpoint or a module\n"
+         "bundle written by `kelp export` (the same engine as the bundle's REST API). A directory is read in name\n"
          "order, not recursively; hidden files and files that are neither PNG nor JPEG by their first bytes or\n"
          "their name (.png, .jpg, .jpeg) are skipped, each said on stderr, and a directory without images is an\n"
          "error. --json prints [{\"file\", \"labels\", \"probabilities\"}...]; a file that cannot be read gets\n"
@@ -24,24 +25,17 @@ static void predict_help(void)
 }
 
 typedef struct predictor {
-    kelp_classifier *c;
+    kelp_predictor *model;
     int top_k;
     bool json;
     cJSON *results;
-    float *probabilities;
-    int *top;
     int failures;
 } predictor;
 
 static void predict_file(predictor *p, const char *path)
 {
-    kelp_image img = {0};
-    int h, w, channels;
-    kelp_classifier_input(p->c, &h, &w, &channels);
-    kelp_status s = kelp_image_decode_file(path, channels, &img);
-    if (s == KELP_OK)
-        s = kelp_classifier_image(p->c, img.pixels, (int)img.h, (int)img.w, (int)img.c, p->probabilities);
-    kelp_image_free(&img);
+    kelp_prediction *r = NULL;
+    kelp_status s = kelp_predictor_predict_file(p->model, path, p->top_k, &r);
     if (s != KELP_OK) {
         p->failures++;
         if (p->json) {
@@ -54,22 +48,18 @@ static void predict_file(predictor *p, const char *path)
         }
         return;
     }
-    kelp_top_k(p->probabilities, kelp_classifier_classes(p->c), p->top_k, p->top);
     if (p->json) {
-        cJSON *r = cJSON_CreateObject(), *labels = cJSON_CreateArray(), *probs = cJSON_CreateArray();
-        cJSON_AddStringToObject(r, "file", path);
-        for (int i = 0; i < p->top_k; i++) {
-            cJSON_AddItemToArray(labels, cJSON_CreateString(kelp_classifier_class_name(p->c, p->top[i])));
-            cJSON_AddItemToArray(probs, cJSON_CreateNumber(p->probabilities[p->top[i]]));
-        }
-        cJSON_AddItemToObject(r, "labels", labels);
-        cJSON_AddItemToObject(r, "probabilities", probs);
-        cJSON_AddItemToArray(p->results, r);
-        return;
+        char *text = kelp_prediction_json(r);
+        cJSON *item = cJSON_Parse(text ? text : "{}");
+        free(text);
+        cJSON_AddItemToObject(item, "file", cJSON_CreateString(path));
+        cJSON_AddItemToArray(p->results, item);
+    } else {
+        printf("%s\n", path);
+        for (int i = 0; i < r->count; i++)
+            printf("  %6.2f%%  %s\n", 100 * r->probabilities[i], r->labels[i]);
     }
-    printf("%s\n", path);
-    for (int i = 0; i < p->top_k; i++)
-        printf("  %6.2f%%  %s\n", 100 * p->probabilities[p->top[i]], kelp_classifier_class_name(p->c, p->top[i]));
+    kelp_prediction_free(r);
 }
 
 static int by_name(const void *a, const void *b) { return strcmp(*(char *const *)a, *(char *const *)b); }
@@ -145,6 +135,7 @@ static void predict_dir(predictor *p, const char *dir)
 int cmd_predict(int argc, char **argv)
 {
     static const struct option options[] = {{"checkpoint", required_argument, 0, 'c'},
+                                            {"bundle", required_argument, 0, 'b'},
                                             {"top-k", required_argument, 0, 'k'},
                                             {"json", no_argument, 0, 'j'},
                                             {"threads", required_argument, 0, 't'},
@@ -156,7 +147,12 @@ int cmd_predict(int argc, char **argv)
     optind = 1;
     while ((opt = getopt_long(argc, argv, "", options, NULL)) != -1) {
         switch (opt) {
-        case 'c': checkpoint = optarg; break;
+        case 'c':
+        case 'b':
+            if (checkpoint)
+                return cli_usage_error("predict", "give one --checkpoint or one --bundle");
+            checkpoint = optarg;
+            break;
         case 'k':
             if (cli_parse_int(optarg, 1, 1000, &p.top_k) != 0)
                 return cli_usage_error("predict", "--top-k needs an integer in [1, 1000], got '%s'", optarg);
@@ -171,24 +167,14 @@ int cmd_predict(int argc, char **argv)
         }
     }
     if (!checkpoint || optind == argc)
-        return cli_usage_error("predict", "--checkpoint and at least one image or directory are required");
-    kelp_ctx_options co = kelp_ctx_defaults();
-    co.threads = threads;
-    kelp_ctx *ctx = NULL;
-    kelp_status s = kelp_ctx_create(&co, &ctx);
-    if (s == KELP_OK)
-        s = kelp_classifier_load(ctx, checkpoint, 1, &p.c);
-    if (s != KELP_OK) {
-        kelp_ctx_destroy(ctx);
+        return cli_usage_error("predict", "--checkpoint or --bundle, and at least one image or directory, are required");
+    kelp_predictor_options po = kelp_predictor_defaults();
+    po.threads = threads;
+    kelp_status s = kelp_predictor_open(checkpoint, &po, &p.model);
+    if (s != KELP_OK)
         return cli_fail(s, "predict");
-    }
-    int classes = kelp_classifier_classes(p.c);
-    if (p.top_k > classes)
-        p.top_k = classes;
-    p.probabilities = malloc((size_t)classes * sizeof(float));
-    p.top = malloc((size_t)p.top_k * sizeof(int));
     p.results = cJSON_CreateArray();
-    for (int i = optind; i < argc && p.probabilities && p.top; i++) {
+    for (int i = optind; i < argc; i++) {
         struct stat st;
         if (stat(argv[i], &st) == 0 && S_ISDIR(st.st_mode))
             predict_dir(&p, argv[i]);
@@ -201,9 +187,6 @@ int cmd_predict(int argc, char **argv)
         free(text);
     }
     cJSON_Delete(p.results);
-    free(p.probabilities);
-    free(p.top);
-    kelp_classifier_destroy(p.c);
-    kelp_ctx_destroy(ctx);
+    kelp_predictor_close(p.model);
     return p.failures ? CLI_EXIT_FAILURE : 0;
 }

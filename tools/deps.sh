@@ -4,7 +4,7 @@
 set -euo pipefail
 
 packages=(build-essential cmake pkg-config python3 libopenblas-dev libcjson-dev libhdf5-dev libcmocka-dev libpng-dev
-          libjpeg-dev zlib1g-dev "$@")
+          libjpeg-dev zlib1g-dev libonnx-dev protobuf-c-compiler libprotobuf-c-dev "$@")
 missing=()
 for p in "${packages[@]}"; do
   dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")

@@ -16,6 +16,7 @@ static const command commands[] = {
     {"train", cmd_train, "train a classifier on an HDF5 dataset"},
     {"eval", cmd_eval, "accuracy, per-class precision/recall, confusion matrix on a dataset split"},
     {"predict", cmd_predict, "label PNG/JPEG images with a trained checkpoint"},
+    {"export", cmd_export, "write a module bundle for the AI4OS / iMagine platform (DEEPaaS, ai4-metadata, ONNX)"},
     {"report", cmd_report, "an HTML report of a training run: curves, confusion matrix, mistakes"},
     {"bench", cmd_bench, "training/inference throughput, latency, memory, per-layer profile on random data"},
     {"info", cmd_info, "version, devices, libraries, layer types"},

@@ -6,7 +6,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 # dataset-fashion-mnist: real data for the end-to-end training test
 # python3-pil: tests/cli/test_new_user.sh draws its folder of PNG and JPEG images of many sizes with PIL
-tools/deps.sh dataset-fashion-mnist python3-pil
+# python3-venv, curl: tools/pyenv.sh's environment for the bundle (DEEPaaS) and ONNX (onnxruntime) tests
+tools/deps.sh dataset-fashion-mnist python3-pil python3-venv curl
+tools/pyenv.sh >/dev/null || echo "kelp: could not prepare .venv-test from PyPI; the bundle and ONNX tests will be skipped"
 
 jobs=$(nproc)
 if [ "${KELP_SANITIZE:-0}" = 1 ]; then

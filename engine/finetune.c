@@ -1,0 +1,160 @@
+/* kelp_finetune (include/kelp/predictor.h): a bundle's or checkpoint's training recipe rerun from its weights on a
+ * new dataset, the best epoch scored and its weights written where the bundle reads them. It is what the bundle's
+ * DEEPaaS `train` endpoint calls, so a module retrains itself with the engine it predicts with. */
+#include <cjson/cJSON.h>
+#include <dirent.h>
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "engine/checkpoint.h"
+#include "engine/classifier.h"
+#include "engine/trainer.h"
+#include "io/atomic_file.h"
+#include "io/dataset.h"
+#include "kelp/predictor.h"
+
+static bool is_zoo_model(const char *name)
+{
+    for (const char *const *z = kelp_model_zoo_names(); name && *z; z++)
+        if (strcmp(*z, name) == 0)
+            return true;
+    return false;
+}
+
+/* Removes the temporary run directory and its files (it has no subdirectories). */
+static void remove_run_dir(const char *dir)
+{
+    DIR *d = opendir(dir);
+    if (!d)
+        return;
+    char path[4200];
+    for (struct dirent *e; (e = readdir(d));) {
+        if (strcmp(e->d_name, ".") == 0 || strcmp(e->d_name, "..") == 0)
+            continue;
+        snprintf(path, sizeof path, "%s/%s", dir, e->d_name);
+        unlink(path);
+    }
+    closedir(d);
+    rmdir(dir);
+}
+
+/* A model file that is not in the zoo is rebuilt from the copy the checkpoint carries, written into the run. */
+static kelp_status model_source(const char *checkpoint, const char *run_dir, const char *configured, char *path,
+                                size_t size)
+{
+    if (is_zoo_model(configured)) {
+        snprintf(path, size, "%s", configured);
+        return KELP_OK;
+    }
+    char *model = NULL;
+    KELP_TRY(kelp_checkpoint_model(checkpoint, &model, NULL));
+    snprintf(path, size, "%s/model.json", run_dir);
+    kelp_status s = kelp_atomic_write(path, model, strlen(model));
+    free(model);
+    return s;
+}
+
+static kelp_status run_finetune(const char *checkpoint, const kelp_finetune_options *f, const char *run_dir,
+                                cJSON *result)
+{
+    char *model = NULL, *config = NULL;
+    KELP_TRY(kelp_checkpoint_model(checkpoint, &model, &config));
+    free(model);
+    kelp_train_options base, o;
+    kelp_train_options_defaults(&base);
+    void *keep = NULL;
+    kelp_status s = kelp_train_options_from_config(config, checkpoint, &base, &o, &keep);
+    free(config);
+    char model_path[4200];
+    if (s == KELP_OK)
+        s = model_source(checkpoint, run_dir, o.model, model_path, sizeof model_path);
+    if (s == KELP_OK) {
+        o.model = model_path;
+        o.data = f->data;
+        o.out = run_dir;
+        o.init_from = checkpoint;
+        o.resume = false;
+        o.stop_after_steps = 0;
+        o.epochs = f->epochs > 0 ? f->epochs : 1;
+        if (f->batch > 0)
+            o.batch = f->batch;
+        if (f->lr > 0)
+            o.lr = f->lr;
+        o.threads = f->threads;
+        o.seed = f->seed;
+        s = kelp_train(&o, NULL, NULL);
+    }
+    kelp_train_config_free(keep);
+    KELP_TRY(s);
+
+    /* the best validation epoch when the dataset has a validation split, else the last */
+    char best[4300];
+    snprintf(best, sizeof best, "%s/best.ckpt", run_dir);
+    if (access(best, R_OK) != 0)
+        snprintf(best, sizeof best, "%s/last.ckpt", run_dir);
+    kelp_ctx_options co = kelp_ctx_defaults();
+    co.threads = f->threads;
+    kelp_ctx *ctx;
+    KELP_TRY(kelp_ctx_create(&co, &ctx));
+    kelp_dataset *ds = NULL;
+    s = kelp_dataset_open(f->data, &ds);
+    kelp_split scored = KELP_SPLIT_TEST;
+    if (s == KELP_OK && kelp_dataset_count(ds, KELP_SPLIT_TEST) == 0)
+        scored = kelp_dataset_count(ds, KELP_SPLIT_VAL) > 0 ? KELP_SPLIT_VAL : KELP_SPLIT_TRAIN;
+    kelp_dataset_close(ds);
+    cJSON *metrics = NULL;
+    if (s == KELP_OK)
+        s = kelp_classifier_evaluate_file(ctx, best, f->data, scored, 64, &metrics);
+    if (s == KELP_OK)
+        s = kelp_checkpoint_strip(ctx, best, f->out);
+    kelp_ctx_destroy(ctx);
+    if (s == KELP_OK) {
+        cJSON_AddNumberToObject(result, "epochs", o.epochs);
+        cJSON_AddStringToObject(result, "scored_split", kelp_split_name(scored));
+        cJSON_AddNumberToObject(result, "top1", cJSON_GetNumberValue(cJSON_GetObjectItem(metrics, "top1")));
+        cJSON_AddNumberToObject(result, "top5", cJSON_GetNumberValue(cJSON_GetObjectItem(metrics, "top5")));
+        cJSON_AddNumberToObject(result, "images", cJSON_GetNumberValue(cJSON_GetObjectItem(metrics, "samples")));
+        cJSON_AddStringToObject(result, "weights", f->out);
+    }
+    cJSON_Delete(metrics);
+    return s;
+}
+
+kelp_status kelp_finetune(const char *path, const kelp_finetune_options *options, char **result_json)
+{
+    if (result_json)
+        *result_json = NULL;
+    if (!path || !options || !options->data || !options->out)
+        return kelp_set_error(KELP_ERR_INVALID_ARG, "kelp_finetune: a model, a dataset and an output file are needed");
+    if (options->device && strcmp(options->device, "cpu") != 0)
+        return kelp_set_error(KELP_ERR_UNSUPPORTED, "kelp_finetune: device '%s': this build trains on the CPU only",
+                              options->device);
+    char *checkpoint = NULL;
+    KELP_TRY(kelp_checkpoint_resolve(path, &checkpoint));
+    /* the run lives next to the output, on the same file system, and goes away whatever happens */
+    size_t n = strlen(options->out) + sizeof ".train-XXXXXX";
+    char *run_dir = malloc(n);
+    cJSON *result = cJSON_CreateObject();
+    kelp_status s = KELP_OK;
+    if (!run_dir || !result)
+        s = kelp_set_error(KELP_ERR_NO_MEMORY, "kelp_finetune: out of memory");
+    if (s == KELP_OK) {
+        snprintf(run_dir, n, "%s.train-XXXXXX", options->out);
+        if (!mkdtemp(run_dir))
+            s = kelp_set_error(KELP_ERR_IO, "%s: cannot create a training directory: %s", run_dir, strerror(errno));
+        else {
+            s = run_finetune(checkpoint, options, run_dir, result);
+            remove_run_dir(run_dir);
+        }
+    }
+    if (s == KELP_OK && result_json && !(*result_json = cJSON_PrintUnformatted(result)))
+        s = kelp_set_error(KELP_ERR_NO_MEMORY, "kelp_finetune: out of memory");
+    cJSON_Delete(result);
+    free(run_dir);
+    free(checkpoint);
+    return s;
+}
