@@ -4,6 +4,8 @@
 #include <cjson/cJSON.h>
 #include <dirent.h>
 #include <errno.h>
+#include <glob.h>
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -15,6 +17,7 @@
 #include "engine/trainer.h"
 #include "io/atomic_file.h"
 #include "io/dataset.h"
+#include "io/path.h"
 #include "kelp/predictor.h"
 
 static bool is_zoo_model(const char *name)
@@ -25,21 +28,33 @@ static bool is_zoo_model(const char *name)
     return false;
 }
 
-/* Removes the temporary run directory and its files (it has no subdirectories). */
+/* Removes a run directory and its files (it has no subdirectories). */
 static void remove_run_dir(const char *dir)
 {
     DIR *d = opendir(dir);
     if (!d)
         return;
-    char path[4200];
-    for (struct dirent *e; (e = readdir(d));) {
-        if (strcmp(e->d_name, ".") == 0 || strcmp(e->d_name, "..") == 0)
-            continue;
-        snprintf(path, sizeof path, "%s/%s", dir, e->d_name);
-        unlink(path);
-    }
+    char path[PATH_MAX];
+    for (struct dirent *e; (e = readdir(d));)
+        if (strcmp(e->d_name, ".") != 0 && strcmp(e->d_name, "..") != 0 &&
+            kelp_path_join(path, sizeof path, dir, e->d_name) == KELP_OK)
+            unlink(path);
     closedir(d);
     rmdir(dir);
+}
+
+/* Run directories of `out` that a killed fine-tuning left behind (checkpoints with optimizer state). */
+static void remove_stale_runs(const char *out)
+{
+    char pattern[PATH_MAX];
+    if (snprintf(pattern, sizeof pattern, "%s.train-??????", out) >= (int)sizeof pattern)
+        return;
+    glob_t found;
+    if (glob(pattern, GLOB_ONLYDIR | GLOB_NOSORT, NULL, &found) == 0)
+        for (size_t i = 0; i < found.gl_pathc; i++)
+            remove_run_dir(found.gl_pathv[i]);
+    globfree(&found);
+    kelp_clear_error();
 }
 
 /* A model file that is not in the zoo is rebuilt from the copy the checkpoint carries, written into the run. */
@@ -52,8 +67,9 @@ static kelp_status model_source(const char *checkpoint, const char *run_dir, con
     }
     char *model = NULL;
     KELP_TRY(kelp_checkpoint_model(checkpoint, &model, NULL));
-    snprintf(path, size, "%s/model.json", run_dir);
-    kelp_status s = kelp_atomic_write(path, model, strlen(model));
+    kelp_status s = kelp_path_join(path, size, run_dir, "model.json");
+    if (s == KELP_OK)
+        s = kelp_atomic_write(path, model, strlen(model));
     free(model);
     return s;
 }
@@ -69,7 +85,7 @@ static kelp_status run_finetune(const char *checkpoint, const kelp_finetune_opti
     void *keep = NULL;
     kelp_status s = kelp_train_options_from_config(config, checkpoint, &base, &o, &keep);
     free(config);
-    char model_path[4200];
+    char model_path[PATH_MAX];
     if (s == KELP_OK)
         s = model_source(checkpoint, run_dir, o.model, model_path, sizeof model_path);
     if (s == KELP_OK) {
@@ -92,10 +108,10 @@ static kelp_status run_finetune(const char *checkpoint, const kelp_finetune_opti
     KELP_TRY(s);
 
     /* the best validation epoch when the dataset has a validation split, else the last */
-    char best[4300];
-    snprintf(best, sizeof best, "%s/best.ckpt", run_dir);
+    char best[PATH_MAX];
+    KELP_TRY(kelp_path_join(best, sizeof best, run_dir, "best.ckpt"));
     if (access(best, R_OK) != 0)
-        snprintf(best, sizeof best, "%s/last.ckpt", run_dir);
+        KELP_TRY(kelp_path_join(best, sizeof best, run_dir, "last.ckpt"));
     kelp_ctx_options co = kelp_ctx_defaults();
     co.threads = f->threads;
     kelp_ctx *ctx;
@@ -124,6 +140,12 @@ static kelp_status run_finetune(const char *checkpoint, const kelp_finetune_opti
     return s;
 }
 
+kelp_finetune_options kelp_finetune_defaults(void)
+{
+    kelp_finetune_options o = {.epochs = 1, .device = "cpu"};
+    return o;
+}
+
 kelp_status kelp_finetune(const char *path, const kelp_finetune_options *options, char **result_json)
 {
     if (result_json)
@@ -143,6 +165,7 @@ kelp_status kelp_finetune(const char *path, const kelp_finetune_options *options
     if (!run_dir || !result)
         s = kelp_set_error(KELP_ERR_NO_MEMORY, "kelp_finetune: out of memory");
     if (s == KELP_OK) {
+        remove_stale_runs(options->out);
         snprintf(run_dir, n, "%s.train-XXXXXX", options->out);
         if (!mkdtemp(run_dir))
             s = kelp_set_error(KELP_ERR_IO, "%s: cannot create a training directory: %s", run_dir, strerror(errno));
@@ -150,6 +173,9 @@ kelp_status kelp_finetune(const char *path, const kelp_finetune_options *options
             s = run_finetune(checkpoint, options, run_dir, result);
             remove_run_dir(run_dir);
         }
+        /* messages about files of the run directory, which no longer exists, need the user's names around them */
+        if (s != KELP_OK)
+            s = kelp_wrap_error(s, "fine-tuning %s on %s: ", path, options->data);
     }
     if (s == KELP_OK && result_json && !(*result_json = cJSON_PrintUnformatted(result)))
         s = kelp_set_error(KELP_ERR_NO_MEMORY, "kelp_finetune: out of memory");

@@ -4,11 +4,15 @@
 
 #include <cjson/cJSON.h>
 #include <stdlib.h>
+#include <limits.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #include "engine/classifier.h"
 #include "engine/onnx_export.h"
 #include "io/image.h"
+#include "io/path.h"
+#include "io/text_file.h"
 #include "kelp/kelp.h"
 
 struct kelp_predictor {
@@ -23,7 +27,7 @@ const char *kelp_version(void) { return KELP_VERSION_STRING; }
 
 kelp_predictor_options kelp_predictor_defaults(void)
 {
-    kelp_predictor_options o = {.device = "cpu", .threads = 0, .max_pixels = KELP_PREDICTOR_MAX_PIXELS};
+    kelp_predictor_options o = {.device = "cpu"};
     return o;
 }
 
@@ -38,6 +42,27 @@ void kelp_predictor_close(kelp_predictor *p)
     free(p);
 }
 
+/* A bundle's pixel limit (model/bundle.json), so that `kelp predict --bundle` refuses what its server refuses. */
+static uint64_t bundle_max_pixels(const char *path)
+{
+    uint64_t limit = KELP_PREDICTOR_MAX_PIXELS;
+    struct stat st;
+    char file[PATH_MAX], *text = NULL;
+    if (stat(path, &st) != 0 || !S_ISDIR(st.st_mode) ||
+        kelp_path_join(file, sizeof file, path, "model/bundle.json") != KELP_OK ||
+        kelp_read_text_file(file, 1 << 20, &text) != KELP_OK) {
+        kelp_clear_error();
+        return limit;
+    }
+    cJSON *info = cJSON_Parse(text);
+    const cJSON *v = cJSON_GetObjectItem(info, "max_pixels");
+    if (cJSON_IsNumber(v) && v->valuedouble >= 1 && v->valuedouble < (double)limit)
+        limit = (uint64_t)v->valuedouble;
+    cJSON_Delete(info);
+    free(text);
+    return limit;
+}
+
 kelp_status kelp_predictor_open(const char *path, const kelp_predictor_options *options, kelp_predictor **out)
 {
     if (!out)
@@ -48,7 +73,7 @@ kelp_status kelp_predictor_open(const char *path, const kelp_predictor_options *
         return kelp_set_error(KELP_ERR_INVALID_ARG, "kelp_predictor_open: path is NULL");
     kelp_predictor *p = calloc(1, sizeof *p);
     if (p)
-        p->max_pixels = o.max_pixels ? o.max_pixels : KELP_PREDICTOR_MAX_PIXELS;
+        p->max_pixels = o.max_pixels ? o.max_pixels : bundle_max_pixels(path);
     kelp_ctx_options co = kelp_ctx_defaults();
     co.device = o.device ? o.device : "cpu";
     co.threads = o.threads;
@@ -90,8 +115,9 @@ void kelp_predictor_input_size(const kelp_predictor *p, int *height, int *width,
         *channels = c;
 }
 
-/* One allocation holds the struct, the indices, the probabilities, the label pointers and the label text, so a
- * prediction outlives its predictor and is freed with one call. */
+/* One allocation holds the struct, then the label pointers, the indices, the probabilities and the label text, so
+ * a prediction outlives its predictor and is freed with one call. The order keeps each part aligned: pointers (8)
+ * right after the struct (a multiple of 8), then 4-byte ints and floats, then bytes. */
 static kelp_status make_prediction(kelp_predictor *p, int top_k, kelp_prediction **out)
 {
     int classes = kelp_classifier_classes(p->classifier);
@@ -157,6 +183,7 @@ kelp_status kelp_predictor_predict_encoded(kelp_predictor *p, const void *data, 
     *out = NULL;
     int h, w, c;
     kelp_classifier_input(p->classifier, &h, &w, &c);
+    (void)h, (void)w; /* decoded straight to the model's channels */
     name = name ? name : "image";
     kelp_image_header header;
     KELP_TRY(kelp_image_probe_memory(data, size, name, &header));

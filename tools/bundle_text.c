@@ -8,6 +8,8 @@
 #include <time.h>
 
 #include "io/atomic_file.h"
+#include "io/path.h"
+#include "io/utf8.h"
 
 void bundle_info_defaults(bundle_info *info)
 {
@@ -18,15 +20,52 @@ void bundle_info_defaults(bundle_info *info)
     info->max_pixels = 25000000;
 }
 
-/* Module names become URL path segments, entry-point names and (with '_') Python package names. */
+/* Module names become URL path segments, entry-point names, PEP 508 project names and (with '_') Python package
+ * names: a lower-case letter first, a letter or digit last, no "--". */
 static bool valid_module_name(const char *s)
 {
-    if (!islower((unsigned char)s[0]) || strlen(s) > 48)
+    size_t n = strlen(s);
+    if (n == 0 || n > 48 || !islower((unsigned char)s[0]) || s[n - 1] == '-' || strstr(s, "--"))
         return false;
     for (; *s; s++)
         if (!islower((unsigned char)*s) && !isdigit((unsigned char)*s) && *s != '-')
             return false;
     return true;
+}
+
+/* Package names that would shadow what the bundle imports (or be shadowed by it). */
+static bool reserved_package(const char *s)
+{
+    static const char *const names[] = {"aiohttp", "ctypes", "deepaas", "io", "json", "kelp", "marshmallow", "os",
+                                        "pathlib", "sys", "test", "tests", "webargs"};
+    for (size_t i = 0; i < sizeof names / sizeof *names; i++)
+        if (strcmp(s, names[i]) == 0)
+            return true;
+    return false;
+}
+
+/* X.Y or X.Y.Z, digits: what VERSION and pyproject.toml (PEP 440) both accept. */
+static bool valid_version(const char *s)
+{
+    int parts = 0;
+    while (isdigit((unsigned char)*s)) {
+        while (isdigit((unsigned char)*s))
+            s++;
+        parts++;
+        if (*s != '.')
+            break;
+        s++;
+    }
+    return *s == 0 && parts >= 2 && parts <= 3;
+}
+
+/* A text option copied into its field: refused when it does not fit or is not UTF-8, never cut. */
+static kelp_status copy_text(char *dst, size_t size, const char *option, const char *value)
+{
+    if (strlen(value) >= size || !kelp_utf8_valid(value, strlen(value)))
+        return kelp_set_error(KELP_ERR_INVALID_ARG, "--%s: at most %zu bytes of UTF-8 text", option, size - 1);
+    memcpy(dst, value, strlen(value) + 1);
+    return KELP_OK;
 }
 
 kelp_status bundle_info_complete(bundle_info *info, const char *model_json)
@@ -37,32 +76,44 @@ kelp_status bundle_info_complete(bundle_info *info, const char *model_json)
     cJSON_Delete(model);
     if (info->name) {
         if (!valid_module_name(info->name))
-            return kelp_set_error(KELP_ERR_INVALID_ARG, "--name '%s': use lower case letters, digits and '-', starting "
-                                                        "with a letter, at most 48 characters", info->name);
+            return kelp_set_error(KELP_ERR_INVALID_ARG, "--name '%s': use lower case letters, digits and single '-', "
+                                                        "a letter first, no '-' last, at most 48 characters",
+                                  info->name);
         snprintf(info->module, sizeof info->module, "%s", info->name);
     } else {
         size_t n = 0;
         for (const char *c = info->model; *c && n + 1 < 49; c++)
-            if (isalnum((unsigned char)*c) || *c == '-' || *c == '_')
+            if ((isalnum((unsigned char)*c) || *c == '-' || *c == '_') && !(n && info->module[n - 1] == '-' &&
+                                                                         (*c == '-' || *c == '_')))
                 info->module[n++] = *c == '_' ? '-' : (char)tolower((unsigned char)*c);
+        while (n && info->module[n - 1] == '-')
+            n--;
         info->module[n] = 0;
         if (!valid_module_name(info->module)) { /* e.g. a model named "3d-net" */
             char base[sizeof info->module];
             memcpy(base, info->module, sizeof base);
-            snprintf(info->module, sizeof info->module, "kelp-%.48s", n ? base : "model");
+            snprintf(info->module, sizeof info->module, "kelp-%.40s", n ? base : "model");
         }
     }
     for (size_t i = 0; i < sizeof info->package && (info->package[i] = info->module[i]); i++)
         if (info->package[i] == '-')
             info->package[i] = '_';
-    snprintf(info->title_text, sizeof info->title_text, "%s", info->title ? info->title : info->module);
+    if (reserved_package(info->package))
+        return kelp_set_error(KELP_ERR_INVALID_ARG, "--name '%s': the Python package '%s' would clash with a module "
+                                                    "the bundle imports; choose another name",
+                              info->module, info->package);
+    if (!valid_version(info->version))
+        return kelp_set_error(KELP_ERR_INVALID_ARG, "--version '%s': use X.Y or X.Y.Z (digits)", info->version);
+    if (!kelp_utf8_valid(info->author, strlen(info->author)) || !kelp_utf8_valid(info->license, strlen(info->license)))
+        return kelp_set_error(KELP_ERR_INVALID_ARG, "--author and --license must be UTF-8 text");
+    KELP_TRY(copy_text(info->title_text, sizeof info->title_text, "title", info->title ? info->title : info->module));
     if (info->summary)
-        snprintf(info->summary_text, sizeof info->summary_text, "%s", info->summary);
+        KELP_TRY(copy_text(info->summary_text, sizeof info->summary_text, "summary", info->summary));
     else
         snprintf(info->summary_text, sizeof info->summary_text, "Image classification with a %s network trained "
                  "with kelp.", info->model);
     if (info->source_url)
-        snprintf(info->url_text, sizeof info->url_text, "%s", info->source_url);
+        KELP_TRY(copy_text(info->url_text, sizeof info->url_text, "source-url", info->source_url));
     else
         snprintf(info->url_text, sizeof info->url_text, "https://github.com/ai4os-hub/%s", info->module);
     return KELP_OK;
@@ -70,14 +121,59 @@ kelp_status bundle_info_complete(bundle_info *info, const char *model_json)
 
 /* ---- writing text ---- */
 
-/* A string as a double-quoted scalar: JSON's escapes are valid in YAML and TOML basic strings alike. */
-static void quoted(FILE *f, const char *s)
+/* A string as a double-quoted scalar that YAML, TOML and JSON all read back unchanged: quotes and backslashes
+ * escaped; C0 controls, DEL, C1 controls and U+2028/2029 (which YAML refuses or takes as line breaks) as \uXXXX;
+ * bytes that are not UTF-8 as U+FFFD. With one_line, line breaks and tabs become spaces (TOML descriptions). */
+static void quoted_as(FILE *f, const char *text, bool one_line)
 {
-    cJSON *str = cJSON_CreateString(s);
-    char *text = str ? cJSON_PrintUnformatted(str) : NULL;
-    fputs(text ? text : "\"\"", f);
-    free(text);
-    cJSON_Delete(str);
+    const unsigned char *s = (const unsigned char *)text;
+    size_t n = strlen(text);
+    fputc('"', f);
+    for (size_t i = 0; i < n;) {
+        unsigned c = s[i];
+        if (c < 0x80) {
+            if (one_line && (c == '\n' || c == '\r' || c == '\t'))
+                fputc(' ', f);
+            else if (c == '"' || c == '\\')
+                fprintf(f, "\\%c", c);
+            else if (c < 0x20 || c == 0x7f)
+                fprintf(f, "\\u%04x", c);
+            else
+                fputc((int)c, f);
+            i++;
+            continue;
+        }
+        size_t len = c >= 0xf0 ? 4 : c >= 0xe0 ? 3 : 2;
+        if (len > n - i || kelp_utf8_valid_prefix(s + i, len) != len) {
+            fputs("\\ufffd", f);
+            i++;
+            continue;
+        }
+        if (c == 0xc2 && s[i + 1] < 0xa0)
+            fprintf(f, "\\u%04x", s[i + 1]); /* U+0080..U+009F */
+        else if (c == 0xe2 && s[i + 1] == 0x80 && (s[i + 2] == 0xa8 || s[i + 2] == 0xa9))
+            fprintf(f, "\\u%04x", 0x2000 + (s[i + 2] - 0x80));
+        else
+            fwrite(s + i, 1, len, f);
+        i += len;
+    }
+    fputc('"', f);
+}
+
+static void quoted(FILE *f, const char *s) { quoted_as(f, s, false); }
+
+/* Text on one line: line breaks and controls become spaces; in a Markdown table cell, '|' is escaped too. */
+static void one_line(FILE *f, const char *s, bool cell)
+{
+    for (; *s; s++) {
+        unsigned char c = (unsigned char)*s;
+        if (c < 0x20 || c == 0x7f)
+            fputc(' ', f);
+        else if (c == '|' && cell)
+            fputs("\\|", f);
+        else
+            fputc(c, f);
+    }
 }
 
 static double metric(const bundle_info *b, const char *key)
@@ -92,8 +188,10 @@ static void describe(FILE *f, const bundle_info *b)
     fprintf(f, "A %s convolutional network trained with kelp %s to classify images (fitted to %dx%d, %s) into %d "
                "classes: ", b->model, KELP_VERSION_STRING, b->input_w, b->input_h, b->input_c == 1 ? "gray" : "RGB",
             b->class_count);
-    for (int i = 0; i < b->class_count && i < 20; i++)
-        fprintf(f, "%s%s", i ? ", " : "", b->classes[i]);
+    for (int i = 0; i < b->class_count && i < 20; i++) {
+        fputs(i ? ", " : "", f);
+        one_line(f, b->classes[i], false);
+    }
     fprintf(f, "%s.", b->class_count > 20 ? ", ..." : "");
     if (b->metrics)
         fprintf(f, " Measured by kelp eval: top-1 accuracy %.2f%%, top-5 %.2f%% on %.0f images of the %s split of %s.",
@@ -197,7 +295,7 @@ static void write_pyproject(FILE *f, const bundle_info *b)
     fprintf(f, "name = \"%s\"\nversion = ", b->module);
     quoted(f, b->version);
     fputs("\ndescription = ", f);
-    quoted(f, b->summary_text);
+    quoted_as(f, b->summary_text, true);
     fputs("\nlicense = {text = ", f);
     quoted(f, b->license);
     fputs("}\nrequires-python = \">=3.9\"\n"
@@ -236,7 +334,9 @@ static void write_license(FILE *f, const bundle_info *b)
 
 static void write_readme(FILE *f, const bundle_info *b)
 {
-    fprintf(f, "# %s\n\n%s\n\n", b->title_text, b->summary_text);
+    fputs("# ", f);
+    one_line(f, b->title_text, false);
+    fprintf(f, "\n\n%s\n\n", b->summary_text);
     describe(f, b);
     fprintf(f, "\n\n## Use\n\n"
                "Serve it with DEEPaaS (the platform's REST layer), from this directory:\n\n"
@@ -249,10 +349,12 @@ static void write_readme(FILE *f, const bundle_info *b)
                "`train` fine-tunes the model on an HDF5 dataset on the server (`kelp data import`) and replaces\n"
                "`model/weights.safetensors` with the best epoch.\n\n",
             b->module, b->module, b->module, b->module, b->max_pixels);
-    fprintf(f, "## Model\n\n| | |\n|---|---|\n| architecture | %s |\n| input | %d x %d x %d, fitted as in training |\n"
+    fputs("## Model\n\n| | |\n|---|---|\n| architecture | ", f);
+    one_line(f, b->model, true);
+    fprintf(f, " |\n| input | %d x %d x %d, fitted as in training |\n"
                "| classes | %d |\n| memory (planned tensors) | inference %.1f MiB at batch 1, training %.1f MiB at batch %d |\n"
                "| engine | kelp %s |\n\n",
-            b->model, b->input_h, b->input_w, b->input_c, b->class_count, b->infer_mib, b->train_mib, b->train_batch,
+            b->input_h, b->input_w, b->input_c, b->class_count, b->infer_mib, b->train_mib, b->train_batch,
             KELP_VERSION_STRING);
     fputs("## Evaluation\n\n", f);
     const cJSON *per_class = cJSON_GetObjectItem(b->metrics, "per_class");
@@ -263,13 +365,14 @@ static void write_readme(FILE *f, const bundle_info *b)
                 100 * metric(b, "top5"), metric(b, "samples"), b->metrics_source);
         if (cJSON_IsArray(per_class)) {
             fputs("| class | precision | recall | F1 | support |\n|---|---|---|---|---|\n", f);
-            for (const cJSON *c = per_class->child; c; c = c->next)
-                fprintf(f, "| %s | %.4f | %.4f | %.4f | %.0f |\n",
-                        cJSON_GetStringValue(cJSON_GetObjectItem(c, "name")) ?: "?",
-                        cJSON_GetNumberValue(cJSON_GetObjectItem(c, "precision")),
+            for (const cJSON *c = per_class->child; c; c = c->next) {
+                fputs("| ", f);
+                one_line(f, cJSON_GetStringValue(cJSON_GetObjectItem(c, "name")) ?: "?", true);
+                fprintf(f, " | %.4f | %.4f | %.4f | %.0f |\n", cJSON_GetNumberValue(cJSON_GetObjectItem(c, "precision")),
                         cJSON_GetNumberValue(cJSON_GetObjectItem(c, "recall")),
                         cJSON_GetNumberValue(cJSON_GetObjectItem(c, "f1")),
                         cJSON_GetNumberValue(cJSON_GetObjectItem(c, "support")));
+            }
             fputs("\n", f);
         }
     }
@@ -284,9 +387,7 @@ static kelp_status write_one(const char *root, const char *name, void (*fill)(FI
                              const bundle_info *b)
 {
     char path[PATH_MAX];
-    int n = snprintf(path, sizeof path, "%s/%s", root, name);
-    if (n < 0 || n >= (int)sizeof path)
-        return kelp_set_error(KELP_ERR_INVALID_ARG, "%s/%s: path too long", root, name);
+    KELP_TRY(kelp_path_join(path, sizeof path, root, name));
     kelp_atomic_file *file;
     KELP_TRY(kelp_atomic_open(path, &file));
     FILE *f = kelp_atomic_stream(file);

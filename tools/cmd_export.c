@@ -2,9 +2,9 @@
  *
  * The bundle is written into a temporary directory beside --out and renamed to --out at the end, so a failure
  * leaves nothing half-written and an existing directory is never touched. */
-#define _XOPEN_SOURCE 700
 #include <cjson/cJSON.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <ftw.h>
 #include <getopt.h>
 #include <limits.h>
@@ -18,6 +18,7 @@
 #include "engine/classifier.h"
 #include "engine/onnx_export.h"
 #include "io/atomic_file.h"
+#include "io/path.h"
 #include "io/text_file.h"
 #include "kelp/predictor.h"
 #include "tools/bundle_text.h"
@@ -53,13 +54,10 @@ static int remove_entry(const char *path, const struct stat *st, int flag, struc
 
 static void remove_tree(const char *dir) { nftw(dir, remove_entry, 16, FTW_DEPTH | FTW_PHYS); }
 
-/* root/name into path[PATH_MAX], refusing a path that does not fit */
+/* root/name into path[PATH_MAX] */
 static kelp_status join(char *path, const char *root, const char *name)
 {
-    int n = snprintf(path, PATH_MAX, "%s/%s", root, name);
-    if (n < 0 || n >= PATH_MAX)
-        return kelp_set_error(KELP_ERR_INVALID_ARG, "%s/%s: path too long", root, name);
-    return KELP_OK;
+    return kelp_path_join(path, PATH_MAX, root, name);
 }
 
 static kelp_status make_dir(const char *root, const char *sub)
@@ -121,7 +119,7 @@ static kelp_status copy_file(const char *from, const char *root, const char *nam
 }
 
 /* libkelp.so beside the running kelp (a build tree), or in ../lib (an installed prefix). */
-static kelp_status find_library(char *out, size_t size)
+static kelp_status find_library(char *out)
 {
     char exe[PATH_MAX];
     ssize_t n = readlink("/proc/self/exe", exe, sizeof exe - 1);
@@ -134,10 +132,8 @@ static kelp_status find_library(char *out, size_t size)
         for (size_t i = 0; i < sizeof candidates / sizeof *candidates; i++) {
             char path[PATH_MAX + 32];
             snprintf(path, sizeof path, "%s/%s", exe, candidates[i]);
-            if (realpath(path, out) && access(out, R_OK) == 0) {
-                (void)size;
+            if (realpath(path, out) && access(out, R_OK) == 0)
                 return KELP_OK;
-            }
         }
     }
     return kelp_set_error(KELP_ERR_NOT_FOUND, "libkelp.so is not beside this kelp binary nor in ../lib; build the "
@@ -181,11 +177,14 @@ static kelp_status read_metrics(const char *path, cJSON **out)
     KELP_TRY(kelp_read_text_file(path, 64 << 20, &text));
     *out = cJSON_Parse(text);
     free(text);
-    if (!cJSON_IsNumber(cJSON_GetObjectItem(*out, "top1"))) {
-        cJSON_Delete(*out);
-        *out = NULL;
-        return kelp_set_error(KELP_ERR_FORMAT, "%s: not the output of `kelp eval --json` (no top1)", path);
-    }
+    const char *keys[] = {"top1", "top5", "samples"};
+    for (size_t i = 0; i < sizeof keys / sizeof *keys; i++)
+        if (!cJSON_IsNumber(cJSON_GetObjectItem(*out, keys[i]))) {
+            cJSON_Delete(*out);
+            *out = NULL;
+            return kelp_set_error(KELP_ERR_FORMAT, "%s: not the output of `kelp eval --json` (no number '%s')", path,
+                                  keys[i]);
+        }
     return KELP_OK;
 }
 
@@ -243,7 +242,9 @@ static kelp_status write_bundle(kelp_ctx *ctx, const char *checkpoint, const bun
         s = read_metrics(metrics_file, &metrics);
     if (s == KELP_OK && metrics) {
         b.metrics = metrics;
-        b.metrics_source = data ? data : metrics_file;
+        /* `kelp eval --json` names the dataset it scored */
+        const char *scored = cJSON_GetStringValue(cJSON_GetObjectItem(metrics, "data"));
+        b.metrics_source = data ? data : scored ? scored : metrics_file;
     }
     if (s == KELP_OK && onnx)
         s = export_onnx(ctx, weights, model, root);
@@ -272,6 +273,27 @@ static kelp_status write_bundle(kelp_ctx *ctx, const char *checkpoint, const bun
     cJSON_Delete(metrics);
     kelp_classifier_destroy(c);
     return s;
+}
+
+/* `out` must not exist, and its parent must be a directory: said about `out`, before any work. */
+static kelp_status check_out(const char *out)
+{
+    struct stat st;
+    if (lstat(out, &st) == 0)
+        return kelp_set_error(KELP_ERR_IO, "%s already exists; kelp export writes a new directory and never "
+                                           "overwrites one", out);
+    char parent[PATH_MAX];
+    snprintf(parent, sizeof parent, "%s", out);
+    char *slash = strrchr(parent, '/');
+    if (slash == parent)
+        slash[1] = 0;
+    else if (slash)
+        *slash = 0;
+    else
+        snprintf(parent, sizeof parent, ".");
+    if (stat(parent, &st) != 0 || !S_ISDIR(st.st_mode))
+        return kelp_set_error(KELP_ERR_IO, "%s: cannot create: %s is not a directory", out, parent);
+    return KELP_OK;
 }
 
 int cmd_export(int argc, char **argv)
@@ -318,6 +340,11 @@ int cmd_export(int argc, char **argv)
     }
     if (!checkpoint || !out || optind != argc)
         return cli_usage_error("export", "--checkpoint and --out are required, and nothing else");
+    char out_path[PATH_MAX];
+    snprintf(out_path, sizeof out_path, "%s", out);
+    for (size_t n = strlen(out_path); n > 1 && out_path[n - 1] == '/'; n--)
+        out_path[n - 1] = 0; /* "bundle/" names the directory "bundle" */
+    out = out_path;
     if (data && metrics)
         return cli_usage_error("export", "give --data or --metrics, not both");
     kelp_split split;
@@ -325,13 +352,12 @@ int cmd_export(int argc, char **argv)
         return cli_usage_error("export", "--split must be train, val or test, got '%s'", split_name);
     char library[PATH_MAX];
     kelp_status s = lib ? (realpath(lib, library) ? KELP_OK : kelp_set_error(KELP_ERR_IO, "%s: %s", lib, strerror(errno)))
-                        : find_library(library, sizeof library);
+                        : find_library(library);
     if (s != KELP_OK)
         return cli_fail(s, "export");
-    struct stat st;
-    if (lstat(out, &st) == 0)
-        return cli_fail(kelp_set_error(KELP_ERR_IO, "%s already exists; kelp export writes a new directory and never "
-                                                    "overwrites one", out), NULL);
+    s = check_out(out);
+    if (s != KELP_OK)
+        return cli_fail(s, NULL);
     char *model = NULL;
     s = kelp_checkpoint_model(checkpoint, &model, NULL);
     if (s == KELP_OK)
@@ -348,15 +374,17 @@ int cmd_export(int argc, char **argv)
         return cli_fail(kelp_set_error(KELP_ERR_NO_MEMORY, "out of memory"), "export");
     snprintf(tmp, n, "%s.tmp-XXXXXX", out);
     kelp_ctx *ctx = NULL;
-    if (!mkdtemp(tmp))
-        s = kelp_set_error(KELP_ERR_IO, "%s: cannot create: %s", tmp, strerror(errno));
+    bool made = mkdtemp(tmp) != NULL;
+    if (!made)
+        s = kelp_set_error(KELP_ERR_IO, "%s: cannot create a directory beside it: %s", out, strerror(errno));
     if (s == KELP_OK && (s = kelp_ctx_create(NULL, &ctx)) == KELP_OK)
         s = write_bundle(ctx, checkpoint, &info, library, data, split, metrics, onnx, tmp);
     if (s == KELP_OK && chmod(tmp, 0755) != 0)
         s = kelp_set_error(KELP_ERR_IO, "%s: %s", tmp, strerror(errno));
-    if (s == KELP_OK && rename(tmp, out) != 0)
-        s = kelp_set_error(KELP_ERR_IO, "%s: cannot rename to %s: %s", tmp, out, strerror(errno));
-    if (s != KELP_OK)
+    /* never replaces a directory that appeared at `out` meanwhile */
+    if (s == KELP_OK && renameat2(AT_FDCWD, tmp, AT_FDCWD, out, RENAME_NOREPLACE) != 0)
+        s = kelp_set_error(KELP_ERR_IO, "%s: cannot create: %s", out, strerror(errno));
+    if (s != KELP_OK && made)
         remove_tree(tmp);
     kelp_ctx_destroy(ctx);
     free(tmp);

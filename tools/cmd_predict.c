@@ -49,10 +49,13 @@ static void predict_file(predictor *p, const char *path)
         return;
     }
     if (p->json) {
-        char *text = kelp_prediction_json(r);
-        cJSON *item = cJSON_Parse(text ? text : "{}");
-        free(text);
-        cJSON_AddItemToObject(item, "file", cJSON_CreateString(path));
+        cJSON *item = cJSON_CreateObject();
+        cJSON_AddStringToObject(item, "file", path);
+        cJSON *labels = cJSON_AddArrayToObject(item, "labels"), *probs = cJSON_AddArrayToObject(item, "probabilities");
+        for (int i = 0; i < r->count; i++) {
+            cJSON_AddItemToArray(labels, cJSON_CreateString(r->labels[i]));
+            cJSON_AddItemToArray(probs, cJSON_CreateNumber(r->probabilities[i]));
+        }
         cJSON_AddItemToArray(p->results, item);
     } else {
         printf("%s\n", path);

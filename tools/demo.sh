@@ -9,7 +9,7 @@ cd "$(dirname "$0")/.."
 start=$SECONDS
 tools/deps.sh dataset-fashion-mnist
 cmake -S . -B build -DCMAKE_BUILD_TYPE=Release >/dev/null
-cmake --build build -j "$(nproc)" --target kelp >/dev/null
+cmake --build build -j "$(nproc)" --target kelp kelp_shared >/dev/null
 kelp=build/kelp
 src=/usr/share/datasets/fashion-mnist
 out=${KELP_DEMO_DIR:-demo}
@@ -44,6 +44,12 @@ took
 
 stage "report: $out/run/report.html"
 $kelp report "$out/run" --data "$out/fashion-mnist.h5" --split test
+took
+
+stage "export: a module bundle for the AI4OS / iMagine platform (DEEPaaS, ai4-metadata, ONNX) in $out/bundle"
+$kelp export --checkpoint "$out/run/best.ckpt" --out "$out/bundle" --metrics "$out/eval.json" --onnx \
+  --name fashion-mnist --title "Fashion-MNIST classifier (kelp demo)"
+$kelp predict --bundle "$out/bundle" --top-k 1 "$out"/samples/*/*.png | paste - - | head -n 2
 took
 
 top1=$(sed -n 's/.*top-1 \([0-9.]*%\).*/\1/p' "$out/eval.txt" | head -n 1)

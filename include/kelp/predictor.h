@@ -11,8 +11,12 @@
  *
  * Every call returns kelp_status; on failure kelp_last_error() (per thread) names the file or argument and what
  * is wrong. A predictor is used by one thread at a time; open one per thread to predict in parallel. Only the
- * functions of this header (and status.h) are exported by libkelp.so: the engine's internals can change between
- * versions, this API does not. */
+ * functions of this header, kelp_last_error and kelp_status_name are exported by libkelp.so: the engine's
+ * internals can change between versions, this API does not (the option structs end in reserved fields, zeroed by
+ * the _defaults functions, so that they can grow).
+ *
+ * kelp runs its own OpenMP threads and sets OpenBLAS, process-wide, to one thread (BLAS calls run inside kelp's
+ * threads); a host program that calls OpenBLAS itself gets one BLAS thread too. */
 #ifndef KELP_PREDICTOR_H
 #define KELP_PREDICTOR_H
 
@@ -33,7 +37,10 @@ typedef struct kelp_predictor kelp_predictor;
 typedef struct kelp_predictor_options {
     const char *device; /* "cpu" (default) */
     int threads;        /* CPU threads; 0 = OMP_NUM_THREADS if set, else all cores */
-    uint64_t max_pixels; /* encoded images declaring more pixels are refused unread; 0 = KELP_PREDICTOR_MAX_PIXELS */
+    /* Encoded images declaring more pixels are refused unread. 0: a bundle's own limit (model/bundle.json's
+     * max_pixels, the one its REST API applies), else KELP_PREDICTOR_MAX_PIXELS. */
+    uint64_t max_pixels;
+    uint64_t reserved[4];
 } kelp_predictor_options;
 
 kelp_predictor_options kelp_predictor_defaults(void);
@@ -91,12 +98,17 @@ typedef struct kelp_finetune_options {
     const char *device; /* "cpu" (default) */
     int threads;        /* 0 = OMP_NUM_THREADS if set, else all cores */
     uint64_t seed;
+    uint64_t reserved[4];
 } kelp_finetune_options;
 
-/* Trains in a temporary run directory next to `out`, removed afterwards, and writes the best epoch's weights to
- * `out`. *result_json (free with kelp_free; may be NULL) receives {"epochs", "best_epoch", "val_top1", "test_top1",
- * "test_top5", "test_images", "classes", "weights"}. The dataset must have the model's classes when the model is a
- * JSON model file; a zoo model gets a new head for the dataset's classes. */
+kelp_finetune_options kelp_finetune_defaults(void);
+
+/* Trains in a temporary run directory beside `out` (`out`.train-XXXXXX, removed afterwards; stale ones left by a
+ * killed run are removed first) and writes the best epoch's weights to `out`. *result_json (free with kelp_free;
+ * may be NULL) receives {"epochs", "scored_split", "top1", "top5", "images", "weights"}: the scores on the test
+ * split, or val, or train, whichever the dataset has first. The dataset's class names become the model's: a zoo
+ * model gets a new head when their number differs; a JSON model file needs the same number. One fine-tuning at a
+ * time per process (HDF5 is not thread-safe). */
 kelp_status kelp_finetune(const char *path, const kelp_finetune_options *options, char **result_json);
 
 #ifdef __cplusplus

@@ -18,21 +18,25 @@ if ! py=$("$root/tools/pyenv.sh"); then
   exit 77
 fi
 source "$root/tests/cli/lib.sh"
-server_pid=""
-trap '[ -n "$server_pid" ] && kill "$server_pid" 2>/dev/null; rm -rf "$tmp"' EXIT
+# the server and the worker processes it spawns all run the venv's python
+stop_server() { pkill -f "$tmp/venv/bin/python" 2>/dev/null; sleep 0.2; pkill -9 -f "$tmp/venv/bin/python" 2>/dev/null; true; }
+trap 'stop_server; rm -rf "$tmp"' EXIT
+# a DEEPaaS worker that dies leaves its requests hanging: every request has a deadline
+curl() { command curl --max-time 120 "$@"; }
 quiet() { "$@" >"$tmp/out" 2>"$tmp/err" || { echo "$*: $(tail -5 "$tmp/err")"; return 1; }; }
 
-# Under AddressSanitizer, libkelp.so can only be loaded into Python with the sanitizer runtimes preloaded.
-if nm -D "$build/libkelp.so" 2>/dev/null | grep -q __asan_init; then
-  export LD_PRELOAD="$(gcc -print-file-name=libasan.so) $(gcc -print-file-name=libubsan.so)"
-  export ASAN_OPTIONS=detect_leaks=0:abort_on_error=1  # the Python interpreter's own allocations are not leaks
-  preloaded=$LD_PRELOAD
-  unset LD_PRELOAD  # only for Python, below; kelp itself links the runtimes
+# A sanitizer build's libkelp.so cannot be loaded into Python (DEEPaaS's spawned workers do not get the sanitizer
+# runtimes first): there, the Python side is left to the Release run, and the C API under it is checked by
+# tests/unit/test_predictor.c and, below, by kelp predict --bundle and the C example.
+python_side=1
+if nm -D "$build/libkelp.so" 2>/dev/null | grep __asan_init >/dev/null; then # (grep -q would SIGPIPE nm)
+  python_side=0
+  echo "NOTE: sanitizer build: the checks that load libkelp.so into Python (bundle tests, deepaas-run) are skipped here"
 fi
-pyrun() { LD_PRELOAD=${preloaded:-} "$@"; }
 
-# ---- a small trained model ----
-python3 "$root/tests/cli/fashion_subset.py" "$src" "$tmp/fm" 2000 300 4 60 4 >/dev/null
+# ---- a small trained model (KELP_TEST_QUICK=1, the sanitizer run: less data) ----
+if [ "${KELP_TEST_QUICK:-0}" = 1 ]; then n_train=400; else n_train=2000; fi
+python3 "$root/tests/cli/fashion_subset.py" "$src" "$tmp/fm" "$n_train" 300 4 60 4 >/dev/null
 check "import" quiet "$kelp" data import --format idx "$tmp/fm/train-images.gz" "$tmp/fm/train-labels.gz" \
   "$tmp/fm/t10k-images.gz" "$tmp/fm/t10k-labels.gz" -o "$tmp/fm.h5" --val-split 0.1 --class-names fashion-mnist
 check "train" quiet "$kelp" train --data "$tmp/fm.h5" --model small_resnet --out "$tmp/run" --epochs 1 --batch 64 \
@@ -44,6 +48,16 @@ mkdir "$tmp/exists"
 check "export refuses an existing directory" run 1 export --checkpoint "$ckpt" --out "$tmp/exists"
 check "  and says so" contains "$tmp/err" "already exists"
 check "export refuses a bad module name" run 2 export --checkpoint "$ckpt" --out "$tmp/b0" --name "Bad Name"
+check "export refuses a name ending in -" run 2 export --checkpoint "$ckpt" --out "$tmp/b0" --name "fm-"
+check "export refuses a name that shadows a module" run 2 export --checkpoint "$ckpt" --out "$tmp/b0" --name json
+check "export refuses a bad version" run 2 export --checkpoint "$ckpt" --out "$tmp/b0" --version "1.0 beta"
+check "export refuses an over-long title" run 2 export --checkpoint "$ckpt" --out "$tmp/b0" \
+  --title "$(printf 'é%.0s' $(seq 200))"
+echo '{"top1": 0.5}' >"$tmp/partial.json"
+check "export refuses metrics without top5" run 1 export --checkpoint "$ckpt" --out "$tmp/b0" --metrics "$tmp/partial.json"
+check "  naming the file" contains "$tmp/err" "partial.json"
+check "export into a missing folder names the bundle" run 1 export --checkpoint "$ckpt" --out "$tmp/nowhere/b0"
+check "  and the folder" contains "$tmp/err" "$tmp/nowhere/b0: cannot create: $tmp/nowhere is not a directory"
 head -c 3000 "$ckpt" >"$tmp/truncated.ckpt"
 check "export of a truncated checkpoint fails" run 1 export --checkpoint "$tmp/truncated.ckpt" --out "$tmp/b1"
 check "  naming the file" contains "$tmp/err" "truncated.ckpt"
@@ -68,25 +82,36 @@ venv=$(dirname "$py")
 check "ai4-metadata validate --metadata-version 2.0.0" quiet "$venv/ai4-metadata" validate --metadata-version 2.0.0 \
   "$bundle/ai4-metadata.yml"
 check "ai4-metadata validate (latest)" quiet "$venv/ai4-metadata" validate "$bundle/ai4-metadata.yml"
+# text that YAML and TOML refuse raw: quotes, a colon, a line break, DEL, a C1 control, U+2028, non-Latin letters
+odd=$(printf 'A "quoted": title\nwith \x7f, \xc2\x85, \xe2\x80\xa8 and ñandú 🐟')
+check "export with odd text" run 0 export --checkpoint "$ckpt" --out "$tmp/odd/" --name odd-text --title "$odd" \
+  --summary "$odd" --author "O'Brien: \"x\""
+check "  stays valid metadata (2.0.0)" quiet "$venv/ai4-metadata" validate --metadata-version 2.0.0 "$tmp/odd/ai4-metadata.yml"
+check "  which reads back the exact title" "$py" -c "
+import sys, yaml
+assert yaml.safe_load(open('$tmp/odd/ai4-metadata.yml'))['title'] == sys.argv[1]" "$odd"
+check "  and valid TOML" "$py" -c "
+import tomllib; p = tomllib.load(open('$tmp/odd/pyproject.toml', 'rb')); assert '\n' not in p['project']['description']"
 
+img=$(ls "$tmp"/fm/png/*.png | head -1)
+if [ "$python_side" = 1 ]; then
 # ---- installed as the platform does, into an environment that sees the pinned packages ----
 python3 -m venv "$tmp/venv"
 site=$("$tmp/venv/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
 "$py" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])' >"$site/kelp-test-packages.pth"
 check "pip install -e bundle" quiet "$tmp/venv/bin/python" -m pip install --no-deps --no-build-isolation \
   --disable-pip-version-check -e "$bundle"
-check "the bundle's own tests" bash -c "cd '$bundle' && LD_PRELOAD='${preloaded:-}' '$tmp/venv/bin/python' -m unittest discover -s tests >'$tmp/out' 2>&1 || { tail -20 '$tmp/out'; false; }"
+check "the bundle's own tests" bash -c "cd '$bundle' && '$tmp/venv/bin/python' -m unittest discover -s tests >'$tmp/out' 2>&1 || { tail -20 '$tmp/out'; false; }"
 
 # ---- deepaas-run ----
 port=$("$py" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
 url=http://127.0.0.1:$port/v2/models
 mkdir "$tmp/uploads"
-TMPDIR=$tmp/uploads pyrun "$tmp/venv/bin/python" -m deepaas.cmd.run --listen-ip 127.0.0.1 --listen-port "$port" \
+TMPDIR="$tmp/uploads" "$tmp/venv/bin/python" -m deepaas.cmd.run --listen-ip 127.0.0.1 --listen-port "$port" \
   --model-name fashion-mnist --client-max-size 4194304 >"$tmp/server.log" 2>&1 &
 server_pid=$!
 for _ in $(seq 1 120); do curl -sf -o /dev/null "$url/" && break; sleep 0.5; done
 check "GET /v2/models/ lists the module" bash -c "curl -sf '$url/' | grep -q '\"id\": \"fashion-mnist\"'"
-img=$(ls "$tmp"/fm/png/*.png | head -1)
 curl -s -F "image=@$img" "$url/fashion-mnist/predict/" >"$tmp/server.json"
 "$kelp" predict --bundle "$bundle" --json "$img" >"$tmp/cli.json"
 check "POST predict answers as kelp predict (top-1, probabilities to 1e-5)" "$py" - "$tmp/server.json" "$tmp/cli.json" <<'EOF'
@@ -112,7 +137,7 @@ EOF
 check "an image over the pixel limit gets 413" test "$(code -F "image=@$tmp/huge.png" "$url/fashion-mnist/predict/")" = 413
 head -c 5000000 /dev/zero >"$tmp/big.bin"
 check "an upload over --client-max-size gets 413" test "$(code -F "image=@$tmp/big.bin" "$url/fashion-mnist/predict/")" = 413
-check "a wrong field gets 422" test "$(code -F "image=@$img" -F top_k=99 "$url/fashion-mnist/predict/")" = 422
+check "a wrong field gets 422" test "$(code -F "image=@$img" -F top_k=0 "$url/fashion-mnist/predict/")" = 422
 check "no upload is left behind" bash -c "[ -z \"\$(ls -A '$tmp/uploads')\" ]"
 
 # ---- train through the API on a tiny dataset ----
@@ -135,8 +160,10 @@ check "  and new weights" test "$(sha256sum <"$bundle/model/weights.safetensors"
 check "predict after training" test "$(code -F "image=@$img" "$url/fashion-mnist/predict/")" = 200
 kill "$server_pid"
 wait "$server_pid" 2>/dev/null
-server_pid=""
+stop_server
 check "the server logged no traceback" bash -c "! grep -q Traceback '$tmp/server.log' || { grep -A12 Traceback '$tmp/server.log' | head -30; false; }"
+
+fi
 
 # ---- moved elsewhere, the bundle answers the same ----
 "$kelp" predict --bundle "$bundle" --json "$tmp"/fm/png >"$tmp/before.json"
@@ -149,7 +176,7 @@ a, b = json.load(open('$tmp/before.json')), json.load(open('$tmp/out'))
 assert [r['labels'] for r in a] == [r['labels'] for r in b]
 assert [r['probabilities'] for r in a] == [r['probabilities'] for r in b]
 print(len(a), 'images')"
-check "the moved bundle's own tests" bash -c "cd '$tmp/elsewhere/module' && LD_PRELOAD='${preloaded:-}' '$tmp/venv/bin/python' -m unittest discover -s tests >'$tmp/out' 2>&1 || { tail -20 '$tmp/out'; false; }"
+[ "$python_side" = 1 ] && check "the moved bundle's own tests" bash -c "cd '$tmp/elsewhere/module' && '$tmp/venv/bin/python' -m unittest discover -s tests >'$tmp/out' 2>&1 || { tail -20 '$tmp/out'; false; }"
 if [ -x "$build/kelp_classify" ]; then
   check "the C example on libkelp.so" quiet "$build/kelp_classify" "$tmp/elsewhere/module" "$img"
   check "  agrees on the top-1 label" "$py" -c "

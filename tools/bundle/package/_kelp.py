@@ -9,7 +9,7 @@ import os
 from pathlib import Path
 
 # kelp_status values (kelp/status.h)
-OK, INVALID_ARG, NO_MEMORY, IO, FORMAT = 0, 1, 2, 3, 4
+OK, INVALID_ARG, NO_MEMORY, IO, FORMAT, SHAPE, UNSUPPORTED = 0, 1, 2, 3, 4, 5, 6
 
 
 class KelpError(Exception):
@@ -25,7 +25,8 @@ class KelpError(Exception):
 
 
 class _Options(ctypes.Structure):
-    _fields_ = [("device", ctypes.c_char_p), ("threads", ctypes.c_int), ("max_pixels", ctypes.c_uint64)]
+    _fields_ = [("device", ctypes.c_char_p), ("threads", ctypes.c_int), ("max_pixels", ctypes.c_uint64),
+                ("reserved", ctypes.c_uint64 * 4)]
 
 
 class _Prediction(ctypes.Structure):
@@ -36,7 +37,7 @@ class _Prediction(ctypes.Structure):
 class _FinetuneOptions(ctypes.Structure):
     _fields_ = [("data", ctypes.c_char_p), ("out", ctypes.c_char_p), ("epochs", ctypes.c_int),
                 ("batch", ctypes.c_int), ("lr", ctypes.c_double), ("device", ctypes.c_char_p),
-                ("threads", ctypes.c_int), ("seed", ctypes.c_uint64)]
+                ("threads", ctypes.c_int), ("seed", ctypes.c_uint64), ("reserved", ctypes.c_uint64 * 4)]
 
 
 def _load(path):
@@ -55,6 +56,7 @@ def _load(path):
                                                           ctypes.POINTER(ctypes.POINTER(_Prediction))]),
         "kelp_prediction_free": (None, [ctypes.POINTER(_Prediction)]),
         "kelp_predictor_save_onnx": (ctypes.c_int, [ctypes.c_void_p, ctypes.c_char_p]),
+        "kelp_finetune_defaults": (_FinetuneOptions, []),
         "kelp_finetune": (ctypes.c_int, [ctypes.c_char_p, ctypes.POINTER(_FinetuneOptions),
                                          ctypes.POINTER(ctypes.c_void_p)]),
     }
@@ -86,6 +88,8 @@ def _check(lib, status):
 
 class Predictor:
     """An opened bundle or checkpoint: class names, and top-k predictions for encoded PNG/JPEG images."""
+
+    _handle = None  # so that close() and __del__ are safe when opening failed
 
     def __init__(self, bundle, path=None, threads=0, max_pixels=0):
         self._lib = library(bundle)
@@ -131,7 +135,10 @@ class Predictor:
 def finetune(bundle, data, out, epochs=1, batch=0, lr=0.0, device="cpu", threads=0, seed=0):
     """Retrains the bundle's model on an HDF5 dataset and writes the new weights to `out`; returns the scores."""
     lib = library(bundle)
-    options = _FinetuneOptions(str(data).encode(), str(out).encode(), epochs, batch, lr, device.encode(), threads, seed)
+    options = lib.kelp_finetune_defaults()
+    data, out, device = str(data).encode(), str(out).encode(), device.encode()  # kept alive during the call
+    options.data, options.out, options.device = data, out, device
+    options.epochs, options.batch, options.lr, options.threads, options.seed = epochs, batch, lr, threads, seed
     text = ctypes.c_void_p()
     _check(lib, lib.kelp_finetune(str(bundle).encode(), ctypes.byref(options), ctypes.byref(text)))
     try:

@@ -9,6 +9,7 @@ prediction, and reopens it when `train` (perhaps in another worker) has replaced
 """
 import json
 import os
+import tempfile
 from pathlib import Path
 
 from aiohttp import web
@@ -19,7 +20,8 @@ from . import _kelp
 
 BUNDLE = Path(os.environ.get("KELP_BUNDLE") or Path(__file__).resolve().parents[1])
 WEIGHTS = BUNDLE / "model" / "weights.safetensors"
-INFO = json.loads((BUNDLE / "model" / "bundle.json").read_text())
+INFO_FILE = BUNDLE / "model" / "bundle.json"
+INFO = json.loads(INFO_FILE.read_text())
 # Uploads declaring more pixels than this are refused unread (413); KELP_MAX_PIXELS overrides the bundle's value.
 MAX_PIXELS = int(os.environ.get("KELP_MAX_PIXELS") or INFO["max_pixels"])
 THREADS = int(os.environ.get("KELP_THREADS") or 0)
@@ -67,29 +69,31 @@ def _weights_stamp():
 
 
 def _predictor():
-    """This worker's model, reopened when the weights file changed since it was opened."""
-    global _model, _model_stamp
+    """This worker's model, reopened (with bundle.json) when the weights file changed since it was opened."""
+    global _model, _model_stamp, INFO
     stamp = _weights_stamp()
     if _model is None or stamp != _model_stamp:
         if _model is not None:
             _model.close()
+            INFO = json.loads(INFO_FILE.read_text())
         _model = _kelp.Predictor(BUNDLE, threads=THREADS, max_pixels=MAX_PIXELS)
         _model_stamp = stamp
     return _model
 
 
 def get_metadata():
+    info = json.loads(INFO_FILE.read_text())  # fresh: `train` may have changed the classes
     return {
-        "id": INFO["name"],
-        "name": INFO["title"],
-        "description": INFO["summary"],
-        "license": INFO["license"],
-        "author": INFO["author"],
-        "version": INFO["version"],
-        "url": INFO["source_url"],
-        "task": INFO["task"],
-        "classes": INFO["classes"],
-        "metrics": INFO.get("metrics"),
+        "id": info["name"],
+        "name": info["title"],
+        "description": info["summary"],
+        "license": info["license"],
+        "author": info["author"],
+        "version": info["version"],
+        "url": info["source_url"],
+        "task": info["task"],
+        "classes": info["classes"],
+        "metrics": info.get("metrics"),
         "engine": "kelp " + _kelp.library(BUNDLE).kelp_version().decode(),
     }
 
@@ -102,8 +106,10 @@ def get_predict_args():
     return {
         "image": fields.Raw(required=True, metadata={"type": "file", "location": "form",
                                                         "description": "A PNG or JPEG image."}),
-        "top_k": fields.Int(load_default=5, validate=validate.Range(min=1, max=len(INFO["classes"])),
-                            metadata={"description": "How many classes to return, most probable first."}),
+        # the arguments are read once, at start: a retrained model may have another number of classes
+        "top_k": fields.Int(load_default=5, validate=validate.Range(min=1, max=1000),
+                            metadata={"description": "How many classes to return, most probable first (at most "
+                                                     "the number of classes)."}),
         "accept": fields.Str(metadata={"location": "headers", "description": "Answer format."},
                              validate=validate.OneOf(["application/json"])),
     }
@@ -126,10 +132,16 @@ def predict(**kwargs):
         data = Path(upload.filename).read_bytes()
         name = getattr(upload, "original_filename", None) or "image"
         try:
-            result = _predictor().predict(data, name=name, top_k=kwargs.get("top_k") or 5)
+            model = _predictor()
+        except (_kelp.KelpError, OSError, ValueError) as e:  # the bundle's fault, not the upload's
+            raise ServerError(_http_reason("cannot open the model: %s" % e))
+        try:
+            result = model.predict(data, name=name, top_k=kwargs.get("top_k") or 5)
         except _kelp.KelpError as e:
             if e.status == _kelp.FORMAT:
                 raise BadRequest(_http_reason("not a PNG or JPEG image: %s" % e))
+            if e.status == _kelp.UNSUPPORTED:
+                raise BadRequest(_http_reason("an image kelp cannot decode: %s" % e))
             if e.status == _kelp.INVALID_ARG:
                 raise TooLarge(_http_reason(e), MAX_PIXELS, len(data))
             raise ServerError(_http_reason(e))
@@ -168,12 +180,17 @@ def train(**kwargs):
         raise ServerError(_http_reason(e))
     model = _predictor()
     onnx = BUNDLE / "model" / "model.onnx"
-    if onnx.exists():  # keep the ONNX copy in step with the new weights
-        model.save_onnx(onnx)
+    if onnx.exists():  # keep the ONNX copy in step with the new weights, or drop it
+        try:
+            model.save_onnx(onnx)
+        except _kelp.KelpError as e:
+            onnx.unlink()
+            result["onnx"] = "removed, could not be rewritten: %s" % e
     classes = model.class_names
     if classes != INFO["classes"]:
-        INFO["classes"] = classes
-        tmp = BUNDLE / "model" / "bundle.json.tmp"
-        tmp.write_text(json.dumps(INFO, indent=2) + "\n")
-        os.replace(tmp, BUNDLE / "model" / "bundle.json")
+        info = dict(INFO, classes=classes)
+        fd, tmp = tempfile.mkstemp(dir=INFO_FILE.parent, prefix=".bundle.json.")
+        with os.fdopen(fd, "w") as f:
+            f.write(json.dumps(info, indent=2) + "\n")
+        os.replace(tmp, INFO_FILE)
     return result
