@@ -6,6 +6,11 @@
 #include "engine/backend.h"
 #include "kelp/kelp.h"
 
+#if KELP_HAVE_CUDA
+#include "kernels/cuda/backend_cuda.h"
+#include "kernels/cuda/device_info.h"
+#endif
+
 struct kelp_ctx {
     kelp_backend *be;
     int threads;
@@ -18,6 +23,39 @@ kelp_ctx_options kelp_ctx_defaults(void)
     return o;
 }
 
+/* "cuda" or "cuda:N": the CUDA backend on device N (0 by default) when kelp was built with it and the device
+ * exists; otherwise a clear error, never a silent fall back to the CPU. */
+static kelp_status create_cuda(const char *device, kelp_backend **out)
+{
+#if KELP_HAVE_CUDA
+    int index = 0;
+    if (device[4] == ':') {
+        char *end = NULL;
+        long v = strtol(device + 5, &end, 10);
+        if (end == device + 5 || *end != '\0' || v < 0 || v > 1024)
+            return kelp_set_error(KELP_ERR_INVALID_ARG, "device '%s': expected cuda or cuda:N with N a device index",
+                                  device);
+        index = (int)v;
+    } else if (device[4] != '\0') {
+        return kelp_set_error(KELP_ERR_INVALID_ARG, "unknown device '%s' (expected cpu or cuda[:N])", device);
+    }
+    int count = kelp_cuda_device_count();
+    if (count == 0)
+        return kelp_set_error(KELP_ERR_UNSUPPORTED,
+                              "device '%s': no CUDA device is visible (no GPU or no driver); use --device cpu", device);
+    if (index >= count)
+        return kelp_set_error(KELP_ERR_INVALID_ARG, "device '%s': only %d CUDA device%s visible", device, count,
+                              count == 1 ? " is" : "s are");
+    return kelp_backend_cuda_create(index, out);
+#else
+    (void)out;
+    return kelp_set_error(KELP_ERR_UNSUPPORTED,
+                          "device '%s': this kelp was built without CUDA (configure with -DKELP_CUDA=ON on a machine "
+                          "with nvcc and cuDNN); use --device cpu",
+                          device);
+#endif
+}
+
 kelp_status kelp_ctx_create(const kelp_ctx_options *options, kelp_ctx **out)
 {
     kelp_ctx_options o = options ? *options : kelp_ctx_defaults();
@@ -26,10 +64,7 @@ kelp_status kelp_ctx_create(const kelp_ctx_options *options, kelp_ctx **out)
     if (strcmp(device, "cpu") == 0) {
         KELP_TRY(kelp_backend_cpu_create(o.threads, &be));
     } else if (strncmp(device, "cuda", 4) == 0) {
-        return kelp_set_error(KELP_ERR_UNSUPPORTED,
-                              "device '%s': the CUDA backend is not available in this version of kelp yet "
-                              "(the build compiles CUDA support, but no CUDA ops are implemented); use --device cpu",
-                              device);
+        KELP_TRY(create_cuda(device, &be));
     } else {
         return kelp_set_error(KELP_ERR_INVALID_ARG, "unknown device '%s' (expected cpu or cuda[:N])", device);
     }
@@ -39,7 +74,8 @@ kelp_status kelp_ctx_create(const kelp_ctx_options *options, kelp_ctx **out)
         return kelp_set_error(KELP_ERR_NO_MEMORY, "context: out of memory");
     }
     ctx->be = be;
-    ctx->threads = kelp_backend_cpu_threads(be);
+    /* the CPU backend resolves 0 to its team size; a GPU context keeps what was asked (host-side work only) */
+    ctx->threads = strcmp(be->iface->name, "cpu") == 0 ? kelp_backend_cpu_threads(be) : o.threads;
     ctx->seed = o.seed;
     *out = ctx;
     return KELP_OK;

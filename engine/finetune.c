@@ -101,6 +101,7 @@ static kelp_status run_finetune(const char *checkpoint, const kelp_finetune_opti
         if (f->lr > 0)
             o.lr = f->lr;
         o.threads = f->threads;
+        o.device = f->device;
         o.seed = f->seed;
         s = kelp_train(&o, NULL, NULL);
     }
@@ -114,6 +115,7 @@ static kelp_status run_finetune(const char *checkpoint, const kelp_finetune_opti
         KELP_TRY(kelp_path_join(best, sizeof best, run_dir, "last.ckpt"));
     kelp_ctx_options co = kelp_ctx_defaults();
     co.threads = f->threads;
+    co.device = f->device ? f->device : "cpu";
     kelp_ctx *ctx;
     KELP_TRY(kelp_ctx_create(&co, &ctx));
     kelp_dataset *ds = NULL;
@@ -152,9 +154,6 @@ kelp_status kelp_finetune(const char *path, const kelp_finetune_options *options
         *result_json = NULL;
     if (!path || !options || !options->data || !options->out)
         return kelp_set_error(KELP_ERR_INVALID_ARG, "kelp_finetune: a model, a dataset and an output file are needed");
-    if (options->device && strcmp(options->device, "cpu") != 0)
-        return kelp_set_error(KELP_ERR_UNSUPPORTED, "kelp_finetune: device '%s': this build trains on the CPU only",
-                              options->device);
     char *checkpoint = NULL;
     KELP_TRY(kelp_checkpoint_resolve(path, &checkpoint));
     /* the run lives next to the output, on the same file system, and goes away whatever happens */

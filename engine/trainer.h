@@ -25,6 +25,7 @@ typedef struct kelp_train_options {
     const char *schedule;        /* LR schedule, engine/lr_schedule.h's CLI grammar ("cosine", "warmup:200+cosine") */
     double clip_norm;            /* 0 = no clipping */
     double label_smoothing;
+    const char *device;          /* "cpu" (default) or "cuda[:N]" */
     int threads;                 /* compute threads, 0 = all cores */
     int loader_threads;          /* 0 = 1 */
     uint64_t seed;

@@ -75,7 +75,7 @@ typedef struct runner {
 static void bench_help(void)
 {
     puts("Usage: kelp bench MODEL|MODEL.json [--batch N] [--input HxW] [--threads N] [--warmup N] [--iters N]\n"
-         "                  [--mode train|infer|all] [--layers] [--json] [--device cpu]\n"
+         "                  [--mode train|infer|all] [--layers] [--json] [--device cpu|cuda[:N]]\n"
          "\n"
          "Runs a zoo model or a model file on random data and prints:\n"
          "  training   images/s of a step (forward, zero_grad, backward, SGD momentum step) at --batch\n"
@@ -90,7 +90,7 @@ static void bench_help(void)
          "  --threads N  CPU threads, 0 = all (0)     --warmup N   untimed runs first (2)\n"
          "  --iters N    timed runs (10)              --mode M     train, infer or all (all)\n"
          "  --json       one JSON object instead (keys in tools/cmd_bench.c and docs/benchmarks.md)\n"
-         "  --device D   cpu (the CUDA backend is not implemented yet)\n"
+         "  --device D   cpu (default) or cuda[:N]\n"
          "\n"
          "Times are medians over --iters runs after --warmup runs; p99 is the ceil(0.99 n)-th smallest.");
 }

@@ -12,7 +12,7 @@
 static void eval_help(void)
 {
     puts("Usage: kelp eval --checkpoint CKPT --data DATA.h5 [--split test|val|train] [--json] [--batch N]\n"
-         "                 [--threads N] [--loader-threads N]\n"
+         "                 [--threads N] [--loader-threads N] [--device cpu|cuda[:N]]\n"
          "\n"
          "Prints top-1 and top-5 accuracy, per-class precision, recall, F1 and support, and the confusion matrix\n"
          "(rows: true class, columns: predicted). --json prints one JSON object instead.");
@@ -56,10 +56,11 @@ int cmd_eval(int argc, char **argv)
                                             {"json", no_argument, 0, 'j'},
                                             {"batch", required_argument, 0, 'b'},
                                             {"threads", required_argument, 0, 't'},
+                                            {"device", required_argument, 0, 'D'},
                                             {"loader-threads", required_argument, 0, 'l'},
                                             {"help", no_argument, 0, 'h'},
                                             {0, 0, 0, 0}};
-    const char *checkpoint = NULL, *data = NULL, *split_name = "test";
+    const char *checkpoint = NULL, *data = NULL, *split_name = "test", *device = "cpu";
     bool json = false;
     int batch = 64, threads = 0, loader_threads = 1, opt;
     optind = 1;
@@ -69,6 +70,7 @@ int cmd_eval(int argc, char **argv)
         case 'd': data = optarg; break;
         case 's': split_name = optarg; break;
         case 'j': json = true; break;
+        case 'D': device = optarg; break;
         case 'b':
             if (cli_parse_int(optarg, 1, 4096, &batch) != 0)
                 return cli_usage_error("eval", "--batch needs an integer in [1, 4096], got '%s'", optarg);
@@ -93,6 +95,7 @@ int cmd_eval(int argc, char **argv)
 
     kelp_ctx_options co = kelp_ctx_defaults();
     co.threads = threads;
+    co.device = device;
     kelp_ctx *ctx = NULL;
     kelp_classifier *c = NULL;
     kelp_dataset *ds = NULL;

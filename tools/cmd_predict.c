@@ -14,7 +14,7 @@
 
 static void predict_help(void)
 {
-    puts("Usage: kelp predict --checkpoint CKPT|--bundle DIR [--top-k K] [--json] IMAGE|DIR...\n"
+    puts("Usage: kelp predict --checkpoint CKPT|--bundle DIR [--top-k K] [--json] [--device cpu|cuda[:N]] IMAGE|DIR...\n"
          "\n"
          "Prints the K (default 5) most probable classes of each PNG or JPEG image, with a checkpoint or a module\n"
          "bundle written by `kelp export` (the same engine as the bundle's REST API). A directory is read in name\n"
@@ -142,11 +142,13 @@ int cmd_predict(int argc, char **argv)
                                             {"top-k", required_argument, 0, 'k'},
                                             {"json", no_argument, 0, 'j'},
                                             {"threads", required_argument, 0, 't'},
+                                            {"device", required_argument, 0, 'D'},
                                             {"help", no_argument, 0, 'h'},
                                             {0, 0, 0, 0}};
     const char *checkpoint = NULL;
     predictor p = {.top_k = 5};
     int threads = 0, opt;
+    const char *po_device = "cpu";
     optind = 1;
     while ((opt = getopt_long(argc, argv, "", options, NULL)) != -1) {
         switch (opt) {
@@ -161,6 +163,7 @@ int cmd_predict(int argc, char **argv)
                 return cli_usage_error("predict", "--top-k needs an integer in [1, 1000], got '%s'", optarg);
             break;
         case 'j': p.json = true; break;
+        case 'D': po_device = optarg; break;
         case 't':
             if (cli_parse_int(optarg, 0, 1024, &threads) != 0)
                 return cli_usage_error("predict", "--threads needs an integer, got '%s'", optarg);
@@ -173,6 +176,7 @@ int cmd_predict(int argc, char **argv)
         return cli_usage_error("predict", "--checkpoint or --bundle, and at least one image or directory, are required");
     kelp_predictor_options po = kelp_predictor_defaults();
     po.threads = threads;
+    po.device = po_device;
     kelp_status s = kelp_predictor_open(checkpoint, &po, &p.model);
     if (s != KELP_OK)
         return cli_fail(s, "predict");

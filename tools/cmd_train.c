@@ -20,7 +20,7 @@ static void train_help(void)
          "  --optimizer sgd|adamw (sgd)  --lr F (0.1)  --momentum F (0.9)  --weight-decay F (5e-4)\n"
          "  --schedule SPEC (cosine)   constant | step:N:G | multistep:A,B:G | cosine | poly:P, with an optional\n"
          "                          warmup:STEPS[:FACTOR]+ prefix\n"
-         "  --clip-norm F  --label-smoothing F  --seed N (1)  --threads N  --loader-threads N\n"
+         "  --clip-norm F  --label-smoothing F  --seed N (1)  --threads N  --loader-threads N  --device cpu|cuda[:N]\n"
          "  augmentation (train split): --hflip (on) --no-hflip --vflip --rot90 --random-resized-crop\n"
          "                          --pad-crop N --jitter F --letterbox\n"
          "  fine-tuning: --init-from WEIGHTS|CKPT (a new head keeps its fresh values) --freeze-backbone\n"
@@ -79,6 +79,7 @@ static const struct option options[] = {
     {"weight-decay", required_argument, 0, 'w'},  {"schedule", required_argument, 0, 's'},
     {"clip-norm", required_argument, 0, 'c'},     {"label-smoothing", required_argument, 0, 'L'},
     {"seed", required_argument, 0, 'S'},          {"threads", required_argument, 0, 't'},
+    {"device", required_argument, 0, 'D'},
     {"loader-threads", required_argument, 0, 'T'}, {"hflip", no_argument, 0, 'h' + 256},
     {"no-hflip", no_argument, 0, 'H'},            {"vflip", no_argument, 0, 'v'},
     {"rot90", no_argument, 0, 'r'},               {"random-resized-crop", no_argument, 0, 'R'},
@@ -125,6 +126,7 @@ static int apply(kelp_train_options *o, int code, const char *name, const char *
     case 'L': bad = parse_double(value, 0, 1, &o->label_smoothing) != 0; break;
     case 'S': bad = parse_double(value, 0, 9007199254740992.0, &f) != 0, o->seed = (uint64_t)f; break;
     case 't': bad = cli_parse_int(value, 0, 1024, &o->threads) != 0; break;
+    case 'D': o->device = value; break;
     case 'T': bad = cli_parse_int(value, 0, 256, &o->loader_threads) != 0; break;
     case 'h' + 256: o->hflip = true; break;
     case 'H': o->hflip = false; break;

@@ -29,7 +29,7 @@ typedef struct kelp_ctx kelp_ctx;
 
 /* A CPU context sets OpenBLAS to one thread: kelp runs BLAS inside its own OpenMP threads, one pool for all. */
 typedef struct kelp_ctx_options {
-    const char *device; /* "cpu" (default); "cuda[:N]" arrives with the CUDA backend */
+    const char *device; /* "cpu" (default) or "cuda[:N]" in a build with CUDA (docs/ARCHITECTURE.md, "CUDA") */
     int threads;        /* CPU threads; 0 = OMP_NUM_THREADS if set, else all cores */
     uint64_t seed;      /* seeds weight init, dropout, shuffling */
 } kelp_ctx_options;

@@ -35,7 +35,7 @@ const char *kelp_version(void);
 typedef struct kelp_predictor kelp_predictor;
 
 typedef struct kelp_predictor_options {
-    const char *device; /* "cpu" (default) */
+    const char *device; /* "cpu" (default) or "cuda[:N]" */
     int threads;        /* CPU threads; 0 = OMP_NUM_THREADS if set, else all cores */
     /* Encoded images declaring more pixels are refused unread. 0: a bundle's own limit (model/bundle.json's
      * max_pixels, the one its REST API applies), else KELP_PREDICTOR_MAX_PIXELS. */
@@ -95,7 +95,7 @@ typedef struct kelp_finetune_options {
     int epochs;         /* 0 = 1 */
     int batch;          /* 0 = the original run's */
     double lr;          /* 0 = the original run's */
-    const char *device; /* "cpu" (default) */
+    const char *device; /* "cpu" (default) or "cuda[:N]" */
     int threads;        /* 0 = OMP_NUM_THREADS if set, else all cores */
     uint64_t seed;
     uint64_t reserved[4];

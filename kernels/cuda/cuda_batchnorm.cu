@@ -1,0 +1,212 @@
+/* Batch norm over rows (N*H*W, C), custom rather than cuDNN: kelp's semantics are PyTorch's CPU ones (statistics
+ * in double, two passes, NULL dx/dgamma/dbeta for inputs or parameters without gradient, a backward through the
+ * running statistics for frozen layers), which cuDNN's fused calls do not all offer. Per-channel sums come from
+ * cuda_column_sums (double, fixed chunk order: deterministic); small per-channel kernels then apply the formulas of
+ * kernels/ops/batchnorm.h exactly as kernels/cpu/batchnorm.c does, and an elementwise kernel normalizes. */
+#include "kernels/cuda/cuda_internal.h"
+#include "kernels/ops/batchnorm.h"
+
+#define GRID_STRIDE(i, n) \
+    for (int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; i < (n); i += (int64_t)gridDim.x * blockDim.x)
+
+static unsigned channel_grid(int c) { return (unsigned)((c + CUDA_THREADS - 1) / CUDA_THREADS); }
+
+/* Scratch for one call: the column partials, then 2*C sums, C doubles and four float vectors of C. */
+typedef struct bn_scratch {
+    double *partials, *sums, *mean;
+    float *f0, *f1, *f2, *f3;
+} bn_scratch;
+
+static kelp_status carve(cuda_impl *ci, int64_t rows, int c, bn_scratch *s)
+{
+    size_t part = cuda_column_sums_scratch(rows, c), dvec = cuda_align((size_t)c * sizeof(double)),
+           fvec = cuda_align((size_t)c * sizeof(float));
+    char *p;
+    KELP_TRY(cuda_scratch(ci, part + 3 * dvec + 4 * fvec, (void **)&p));
+    s->partials = (double *)p;
+    s->sums = (double *)(p + part);
+    s->mean = (double *)(p + part + 2 * dvec);
+    s->f0 = (float *)(p + part + 3 * dvec);
+    s->f1 = (float *)(p + part + 3 * dvec + fvec);
+    s->f2 = (float *)(p + part + 3 * dvec + 2 * fvec);
+    s->f3 = (float *)(p + part + 3 * dvec + 3 * fvec);
+    return KELP_OK;
+}
+
+__global__ void bn_mean_kernel(int c, int64_t rows, const double *sums, double *mean)
+{
+    int ch = blockIdx.x * blockDim.x + threadIdx.x;
+    if (ch < c)
+        mean[ch] = sums[ch] / (double)rows;
+}
+
+/* save_mean, save_invstd, running statistics and the float scale, from the mean and the centred sum of squares */
+__global__ void bn_train_stats_kernel(int c, int64_t rows, const double *mean, const double *sq_sums,
+                                      const float *gamma, float momentum, float eps, float *running_mean,
+                                      float *running_var, float *save_mean, float *save_invstd, float *scale)
+{
+    int ch = blockIdx.x * blockDim.x + threadIdx.x;
+    if (ch >= c)
+        return;
+    double var = sq_sums[ch] / (double)rows;
+    double invstd = kelp_bn_invstd(var, eps);
+    save_mean[ch] = (float)mean[ch];
+    save_invstd[ch] = (float)invstd;
+    running_mean[ch] = kelp_bn_running_mean(running_mean[ch], mean[ch], momentum);
+    running_var[ch] = kelp_bn_running_var(running_var[ch], var, rows, momentum);
+    scale[ch] = (float)(gamma[ch] * invstd);
+}
+
+__global__ void bn_infer_scale_kernel(int c, const float *gamma, const float *running_var, float eps, float *scale)
+{
+    int ch = blockIdx.x * blockDim.x + threadIdx.x;
+    if (ch < c)
+        scale[ch] = (float)(gamma[ch] * kelp_bn_invstd(running_var[ch], eps));
+}
+
+__global__ void bn_apply_kernel(int64_t n, int c, const float *x, const float *mean, const float *scale,
+                                const float *shift, float *y)
+{
+    GRID_STRIDE(i, n)
+    {
+        int ch = (int)(i % c);
+        y[i] = kelp_bn_apply(x[i], mean[ch], scale[ch], shift[ch]);
+    }
+}
+
+static kelp_status apply(cuda_impl *ci, int64_t rows, int c, const float *x, const float *mean, const float *scale,
+                         const float *shift, float *y)
+{
+    int64_t n = rows * c;
+    bn_apply_kernel<<<cuda_grid(n), CUDA_THREADS, 0, ci->stream>>>(n, c, x, mean, scale, shift, y);
+    KELP_CUDA_LAUNCHED(bn_apply_kernel);
+    return KELP_OK;
+}
+
+kelp_status cuda_bn_forward_train(kelp_backend *be, int64_t rows, int c, const float *x, const float *gamma,
+                                  const float *beta, float *running_mean, float *running_var, float momentum,
+                                  float eps, float *y, float *save_mean, float *save_invstd)
+{
+    cuda_impl *ci;
+    KELP_TRY(cuda_enter(be, &ci));
+    if (rows <= 0 || c <= 0)
+        return KELP_OK;
+    bn_scratch s;
+    KELP_TRY(carve(ci, rows, c, &s));
+    KELP_TRY(cuda_column_sums(ci, COL_SUM, rows, c, x, NULL, NULL, NULL, s.partials, s.sums));
+    bn_mean_kernel<<<channel_grid(c), CUDA_THREADS, 0, ci->stream>>>(c, rows, s.sums, s.mean);
+    KELP_CUDA_LAUNCHED(bn_mean_kernel);
+    KELP_TRY(cuda_column_sums(ci, COL_CENTRED_SQ, rows, c, x, NULL, s.mean, NULL, s.partials, s.sums));
+    bn_train_stats_kernel<<<channel_grid(c), CUDA_THREADS, 0, ci->stream>>>(
+        c, rows, s.mean, s.sums, gamma, momentum, eps, running_mean, running_var, save_mean, save_invstd, s.f0);
+    KELP_CUDA_LAUNCHED(bn_train_stats_kernel);
+    return apply(ci, rows, c, x, save_mean, s.f0, beta, y);
+}
+
+kelp_status cuda_bn_forward_infer(kelp_backend *be, int64_t rows, int c, const float *x, const float *gamma,
+                                  const float *beta, const float *running_mean, const float *running_var, float eps,
+                                  float *y)
+{
+    cuda_impl *ci;
+    KELP_TRY(cuda_enter(be, &ci));
+    if (rows <= 0 || c <= 0)
+        return KELP_OK;
+    float *scale;
+    KELP_TRY(cuda_scratch(ci, (size_t)c * sizeof(float), (void **)&scale));
+    bn_infer_scale_kernel<<<channel_grid(c), CUDA_THREADS, 0, ci->stream>>>(c, gamma, running_var, eps, scale);
+    KELP_CUDA_LAUNCHED(bn_infer_scale_kernel);
+    return apply(ci, rows, c, x, running_mean, scale, beta, y);
+}
+
+/* dgamma, dbeta += and the per-channel factors of dx; sums = [sum dy | sum dy*(x-mean)] */
+__global__ void bn_backward_stats_kernel(int c, int64_t rows, const double *sums, const float *gamma,
+                                         const float *save_invstd, float *dgamma, float *dbeta, float *k,
+                                         float *mean_dy, float *proj)
+{
+    int ch = blockIdx.x * blockDim.x + threadIdx.x;
+    if (ch >= c)
+        return;
+    double sum_dy = sums[ch], sum_dy_xmu = sums[c + ch], invstd = save_invstd[ch];
+    if (dgamma)
+        dgamma[ch] += (float)(sum_dy_xmu * invstd);
+    if (dbeta)
+        dbeta[ch] += (float)sum_dy;
+    k[ch] = (float)(gamma[ch] * invstd);
+    mean_dy[ch] = (float)(sum_dy / (double)rows);
+    proj[ch] = (float)(sum_dy_xmu * invstd * invstd / (double)rows);
+}
+
+__global__ void bn_dx_kernel(int64_t n, int c, const float *x, const float *dy, const float *mean, const float *k,
+                             const float *mean_dy, const float *proj, float *dx)
+{
+    GRID_STRIDE(i, n)
+    {
+        int ch = (int)(i % c);
+        dx[i] += kelp_bn_dx(dy[i], x[i] - mean[ch], k[ch], mean_dy[ch], proj[ch]);
+    }
+}
+
+kelp_status cuda_bn_backward(kelp_backend *be, int64_t rows, int c, const float *x, const float *dy,
+                             const float *gamma, const float *save_mean, const float *save_invstd, float *dx,
+                             float *dgamma, float *dbeta)
+{
+    cuda_impl *ci;
+    KELP_TRY(cuda_enter(be, &ci));
+    if (rows <= 0 || c <= 0)
+        return KELP_OK;
+    bn_scratch s;
+    KELP_TRY(carve(ci, rows, c, &s));
+    KELP_TRY(cuda_column_sums(ci, COL_DY_XMU, rows, c, dy, x, NULL, save_mean, s.partials, s.sums));
+    bn_backward_stats_kernel<<<channel_grid(c), CUDA_THREADS, 0, ci->stream>>>(c, rows, s.sums, gamma, save_invstd,
+                                                                             dgamma, dbeta, s.f0, s.f1, s.f2);
+    KELP_CUDA_LAUNCHED(bn_backward_stats_kernel);
+    if (!dx)
+        return KELP_OK;
+    int64_t n = rows * c;
+    bn_dx_kernel<<<cuda_grid(n), CUDA_THREADS, 0, ci->stream>>>(n, c, x, dy, save_mean, s.f0, s.f1, s.f2, dx);
+    KELP_CUDA_LAUNCHED(bn_dx_kernel);
+    return KELP_OK;
+}
+
+/* Through the running statistics: a fixed affine map per channel, dx += dy * gamma * invstd. */
+__global__ void bn_backward_infer_stats_kernel(int c, const double *sums, const float *gamma,
+                                               const float *running_var, float eps, float *dgamma, float *dbeta,
+                                               float *k)
+{
+    int ch = blockIdx.x * blockDim.x + threadIdx.x;
+    if (ch >= c)
+        return;
+    double invstd = kelp_bn_invstd(running_var[ch], eps);
+    if (dgamma)
+        dgamma[ch] += (float)(sums[c + ch] * invstd);
+    if (dbeta)
+        dbeta[ch] += (float)sums[ch];
+    k[ch] = (float)(gamma[ch] * invstd);
+}
+
+__global__ void bn_dx_infer_kernel(int64_t n, int c, const float *dy, const float *k, float *dx)
+{
+    GRID_STRIDE(i, n) dx[i] += dy[i] * k[i % c];
+}
+
+kelp_status cuda_bn_backward_infer(kelp_backend *be, int64_t rows, int c, const float *x, const float *dy,
+                                   const float *gamma, const float *running_mean, const float *running_var, float eps,
+                                   float *dx, float *dgamma, float *dbeta)
+{
+    cuda_impl *ci;
+    KELP_TRY(cuda_enter(be, &ci));
+    if (rows <= 0 || c <= 0)
+        return KELP_OK;
+    bn_scratch s;
+    KELP_TRY(carve(ci, rows, c, &s));
+    KELP_TRY(cuda_column_sums(ci, COL_DY_XMU, rows, c, dy, x, NULL, running_mean, s.partials, s.sums));
+    bn_backward_infer_stats_kernel<<<channel_grid(c), CUDA_THREADS, 0, ci->stream>>>(c, s.sums, gamma, running_var,
+                                                                                   eps, dgamma, dbeta, s.f0);
+    KELP_CUDA_LAUNCHED(bn_backward_infer_stats_kernel);
+    if (!dx)
+        return KELP_OK;
+    int64_t n = rows * c;
+    bn_dx_infer_kernel<<<cuda_grid(n), CUDA_THREADS, 0, ci->stream>>>(n, c, dy, s.f0, dx);
+    KELP_CUDA_LAUNCHED(bn_dx_infer_kernel);
+    return KELP_OK;
+}

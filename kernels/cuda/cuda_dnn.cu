@@ -1,0 +1,302 @@
+/* Convolution on cuDNN: NHWC activations and OHWI weights, which is cuDNN's NHWC filter layout (K, R, S, C/G), so
+ * no copy or permutation is needed. Groups (depthwise included) are cuDNN's group count.
+ *
+ * Algorithms are chosen once per shape from cuDNN's heuristics (cudnnGet*_v7, which run nothing and allocate
+ * nothing), restricted to FMA math (no TF32: results stay fp32, within rounding of the CPU's), to deterministic
+ * algorithms unless the backend allows otherwise, and to a workspace budget. The choice and the cuDNN descriptors
+ * are cached per kelp_conv_desc (a linear table: a model has tens of shapes, a lookup is nothing next to a
+ * convolution).
+ *
+ * Workspace: conv2d_workspace (the graph's planning call) chooses with a generous budget and reports the most any
+ * of the three passes needs; the graph allocates the largest report of all its layers once. A layer may later run
+ * with a smaller batch (kelp_graph_set_batch): that shape is then chosen within the workspace reported for the same
+ * geometry at a batch at least as large, so it never needs more than the graph holds. A shape never planned at all
+ * gets workspace-free algorithms only.
+ *
+ * Backward passes accumulate (cuDNN's beta = 1), as the interface requires; the bias gradient adds its column sums. */
+#include <stdlib.h>
+#include <string.h>
+
+#include "kernels/cuda/cuda_internal.h"
+
+/* The most workspace one planned shape may take: cuDNN's FFT algorithms can ask for gigabytes, and the graph's one
+ * shared workspace is sized by the largest layer. */
+#define CONV_WORKSPACE_CAP ((size_t)256 << 20)
+
+struct cuda_conv_entry {
+    kelp_conv_desc d;
+    size_t workspace; /* the most any of the three algorithms needs */
+    cudnnTensorDescriptor_t x, y;
+    cudnnFilterDescriptor_t w;
+    cudnnConvolutionDescriptor_t conv;
+    cudnnConvolutionFwdAlgo_t fwd;
+    cudnnConvolutionBwdDataAlgo_t data;
+    cudnnConvolutionBwdFilterAlgo_t filter;
+    size_t fwd_bytes, data_bytes, filter_bytes;
+};
+
+static void destroy_descriptors(cuda_conv_entry *e)
+{
+    if (e->x)
+        cudnnDestroyTensorDescriptor(e->x);
+    if (e->y)
+        cudnnDestroyTensorDescriptor(e->y);
+    if (e->w)
+        cudnnDestroyFilterDescriptor(e->w);
+    if (e->conv)
+        cudnnDestroyConvolutionDescriptor(e->conv);
+}
+
+void cuda_conv_cache_clear(cuda_impl *c)
+{
+    for (int i = 0; i < c->n_conv; i++)
+        destroy_descriptors(&c->conv_cache[i]);
+    c->n_conv = 0;
+}
+
+static bool same_desc(const kelp_conv_desc *a, const kelp_conv_desc *b) { return memcmp(a, b, sizeof *a) == 0; }
+
+/* Everything but the batch size. */
+static bool same_geometry(const kelp_conv_desc *a, const kelp_conv_desc *b)
+{
+    kelp_conv_desc x = *a;
+    x.n = b->n;
+    return same_desc(&x, b);
+}
+
+static kelp_status make_descriptors(cuda_conv_entry *e)
+{
+    const kelp_conv_desc *d = &e->d;
+    KELP_CUDNN_TRY(cudnnCreateTensorDescriptor(&e->x));
+    KELP_CUDNN_TRY(cudnnCreateTensorDescriptor(&e->y));
+    KELP_CUDNN_TRY(cudnnCreateFilterDescriptor(&e->w));
+    KELP_CUDNN_TRY(cudnnCreateConvolutionDescriptor(&e->conv));
+    KELP_CUDNN_TRY(cudnnSetTensor4dDescriptor(e->x, CUDNN_TENSOR_NHWC, CUDNN_DATA_FLOAT, d->n, d->c, d->h, d->w));
+    KELP_CUDNN_TRY(cudnnSetTensor4dDescriptor(e->y, CUDNN_TENSOR_NHWC, CUDNN_DATA_FLOAT, d->n, d->k, d->oh, d->ow));
+    KELP_CUDNN_TRY(cudnnSetFilter4dDescriptor(e->w, CUDNN_DATA_FLOAT, CUDNN_TENSOR_NHWC, d->k, d->c / d->groups, d->r,
+                                              d->s));
+    KELP_CUDNN_TRY(cudnnSetConvolution2dDescriptor(e->conv, d->pad_h, d->pad_w, d->stride_h, d->stride_w, d->dil_h,
+                                                   d->dil_w, CUDNN_CROSS_CORRELATION, CUDNN_DATA_FLOAT));
+    KELP_CUDNN_TRY(cudnnSetConvolutionGroupCount(e->conv, d->groups));
+    /* FMA only: the default math mode lets cuDNN use TF32 tensor cores on Ampere and later */
+    KELP_CUDNN_TRY(cudnnSetConvolutionMathType(e->conv, CUDNN_FMA_MATH));
+    int n, k, oh, ow;
+    KELP_CUDNN_TRY(cudnnGetConvolution2dForwardOutputDim(e->conv, e->x, e->w, &n, &k, &oh, &ow));
+    if (n != d->n || k != d->k || oh != d->oh || ow != d->ow)
+        return kelp_set_error(KELP_ERR_UNSUPPORTED,
+                              "conv2d (cuda): output %dx%dx%dx%d given, cuDNN computes %dx%dx%dx%d for this geometry",
+                              d->n, d->oh, d->ow, d->k, n, oh, ow, k);
+    return KELP_OK;
+}
+
+static bool acceptable(const cuda_impl *c, cudnnStatus_t status, cudnnMathType_t math, cudnnDeterminism_t det)
+{
+    if (status != CUDNN_STATUS_SUCCESS)
+        return false;
+    if (math != CUDNN_FMA_MATH && math != CUDNN_DEFAULT_MATH)
+        return false;
+    return !c->deterministic || det == CUDNN_DETERMINISTIC;
+}
+
+static kelp_status no_algorithm(const cuda_impl *c, const char *pass, const kelp_conv_desc *d, size_t budget)
+{
+    return kelp_set_error(KELP_ERR_UNSUPPORTED,
+                          "conv2d (cuda) %s: no %scuDNN algorithm fits %zu bytes of workspace for x %dx%dx%dx%d, "
+                          "w %dx%dx%dx%d, groups %d (was the layer's workspace planned for this shape?)",
+                          pass, c->deterministic ? "deterministic " : "", budget, d->n, d->h, d->w, d->c, d->k, d->r,
+                          d->s, d->c / d->groups, d->groups);
+}
+
+static kelp_status choose_forward(cuda_impl *c, cuda_conv_entry *e, size_t budget)
+{
+    cudnnConvolutionFwdAlgoPerf_t perf[CUDNN_CONVOLUTION_FWD_ALGO_COUNT];
+    int got = 0;
+    KELP_CUDNN_TRY(cudnnGetConvolutionForwardAlgorithm_v7(c->cudnn, e->x, e->w, e->conv, e->y,
+                                                          CUDNN_CONVOLUTION_FWD_ALGO_COUNT, &got, perf));
+    for (int i = 0; i < got; i++) {
+        size_t bytes = 0;
+        if (!acceptable(c, perf[i].status, perf[i].mathType, perf[i].determinism) ||
+            cudnnGetConvolutionForwardWorkspaceSize(c->cudnn, e->x, e->w, e->conv, e->y, perf[i].algo, &bytes) !=
+                CUDNN_STATUS_SUCCESS ||
+            bytes > budget)
+            continue;
+        e->fwd = perf[i].algo;
+        e->fwd_bytes = bytes;
+        return KELP_OK;
+    }
+    return no_algorithm(c, "forward", &e->d, budget);
+}
+
+static kelp_status choose_backward_data(cuda_impl *c, cuda_conv_entry *e, size_t budget)
+{
+    cudnnConvolutionBwdDataAlgoPerf_t perf[CUDNN_CONVOLUTION_BWD_DATA_ALGO_COUNT];
+    int got = 0;
+    KELP_CUDNN_TRY(cudnnGetConvolutionBackwardDataAlgorithm_v7(c->cudnn, e->w, e->y, e->conv, e->x,
+                                                               CUDNN_CONVOLUTION_BWD_DATA_ALGO_COUNT, &got, perf));
+    for (int i = 0; i < got; i++) {
+        size_t bytes = 0;
+        if (!acceptable(c, perf[i].status, perf[i].mathType, perf[i].determinism) ||
+            cudnnGetConvolutionBackwardDataWorkspaceSize(c->cudnn, e->w, e->y, e->conv, e->x, perf[i].algo, &bytes) !=
+                CUDNN_STATUS_SUCCESS ||
+            bytes > budget)
+            continue;
+        e->data = perf[i].algo;
+        e->data_bytes = bytes;
+        return KELP_OK;
+    }
+    return no_algorithm(c, "backward data", &e->d, budget);
+}
+
+static kelp_status choose_backward_filter(cuda_impl *c, cuda_conv_entry *e, size_t budget)
+{
+    cudnnConvolutionBwdFilterAlgoPerf_t perf[CUDNN_CONVOLUTION_BWD_FILTER_ALGO_COUNT];
+    int got = 0;
+    KELP_CUDNN_TRY(cudnnGetConvolutionBackwardFilterAlgorithm_v7(c->cudnn, e->x, e->y, e->conv, e->w,
+                                                                 CUDNN_CONVOLUTION_BWD_FILTER_ALGO_COUNT, &got, perf));
+    for (int i = 0; i < got; i++) {
+        size_t bytes = 0;
+        if (!acceptable(c, perf[i].status, perf[i].mathType, perf[i].determinism) ||
+            cudnnGetConvolutionBackwardFilterWorkspaceSize(c->cudnn, e->x, e->y, e->conv, e->w, perf[i].algo,
+                                                           &bytes) != CUDNN_STATUS_SUCCESS ||
+            bytes > budget)
+            continue;
+        e->filter = perf[i].algo;
+        e->filter_bytes = bytes;
+        return KELP_OK;
+    }
+    return no_algorithm(c, "backward filter", &e->d, budget);
+}
+
+/* The workspace budget of a new shape: what a cached shape of the same geometry and a batch at least as large
+ * reported (the graph holds at least that), else the cap when planning, else nothing. */
+static size_t budget_for(const cuda_impl *c, const kelp_conv_desc *d, bool planning)
+{
+    bool sibling = false;
+    size_t budget = 0;
+    for (int i = 0; i < c->n_conv; i++) {
+        const cuda_conv_entry *e = &c->conv_cache[i];
+        if (e->d.n >= d->n && same_geometry(&e->d, d)) {
+            sibling = true;
+            budget = e->workspace > budget ? e->workspace : budget;
+        }
+    }
+    if (sibling)
+        return budget;
+    return planning ? CONV_WORKSPACE_CAP : 0;
+}
+
+static kelp_status check_desc(const kelp_conv_desc *d)
+{
+    if (d->n <= 0 || d->h <= 0 || d->w <= 0 || d->c <= 0 || d->k <= 0 || d->r <= 0 || d->s <= 0 || d->groups <= 0 ||
+        d->c % d->groups != 0 || d->k % d->groups != 0 || d->oh <= 0 || d->ow <= 0)
+        return kelp_set_error(KELP_ERR_SHAPE, "conv2d (cuda): impossible descriptor (n %d, c %d, k %d, groups %d)",
+                              d->n, d->c, d->k, d->groups);
+    return KELP_OK;
+}
+
+static kelp_status fill_entry(cuda_impl *c, cuda_conv_entry *e, size_t budget)
+{
+    KELP_TRY(make_descriptors(e));
+    KELP_TRY(choose_forward(c, e, budget));
+    KELP_TRY(choose_backward_data(c, e, budget));
+    KELP_TRY(choose_backward_filter(c, e, budget));
+    size_t most = e->fwd_bytes > e->data_bytes ? e->fwd_bytes : e->data_bytes;
+    e->workspace = most > e->filter_bytes ? most : e->filter_bytes;
+    return KELP_OK;
+}
+
+static kelp_status lookup(cuda_impl *c, const kelp_conv_desc *d, bool planning, cuda_conv_entry **out)
+{
+    for (int i = 0; i < c->n_conv; i++)
+        if (same_desc(&c->conv_cache[i].d, d)) {
+            *out = &c->conv_cache[i];
+            return KELP_OK;
+        }
+    KELP_TRY(check_desc(d));
+    if (c->n_conv == c->cap_conv) {
+        int cap = c->cap_conv ? 2 * c->cap_conv : 32;
+        cuda_conv_entry *grown = (cuda_conv_entry *)realloc(c->conv_cache, (size_t)cap * sizeof *grown);
+        if (!grown)
+            return kelp_set_error(KELP_ERR_NO_MEMORY, "conv2d (cuda): out of host memory for the algorithm cache");
+        c->conv_cache = grown;
+        c->cap_conv = cap;
+    }
+    cuda_conv_entry *e = &c->conv_cache[c->n_conv];
+    memset(e, 0, sizeof *e);
+    e->d = *d;
+    kelp_status s = fill_entry(c, e, budget_for(c, d, planning));
+    if (s != KELP_OK) {
+        destroy_descriptors(e);
+        return s;
+    }
+    c->n_conv++;
+    *out = e;
+    return KELP_OK;
+}
+
+/* The interface returns a size only; on failure the message stays set and 0 is returned, and the convolution
+ * itself then fails with the same message. */
+size_t cuda_conv2d_workspace(kelp_backend *be, const kelp_conv_desc *d)
+{
+    cuda_impl *c;
+    cuda_conv_entry *e;
+    if (cuda_enter(be, &c) != KELP_OK || lookup(c, d, true, &e) != KELP_OK)
+        return 0;
+    return e->workspace;
+}
+
+static kelp_status need_workspace(size_t bytes, const void *workspace, const char *pass)
+{
+    if (bytes && !workspace)
+        return kelp_set_error(KELP_ERR_INVALID_ARG, "conv2d (cuda) %s: %zu bytes of workspace needed, none given",
+                              pass, bytes);
+    return KELP_OK;
+}
+
+kelp_status cuda_conv2d_forward(kelp_backend *be, const kelp_conv_desc *d, const float *x, const float *w,
+                                const float *bias, float *y, void *workspace)
+{
+    cuda_impl *c;
+    cuda_conv_entry *e;
+    KELP_TRY(cuda_enter(be, &c));
+    KELP_TRY(lookup(c, d, false, &e));
+    KELP_TRY(need_workspace(e->fwd_bytes, workspace, "forward"));
+    const float one = 1.0f, zero = 0.0f;
+    KELP_CUDNN_TRY(cudnnConvolutionForward(c->cudnn, &one, e->x, x, e->w, w, e->conv, e->fwd, workspace,
+                                           e->fwd_bytes, &zero, e->y, y));
+    if (bias)
+        KELP_TRY(cuda_bias_add(be, (int64_t)d->n * d->oh * d->ow, d->k, bias, y));
+    return KELP_OK;
+}
+
+// dy (N,OH,OW,K), w (K,R,S,C/G) -> dx (N,H,W,C) +=
+kelp_status cuda_conv2d_backward_data(kelp_backend *be, const kelp_conv_desc *d, const float *dy, const float *w,
+                                      float *dx, void *workspace)
+{
+    cuda_impl *c;
+    cuda_conv_entry *e;
+    KELP_TRY(cuda_enter(be, &c));
+    KELP_TRY(lookup(c, d, false, &e));
+    KELP_TRY(need_workspace(e->data_bytes, workspace, "backward data"));
+    const float one = 1.0f;
+    KELP_CUDNN_TRY(cudnnConvolutionBackwardData(c->cudnn, &one, e->w, w, e->y, dy, e->conv, e->data, workspace,
+                                                e->data_bytes, &one, e->x, dx));
+    return KELP_OK;
+}
+
+// x (N,H,W,C), dy (N,OH,OW,K) -> dw (K,R,S,C/G) +=, db (K) += when given
+kelp_status cuda_conv2d_backward_filter(kelp_backend *be, const kelp_conv_desc *d, const float *x, const float *dy,
+                                        float *dw, float *db, void *workspace)
+{
+    cuda_impl *c;
+    cuda_conv_entry *e;
+    KELP_TRY(cuda_enter(be, &c));
+    if (db)
+        KELP_TRY(cuda_bias_backward(be, (int64_t)d->n * d->oh * d->ow, d->k, dy, db));
+    KELP_TRY(lookup(c, d, false, &e));
+    KELP_TRY(need_workspace(e->filter_bytes, workspace, "backward filter"));
+    const float one = 1.0f;
+    KELP_CUDNN_TRY(cudnnConvolutionBackwardFilter(c->cudnn, &one, e->x, x, e->y, dy, e->conv, e->filter, workspace,
+                                                  e->filter_bytes, &one, e->w, dw));
+    return KELP_OK;
+}

@@ -1,0 +1,415 @@
+/* Elementwise and row kernels: activations, vector arithmetic, sum of squares, bias, copies and layout changes,
+ * dropout, and the per-channel column sums that bias and batch norm reduce with. The per-element math is
+ * kernels/ops, shared with the CPU kernels; each kernel does what its kernels/cpu twin does, backward ones adding
+ * into their outputs. */
+#include "kernels/cuda/cuda_internal.h"
+#include "kernels/ops/activation.h"
+#include "kernels/ops/dropout.h"
+#include "kernels/ops/rng.h"
+
+#define GRID_STRIDE(i, n) \
+    for (int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; i < (n); i += (int64_t)gridDim.x * blockDim.x)
+
+/* ---- activations and vector arithmetic ---- */
+
+__global__ void act_forward_kernel(kelp_act_kind kind, float alpha, int64_t n, const float *x, float *y)
+{
+    GRID_STRIDE(i, n) y[i] = kelp_act_forward(kind, alpha, x[i]);
+}
+
+__global__ void act_backward_kernel(kelp_act_kind kind, float alpha, int64_t n, const float *x, const float *y,
+                                    const float *dy, float *dx)
+{
+    GRID_STRIDE(i, n) dx[i] += dy[i] * kelp_act_derivative(kind, alpha, x[i], y[i]);
+}
+
+__global__ void add_kernel(int64_t n, const float *a, const float *b, float *y)
+{
+    GRID_STRIDE(i, n) y[i] = a[i] + b[i];
+}
+
+__global__ void axpy_kernel(int64_t n, float alpha, const float *x, float *y)
+{
+    GRID_STRIDE(i, n) y[i] += alpha * x[i];
+}
+
+__global__ void scale_kernel(int64_t n, float alpha, float *x)
+{
+    GRID_STRIDE(i, n) x[i] *= alpha;
+}
+
+kelp_status cuda_activation_forward(kelp_backend *be, kelp_act_kind kind, float alpha, int64_t n, const float *x,
+                                    float *y)
+{
+    cuda_impl *c;
+    KELP_TRY(cuda_enter(be, &c));
+    if (n <= 0)
+        return KELP_OK;
+    act_forward_kernel<<<cuda_grid(n), CUDA_THREADS, 0, c->stream>>>(kind, alpha, n, x, y);
+    KELP_CUDA_LAUNCHED(act_forward_kernel);
+    return KELP_OK;
+}
+
+kelp_status cuda_activation_backward(kelp_backend *be, kelp_act_kind kind, float alpha, int64_t n, const float *x,
+                                     const float *y, const float *dy, float *dx)
+{
+    cuda_impl *c;
+    KELP_TRY(cuda_enter(be, &c));
+    if (n <= 0)
+        return KELP_OK;
+    act_backward_kernel<<<cuda_grid(n), CUDA_THREADS, 0, c->stream>>>(kind, alpha, n, x, y, dy, dx);
+    KELP_CUDA_LAUNCHED(act_backward_kernel);
+    return KELP_OK;
+}
+
+kelp_status cuda_add(kelp_backend *be, int64_t n, const float *a, const float *b, float *y)
+{
+    cuda_impl *c;
+    KELP_TRY(cuda_enter(be, &c));
+    if (n <= 0)
+        return KELP_OK;
+    add_kernel<<<cuda_grid(n), CUDA_THREADS, 0, c->stream>>>(n, a, b, y);
+    KELP_CUDA_LAUNCHED(add_kernel);
+    return KELP_OK;
+}
+
+kelp_status cuda_axpy(kelp_backend *be, int64_t n, float alpha, const float *x, float *y)
+{
+    cuda_impl *c;
+    KELP_TRY(cuda_enter(be, &c));
+    if (n <= 0)
+        return KELP_OK;
+    axpy_kernel<<<cuda_grid(n), CUDA_THREADS, 0, c->stream>>>(n, alpha, x, y);
+    KELP_CUDA_LAUNCHED(axpy_kernel);
+    return KELP_OK;
+}
+
+kelp_status cuda_scale(kelp_backend *be, int64_t n, float alpha, float *x)
+{
+    cuda_impl *c;
+    KELP_TRY(cuda_enter(be, &c));
+    if (n <= 0)
+        return KELP_OK;
+    scale_kernel<<<cuda_grid(n), CUDA_THREADS, 0, c->stream>>>(n, alpha, x);
+    KELP_CUDA_LAUNCHED(scale_kernel);
+    return KELP_OK;
+}
+
+/* ---- sum of squares: per-block double partials, then one thread sums them in block order (deterministic) ---- */
+
+#define SUMSQ_BLOCKS 1024
+
+__global__ void sumsq_partial_kernel(int64_t n, const float *x, double *partials)
+{
+    __shared__ double shared[CUDA_THREADS];
+    double acc = 0.0;
+    GRID_STRIDE(i, n) acc += (double)x[i] * (double)x[i];
+    shared[threadIdx.x] = acc;
+    __syncthreads();
+    for (int half = CUDA_THREADS / 2; half > 0; half /= 2) {
+        if ((int)threadIdx.x < half)
+            shared[threadIdx.x] += shared[threadIdx.x + half];
+        __syncthreads();
+    }
+    if (threadIdx.x == 0)
+        partials[blockIdx.x] = shared[0];
+}
+
+__global__ void sum_in_order_kernel(int count, const double *partials, double *out)
+{
+    double total = 0.0;
+    for (int i = 0; i < count; i++)
+        total += partials[i];
+    *out = total;
+}
+
+kelp_status cuda_sum_squares(kelp_backend *be, int64_t n, const float *x, double *out)
+{
+    cuda_impl *c;
+    KELP_TRY(cuda_enter(be, &c));
+    if (n <= 0) {
+        *out = 0.0;
+        return KELP_OK;
+    }
+    int64_t want = (n + CUDA_THREADS - 1) / CUDA_THREADS;
+    int blocks = (int)(want < SUMSQ_BLOCKS ? want : SUMSQ_BLOCKS);
+    double *partials;
+    KELP_TRY(cuda_scratch(c, (size_t)(blocks + 1) * sizeof(double), (void **)&partials));
+    sumsq_partial_kernel<<<blocks, CUDA_THREADS, 0, c->stream>>>(n, x, partials);
+    KELP_CUDA_LAUNCHED(sumsq_partial_kernel);
+    sum_in_order_kernel<<<1, 1, 0, c->stream>>>(blocks, partials, partials + blocks);
+    KELP_CUDA_LAUNCHED(sum_in_order_kernel);
+    KELP_CUDA_TRY(cudaMemcpyAsync(c->host_pinned, partials + blocks, sizeof(double), cudaMemcpyDeviceToHost,
+                                  c->stream));
+    KELP_CUDA_TRY(cudaStreamSynchronize(c->stream));
+    *out = *(const double *)c->host_pinned;
+    return KELP_OK;
+}
+
+/* ---- per-channel column sums over (rows, C) ----
+ * A block covers 32 channels (one coalesced 128-byte row segment per warp) of one chunk of rows; its 8 warps take
+ * every 8th row and meet in shared memory. Chunk partials are then summed in chunk order, so the result does not
+ * depend on scheduling. */
+#define COL_TX 32
+#define COL_TY 8
+#define COL_MAX_CHUNKS 1024
+#define COL_MIN_CHUNK_ROWS 256
+
+static int64_t chunk_rows(int64_t rows)
+{
+    int64_t per = (rows + COL_MAX_CHUNKS - 1) / COL_MAX_CHUNKS;
+    return per < COL_MIN_CHUNK_ROWS ? COL_MIN_CHUNK_ROWS : per;
+}
+
+static int chunk_count(int64_t rows)
+{
+    int64_t per = chunk_rows(rows), n = (rows + per - 1) / per;
+    return n < 1 ? 1 : (int)n;
+}
+
+size_t cuda_column_sums_scratch(int64_t rows, int c)
+{
+    return cuda_align((size_t)chunk_count(rows) * 2 * (size_t)c * sizeof(double));
+}
+
+__global__ void column_partials_kernel(int mode, int64_t rows, int c, int64_t per_chunk, const float *a,
+                                       const float *b, const double *mean_d, const float *mean_f, double *partials)
+{
+    __shared__ double s0[COL_TY][COL_TX], s1[COL_TY][COL_TX];
+    const int tx = threadIdx.x, ty = threadIdx.y, ch = blockIdx.x * COL_TX + tx;
+    const int64_t r0 = (int64_t)blockIdx.y * per_chunk;
+    const int64_t r1 = r0 + per_chunk < rows ? r0 + per_chunk : rows;
+    double acc0 = 0.0, acc1 = 0.0;
+    if (ch < c) {
+        double mean = mode == COL_CENTRED_SQ ? mean_d[ch] : mode == COL_DY_XMU ? (double)mean_f[ch] : 0.0;
+        for (int64_t r = r0 + ty; r < r1; r += COL_TY) {
+            double v = a[r * c + ch];
+            if (mode == COL_SUM) {
+                acc0 += v;
+            } else if (mode == COL_CENTRED_SQ) {
+                double d = v - mean;
+                acc0 += d * d;
+            } else {
+                acc0 += v;
+                acc1 += v * ((double)b[r * c + ch] - mean);
+            }
+        }
+    }
+    s0[ty][tx] = acc0;
+    s1[ty][tx] = acc1;
+    __syncthreads();
+    if (ty != 0 || ch >= c)
+        return;
+    double t0 = 0.0, t1 = 0.0;
+    for (int y = 0; y < COL_TY; y++) {
+        t0 += s0[y][tx];
+        t1 += s1[y][tx];
+    }
+    partials[(int64_t)blockIdx.y * 2 * c + ch] = t0;
+    partials[((int64_t)blockIdx.y * 2 + 1) * c + ch] = t1;
+}
+
+__global__ void column_finish_kernel(int chunks, int c, const double *partials, double *out)
+{
+    int ch = blockIdx.x * blockDim.x + threadIdx.x;
+    if (ch >= c)
+        return;
+    double t0 = 0.0, t1 = 0.0;
+    for (int k = 0; k < chunks; k++) {
+        t0 += partials[(int64_t)k * 2 * c + ch];
+        t1 += partials[((int64_t)k * 2 + 1) * c + ch];
+    }
+    out[ch] = t0;
+    out[c + ch] = t1;
+}
+
+kelp_status cuda_column_sums(cuda_impl *ci, int mode, int64_t rows, int c, const float *a, const float *b,
+                             const double *mean_d, const float *mean_f, double *partials, double *out)
+{
+    int chunks = chunk_count(rows);
+    dim3 grid((unsigned)((c + COL_TX - 1) / COL_TX), (unsigned)chunks), block(COL_TX, COL_TY);
+    column_partials_kernel<<<grid, block, 0, ci->stream>>>(mode, rows, c, chunk_rows(rows), a, b, mean_d, mean_f,
+                                                           partials);
+    KELP_CUDA_LAUNCHED(column_partials_kernel);
+    column_finish_kernel<<<(c + CUDA_THREADS - 1) / CUDA_THREADS, CUDA_THREADS, 0, ci->stream>>>(chunks, c, partials,
+                                                                                               out);
+    KELP_CUDA_LAUNCHED(column_finish_kernel);
+    return KELP_OK;
+}
+
+/* ---- bias ---- */
+
+__global__ void bias_add_kernel(int64_t n, int c, const float *bias, float *y)
+{
+    GRID_STRIDE(i, n) y[i] += bias[i % c];
+}
+
+__global__ void bias_grad_kernel(int c, const double *sums, float *db)
+{
+    int ch = blockIdx.x * blockDim.x + threadIdx.x;
+    if (ch < c)
+        db[ch] += (float)sums[ch];
+}
+
+kelp_status cuda_bias_add(kelp_backend *be, int64_t rows, int c, const float *bias, float *y)
+{
+    cuda_impl *ci;
+    KELP_TRY(cuda_enter(be, &ci));
+    int64_t n = rows * c;
+    if (n <= 0)
+        return KELP_OK;
+    bias_add_kernel<<<cuda_grid(n), CUDA_THREADS, 0, ci->stream>>>(n, c, bias, y);
+    KELP_CUDA_LAUNCHED(bias_add_kernel);
+    return KELP_OK;
+}
+
+// dy (rows, C) -> db (C) +=, summed in double as on the CPU
+kelp_status cuda_bias_backward(kelp_backend *be, int64_t rows, int c, const float *dy, float *db)
+{
+    cuda_impl *ci;
+    KELP_TRY(cuda_enter(be, &ci));
+    if (rows <= 0 || c <= 0)
+        return KELP_OK;
+    size_t part = cuda_column_sums_scratch(rows, c);
+    char *scratch;
+    KELP_TRY(cuda_scratch(ci, part + cuda_align(2 * (size_t)c * sizeof(double)), (void **)&scratch));
+    double *sums = (double *)(scratch + part);
+    KELP_TRY(cuda_column_sums(ci, COL_SUM, rows, c, dy, NULL, NULL, NULL, (double *)scratch, sums));
+    bias_grad_kernel<<<(c + CUDA_THREADS - 1) / CUDA_THREADS, CUDA_THREADS, 0, ci->stream>>>(c, sums, db);
+    KELP_CUDA_LAUNCHED(bias_grad_kernel);
+    return KELP_OK;
+}
+
+/* ---- copies and layout ---- */
+
+__global__ void copy_rows_accumulate_kernel(int64_t rows, int cols, const float *src, int src_stride, float *dst,
+                                            int dst_stride)
+{
+    GRID_STRIDE(i, rows * cols)
+    {
+        int64_t r = i / cols, j = i % cols;
+        dst[r * dst_stride + j] += src[r * src_stride + j];
+    }
+}
+
+kelp_status cuda_copy_rows(kelp_backend *be, int64_t rows, int cols, const float *src, int src_stride, float *dst,
+                           int dst_stride, bool accumulate)
+{
+    cuda_impl *c;
+    KELP_TRY(cuda_enter(be, &c));
+    if (rows <= 0 || cols <= 0)
+        return KELP_OK;
+    if (!accumulate) {
+        KELP_CUDA_TRY(cudaMemcpy2DAsync(dst, (size_t)dst_stride * sizeof(float), src,
+                                        (size_t)src_stride * sizeof(float), (size_t)cols * sizeof(float),
+                                        (size_t)rows, cudaMemcpyDeviceToDevice, c->stream));
+        return KELP_OK;
+    }
+    copy_rows_accumulate_kernel<<<cuda_grid(rows * cols), CUDA_THREADS, 0, c->stream>>>(rows, cols, src, src_stride,
+                                                                                      dst, dst_stride);
+    KELP_CUDA_LAUNCHED(copy_rows_accumulate_kernel);
+    return KELP_OK;
+}
+
+/* One thread per output element, writes coalesced. TODO: a shared-memory tiled transpose would also coalesce the
+ * reads; these run once per flatten, not in the convolution stack. */
+// x (N,H,W,C) -> y (N,C,H,W)
+__global__ void nhwc_to_nchw_kernel(int64_t total, int64_t hw, int c, const float *x, float *y)
+{
+    GRID_STRIDE(i, total)
+    {
+        int64_t p = i % hw, plane = i / hw, ch = plane % c, b = plane / c;
+        y[i] = x[(b * hw + p) * c + ch];
+    }
+}
+
+// x (N,C,H,W) -> y (N,H,W,C) +=
+__global__ void nchw_to_nhwc_acc_kernel(int64_t total, int64_t hw, int c, const float *x, float *y)
+{
+    GRID_STRIDE(i, total)
+    {
+        int64_t ch = i % c, pixel = i / c, p = pixel % hw, b = pixel / hw;
+        y[i] += x[(b * c + ch) * hw + p];
+    }
+}
+
+kelp_status cuda_nhwc_to_nchw(kelp_backend *be, int n, int h, int w, int c, const float *x, float *y)
+{
+    cuda_impl *ci;
+    KELP_TRY(cuda_enter(be, &ci));
+    int64_t hw = (int64_t)h * w, total = (int64_t)n * hw * c;
+    if (total <= 0)
+        return KELP_OK;
+    nhwc_to_nchw_kernel<<<cuda_grid(total), CUDA_THREADS, 0, ci->stream>>>(total, hw, c, x, y);
+    KELP_CUDA_LAUNCHED(nhwc_to_nchw_kernel);
+    return KELP_OK;
+}
+
+kelp_status cuda_nchw_to_nhwc_accumulate(kelp_backend *be, int n, int h, int w, int c, const float *x, float *y)
+{
+    cuda_impl *ci;
+    KELP_TRY(cuda_enter(be, &ci));
+    int64_t hw = (int64_t)h * w, total = (int64_t)n * hw * c;
+    if (total <= 0)
+        return KELP_OK;
+    nchw_to_nhwc_acc_kernel<<<cuda_grid(total), CUDA_THREADS, 0, ci->stream>>>(total, hw, c, x, y);
+    KELP_CUDA_LAUNCHED(nchw_to_nhwc_acc_kernel);
+    return KELP_OK;
+}
+
+/* ---- dropout: the CPU's Philox stream, one block of 4 draws per thread ---- */
+
+__global__ void dropout_forward_kernel(int64_t blocks, uint64_t first, uint64_t offset, uint64_t end, float p,
+                                       float scale, uint64_t seed, const float *x, float *y, uint8_t *mask)
+{
+    GRID_STRIDE(b, blocks)
+    {
+        uint64_t block = first + (uint64_t)b;
+        kelp_philox_out r = kelp_philox4x32(seed, block);
+        for (uint64_t word = 0; word < 4; word++) {
+            uint64_t index = block * 4 + word;
+            if (index < offset || index >= end)
+                continue;
+            int64_t i = (int64_t)(index - offset);
+            bool keep = kelp_dropout_keep(kelp_uniform01(r.v[word]), p);
+            mask[i] = keep;
+            y[i] = keep ? x[i] * scale : 0.0f;
+        }
+    }
+}
+
+__global__ void dropout_backward_kernel(int64_t n, float scale, const uint8_t *mask, const float *dy, float *dx)
+{
+    GRID_STRIDE(i, n)
+    {
+        if (mask[i])
+            dx[i] += dy[i] * scale;
+    }
+}
+
+kelp_status cuda_dropout_forward(kelp_backend *be, int64_t n, float p, uint64_t seed, uint64_t offset,
+                                 const float *x, float *y, uint8_t *mask)
+{
+    cuda_impl *c;
+    KELP_TRY(cuda_enter(be, &c));
+    if (n <= 0)
+        return KELP_OK;
+    uint64_t end = offset + (uint64_t)n, first = offset >> 2;
+    int64_t blocks = (int64_t)(((end - 1) >> 2) - first + 1);
+    dropout_forward_kernel<<<cuda_grid(blocks), CUDA_THREADS, 0, c->stream>>>(
+        blocks, first, offset, end, p, kelp_dropout_scale(p), seed, x, y, mask);
+    KELP_CUDA_LAUNCHED(dropout_forward_kernel);
+    return KELP_OK;
+}
+
+kelp_status cuda_dropout_backward(kelp_backend *be, int64_t n, float p, const uint8_t *mask, const float *dy,
+                                  float *dx)
+{
+    cuda_impl *c;
+    KELP_TRY(cuda_enter(be, &c));
+    if (n <= 0)
+        return KELP_OK;
+    dropout_backward_kernel<<<cuda_grid(n), CUDA_THREADS, 0, c->stream>>>(n, kelp_dropout_scale(p), mask, dy, dx);
+    KELP_CUDA_LAUNCHED(dropout_backward_kernel);
+    return KELP_OK;
+}

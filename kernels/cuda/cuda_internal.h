@@ -1,0 +1,140 @@
+/* Shared inside the CUDA backend's .cu files: the backend context, memory helpers, launch helpers and the op
+ * functions each topic file defines for the iface table (backend_cuda.cu). Not a public header. */
+#ifndef KELP_CUDA_INTERNAL_H
+#define KELP_CUDA_INTERNAL_H
+
+#include <cublas_v2.h>
+#include <cuda_runtime.h>
+#include <cudnn.h>
+#include <stddef.h>
+#include <stdint.h>
+
+extern "C" {
+#include "engine/backend.h"
+}
+#include "kernels/cuda/cuda_check.h"
+
+/* One device allocation known to the caching allocator. */
+typedef struct cuda_block {
+    void *ptr;
+    size_t bytes;
+    bool in_use;
+} cuda_block;
+
+typedef struct cuda_conv_entry cuda_conv_entry; /* cuda_dnn.cu */
+
+typedef struct cuda_impl {
+    int device;
+    cudaStream_t stream; /* every op of this backend runs on it, so memory reuse is stream-ordered */
+    cublasHandle_t cublas;
+    cudnnHandle_t cudnn;
+    bool deterministic;
+    /* caching allocator: every block ever cudaMalloc'ed, free or in use */
+    cuda_block *blocks;
+    int n_blocks, cap_blocks;
+    /* per-op scratch (reduction partials, per-channel factors); grows, never shrinks */
+    void *scratch;
+    size_t scratch_bytes;
+    void *cublas_workspace;
+    void *host_pinned; /* small page-locked buffer for scalars read back by the host */
+    cuda_conv_entry *conv_cache;
+    int n_conv, cap_conv;
+} cuda_impl;
+
+#define CUDA_THREADS 256
+/* Grid-stride loops cap the grid: enough blocks to fill any current GPU many times over. */
+#define CUDA_MAX_BLOCKS 65536
+
+static inline unsigned cuda_grid(int64_t n)
+{
+    int64_t blocks = (n + CUDA_THREADS - 1) / CUDA_THREADS;
+    if (blocks < 1)
+        blocks = 1;
+    return (unsigned)(blocks < CUDA_MAX_BLOCKS ? blocks : CUDA_MAX_BLOCKS);
+}
+
+static inline cuda_impl *cuda_of(kelp_backend *be) { return (cuda_impl *)be->impl; }
+
+/* Makes the backend's device current for this thread (cheap when it already is) and returns its context. */
+kelp_status cuda_enter(kelp_backend *be, cuda_impl **out);
+kelp_status cuda_alloc_impl(cuda_impl *c, size_t bytes, void **out);
+void cuda_free_impl(cuda_impl *c, void *ptr);
+/* The scratch buffer, at least `bytes` long; valid until the next call that asks for scratch. */
+kelp_status cuda_scratch(cuda_impl *c, size_t bytes, void **out);
+/* Rounds a scratch carve-out up to 256 bytes so every region stays aligned for doubles and vector loads. */
+static inline size_t cuda_align(size_t bytes) { return (bytes + 255) & ~(size_t)255; }
+
+/* ---- cuda_elementwise.cu ---- */
+kelp_status cuda_activation_forward(kelp_backend *be, kelp_act_kind kind, float alpha, int64_t n, const float *x,
+                                    float *y);
+kelp_status cuda_activation_backward(kelp_backend *be, kelp_act_kind kind, float alpha, int64_t n, const float *x,
+                                     const float *y, const float *dy, float *dx);
+kelp_status cuda_add(kelp_backend *be, int64_t n, const float *a, const float *b, float *y);
+kelp_status cuda_axpy(kelp_backend *be, int64_t n, float alpha, const float *x, float *y);
+kelp_status cuda_scale(kelp_backend *be, int64_t n, float alpha, float *x);
+kelp_status cuda_sum_squares(kelp_backend *be, int64_t n, const float *x, double *out);
+kelp_status cuda_bias_add(kelp_backend *be, int64_t rows, int c, const float *bias, float *y);
+kelp_status cuda_bias_backward(kelp_backend *be, int64_t rows, int c, const float *dy, float *db);
+kelp_status cuda_copy_rows(kelp_backend *be, int64_t rows, int cols, const float *src, int src_stride, float *dst,
+                           int dst_stride, bool accumulate);
+kelp_status cuda_nhwc_to_nchw(kelp_backend *be, int n, int h, int w, int c, const float *x, float *y);
+kelp_status cuda_nchw_to_nhwc_accumulate(kelp_backend *be, int n, int h, int w, int c, const float *x, float *y);
+kelp_status cuda_dropout_forward(kelp_backend *be, int64_t n, float p, uint64_t seed, uint64_t offset,
+                                 const float *x, float *y, uint8_t *mask);
+kelp_status cuda_dropout_backward(kelp_backend *be, int64_t n, float p, const uint8_t *mask, const float *dy,
+                                  float *dx);
+
+/* Per-channel sums over rows (rows, C) in double, deterministic (fixed chunks, summed in order). mode COL_SUM:
+ * out[0][c] = sum a; COL_CENTRED_SQ: out[0][c] = sum (a - mean_d)^2; COL_DY_XMU: out[0][c] = sum a,
+ * out[1][c] = sum a * (b - mean_f). `out` is device memory of 2*C doubles outside the scratch buffer's first
+ * cuda_column_sums_scratch(rows, c) bytes, which the partials use. */
+enum { COL_SUM = 0, COL_CENTRED_SQ = 1, COL_DY_XMU = 2 };
+size_t cuda_column_sums_scratch(int64_t rows, int c);
+kelp_status cuda_column_sums(cuda_impl *ci, int mode, int64_t rows, int c, const float *a, const float *b,
+                             const double *mean_d, const float *mean_f, double *partials, double *out);
+
+/* ---- cuda_spatial.cu ---- */
+kelp_status cuda_pool2d_forward(kelp_backend *be, const kelp_pool_desc *d, const float *x, float *y,
+                                int32_t *argmax);
+kelp_status cuda_pool2d_backward(kelp_backend *be, const kelp_pool_desc *d, const float *dy, const int32_t *argmax,
+                                 float *dx);
+kelp_status cuda_global_avg_pool_forward(kelp_backend *be, int n, int hw, int c, const float *x, float *y);
+kelp_status cuda_global_avg_pool_backward(kelp_backend *be, int n, int hw, int c, const float *dy, float *dx);
+kelp_status cuda_upsample_forward(kelp_backend *be, const kelp_upsample_desc *d, const float *x, float *y);
+kelp_status cuda_upsample_backward(kelp_backend *be, const kelp_upsample_desc *d, const float *dy, float *dx);
+
+/* ---- cuda_dnn.cu ---- */
+size_t cuda_conv2d_workspace(kelp_backend *be, const kelp_conv_desc *d);
+kelp_status cuda_conv2d_forward(kelp_backend *be, const kelp_conv_desc *d, const float *x, const float *w,
+                                const float *bias, float *y, void *workspace);
+kelp_status cuda_conv2d_backward_data(kelp_backend *be, const kelp_conv_desc *d, const float *dy, const float *w,
+                                      float *dx, void *workspace);
+kelp_status cuda_conv2d_backward_filter(kelp_backend *be, const kelp_conv_desc *d, const float *x, const float *dy,
+                                        float *dw, float *db, void *workspace);
+void cuda_conv_cache_clear(cuda_impl *c);
+
+/* ---- cuda_batchnorm.cu ---- */
+kelp_status cuda_bn_forward_train(kelp_backend *be, int64_t rows, int c, const float *x, const float *gamma,
+                                  const float *beta, float *running_mean, float *running_var, float momentum,
+                                  float eps, float *y, float *save_mean, float *save_invstd);
+kelp_status cuda_bn_forward_infer(kelp_backend *be, int64_t rows, int c, const float *x, const float *gamma,
+                                  const float *beta, const float *running_mean, const float *running_var, float eps,
+                                  float *y);
+kelp_status cuda_bn_backward(kelp_backend *be, int64_t rows, int c, const float *x, const float *dy,
+                             const float *gamma, const float *save_mean, const float *save_invstd, float *dx,
+                             float *dgamma, float *dbeta);
+kelp_status cuda_bn_backward_infer(kelp_backend *be, int64_t rows, int c, const float *x, const float *dy,
+                                   const float *gamma, const float *running_mean, const float *running_var, float eps,
+                                   float *dx, float *dgamma, float *dbeta);
+
+/* ---- cuda_loss_optim.cu ---- */
+kelp_status cuda_xent_forward(kelp_backend *be, const kelp_xent_desc *d, const float *logits, const int32_t *labels,
+                              const float *class_weights, float *loss, float *probs, float *norm);
+kelp_status cuda_xent_backward(kelp_backend *be, const kelp_xent_desc *d, const float *probs, const int32_t *labels,
+                               const float *class_weights, const float *norm, const float *dloss, float *dlogits);
+kelp_status cuda_sgd_step(kelp_backend *be, int64_t n, const kelp_sgd_params *p, float *param, const float *grad,
+                          float *momentum_buf);
+kelp_status cuda_adamw_step(kelp_backend *be, int64_t n, const kelp_adamw_params *p, float *param,
+                            const float *grad, float *exp_avg, float *exp_avg_sq);
+
+#endif

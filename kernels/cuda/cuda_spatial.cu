@@ -1,0 +1,315 @@
+/* Pooling, global average pooling and upsampling on NHWC, one thread per output element (channels fastest, so a
+ * warp reads and writes consecutive addresses). Backward passes are gathers, as on the CPU: each thread owns one dx
+ * element and adds, in increasing output order, exactly what the CPU's loops add to it, so no atomics are needed
+ * and the result does not depend on scheduling.
+ *
+ * Pooling is custom rather than cuDNN: kelp's max pooling saves PyTorch's argmax (and the graph stores it), follows
+ * PyTorch's NaN and tie rules and its ceil-mode windows (kernels/ops/pool.h); cuDNN does none of these. */
+#include <math.h>
+
+#include "kernels/cuda/cuda_internal.h"
+#include "kernels/ops/pool.h"
+#include "kernels/ops/upsample.h"
+
+#define GRID_STRIDE(i, n) \
+    for (int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; i < (n); i += (int64_t)gridDim.x * blockDim.x)
+
+/* ---- 2-D pooling ---- */
+
+// x (N,H,W,C) -> y (N,OH,OW,C), argmax (flat h*W+w within the image) for max pooling
+__global__ void pool_forward_kernel(kelp_pool_desc d, const float *x, float *y, int32_t *argmax)
+{
+    const int64_t total = (int64_t)d.n * d.oh * d.ow * d.c;
+    GRID_STRIDE(i, total)
+    {
+        int ch = (int)(i % d.c);
+        int64_t pixel = i / d.c;
+        int ow = (int)(pixel % d.ow), oh = (int)(pixel / d.ow % d.oh), n = (int)(pixel / ((int64_t)d.ow * d.oh));
+        const float *img = x + (int64_t)n * d.h * d.w * d.c + ch;
+        kelp_pool_window win = kelp_pool_window_at(&d, oh, ow);
+        if (d.kind == KELP_POOL_MAX) {
+            /* PyTorch's scan: a strictly greater value or a NaN takes over */
+            float best = -INFINITY;
+            int32_t arg = win.h0 * d.w + win.w0;
+            for (int ih = win.h0; ih < win.h1; ih++)
+                for (int iw = win.w0; iw < win.w1; iw++) {
+                    int32_t pos = ih * d.w + iw;
+                    float v = img[(int64_t)pos * d.c];
+                    if (v > best || v != v) {
+                        best = v;
+                        arg = pos;
+                    }
+                }
+            y[i] = best;
+            argmax[i] = arg;
+        } else {
+            float sum = 0.0f;
+            for (int ih = win.h0; ih < win.h1; ih++)
+                for (int iw = win.w0; iw < win.w1; iw++)
+                    sum += img[((int64_t)ih * d.w + iw) * d.c];
+            y[i] = sum / (float)win.divisor;
+        }
+    }
+}
+
+/* The outputs [*lo, *hi] along one axis whose windows cover input i (kernels/cpu/pool.c's covering_outputs). */
+__device__ void covering_outputs(int i, int k, int stride, int pad, int out, int *lo, int *hi)
+{
+    int first = i + pad - k;
+    *lo = first < 0 ? 0 : first / stride + 1;
+    *hi = (i + pad) / stride;
+    if (*hi > out - 1)
+        *hi = out - 1;
+}
+
+// dy, argmax (N,OH,OW,C) -> dx (N,H,W,C) +=
+__global__ void pool_backward_kernel(kelp_pool_desc d, const float *dy, const int32_t *argmax, float *dx)
+{
+    const int64_t total = (int64_t)d.n * d.h * d.w * d.c;
+    GRID_STRIDE(i, total)
+    {
+        int ch = (int)(i % d.c);
+        int64_t pixel = i / d.c;
+        int iw = (int)(pixel % d.w), ih = (int)(pixel / d.w % d.h), n = (int)(pixel / ((int64_t)d.w * d.h));
+        int oh0, oh1, ow0, ow1;
+        covering_outputs(ih, d.r, d.stride_h, d.pad_h, d.oh, &oh0, &oh1);
+        covering_outputs(iw, d.s, d.stride_w, d.pad_w, d.ow, &ow0, &ow1);
+        const int64_t out_base = (int64_t)n * d.oh * d.ow * d.c + ch;
+        const int32_t pos = ih * d.w + iw;
+        float v = dx[i];
+        for (int oh = oh0; oh <= oh1; oh++)
+            for (int ow = ow0; ow <= ow1; ow++) {
+                int64_t o = out_base + ((int64_t)oh * d.ow + ow) * d.c;
+                if (d.kind == KELP_POOL_MAX) {
+                    if (argmax[o] == pos)
+                        v += dy[o];
+                    continue;
+                }
+                kelp_pool_window win = kelp_pool_window_at(&d, oh, ow);
+                if (ih >= win.h0 && ih < win.h1 && iw >= win.w0 && iw < win.w1)
+                    v += dy[o] / (float)win.divisor;
+            }
+        dx[i] = v;
+    }
+}
+
+kelp_status cuda_pool2d_forward(kelp_backend *be, const kelp_pool_desc *d, const float *x, float *y, int32_t *argmax)
+{
+    cuda_impl *c;
+    KELP_TRY(cuda_enter(be, &c));
+    int64_t total = (int64_t)d->n * d->oh * d->ow * d->c;
+    if (total <= 0)
+        return KELP_OK;
+    pool_forward_kernel<<<cuda_grid(total), CUDA_THREADS, 0, c->stream>>>(*d, x, y, argmax);
+    KELP_CUDA_LAUNCHED(pool_forward_kernel);
+    return KELP_OK;
+}
+
+kelp_status cuda_pool2d_backward(kelp_backend *be, const kelp_pool_desc *d, const float *dy, const int32_t *argmax,
+                                 float *dx)
+{
+    cuda_impl *c;
+    KELP_TRY(cuda_enter(be, &c));
+    int64_t total = (int64_t)d->n * d->h * d->w * d->c;
+    if (total <= 0 || d->oh <= 0 || d->ow <= 0)
+        return KELP_OK;
+    pool_backward_kernel<<<cuda_grid(total), CUDA_THREADS, 0, c->stream>>>(*d, dy, argmax, dx);
+    KELP_CUDA_LAUNCHED(pool_backward_kernel);
+    return KELP_OK;
+}
+
+/* ---- global average pooling: x (N,HW,C) -> y (N,C), summed in double like the CPU ---- */
+#define GAP_TX 32
+#define GAP_TY 8
+
+__global__ void gap_forward_kernel(int hw, int c, const float *x, float *y)
+{
+    __shared__ double partial[GAP_TY][GAP_TX];
+    const int tx = threadIdx.x, ty = threadIdx.y, ch = blockIdx.x * GAP_TX + tx, n = blockIdx.y;
+    double acc = 0.0;
+    if (ch < c)
+        for (int64_t p = ty; p < hw; p += GAP_TY)
+            acc += x[((int64_t)n * hw + p) * c + ch];
+    partial[ty][tx] = acc;
+    __syncthreads();
+    if (ty != 0 || ch >= c)
+        return;
+    double sum = 0.0;
+    for (int k = 0; k < GAP_TY; k++)
+        sum += partial[k][tx];
+    y[(int64_t)n * c + ch] = (float)(sum / hw);
+}
+
+// dy (N,C) -> dx (N,HW,C) +=
+__global__ void gap_backward_kernel(int64_t total, int hw, int c, const float *dy, float *dx)
+{
+    GRID_STRIDE(i, total)
+    {
+        int64_t ch = i % c, n = i / c / hw;
+        dx[i] += dy[n * c + ch] / (float)hw;
+    }
+}
+
+kelp_status cuda_global_avg_pool_forward(kelp_backend *be, int n, int hw, int c, const float *x, float *y)
+{
+    cuda_impl *ci;
+    KELP_TRY(cuda_enter(be, &ci));
+    if (n <= 0 || c <= 0)
+        return KELP_OK;
+    dim3 grid((unsigned)((c + GAP_TX - 1) / GAP_TX), (unsigned)n), block(GAP_TX, GAP_TY);
+    gap_forward_kernel<<<grid, block, 0, ci->stream>>>(hw, c, x, y);
+    KELP_CUDA_LAUNCHED(gap_forward_kernel);
+    return KELP_OK;
+}
+
+kelp_status cuda_global_avg_pool_backward(kelp_backend *be, int n, int hw, int c, const float *dy, float *dx)
+{
+    cuda_impl *ci;
+    KELP_TRY(cuda_enter(be, &ci));
+    int64_t total = (int64_t)n * hw * c;
+    if (total <= 0)
+        return KELP_OK;
+    gap_backward_kernel<<<cuda_grid(total), CUDA_THREADS, 0, ci->stream>>>(total, hw, c, dy, dx);
+    KELP_CUDA_LAUNCHED(gap_backward_kernel);
+    return KELP_OK;
+}
+
+/* ---- upsampling ---- */
+
+// x (N,H,W,C) -> y (N,OH,OW,C)
+__global__ void upsample_forward_kernel(kelp_upsample_desc d, const float *x, float *y)
+{
+    const int64_t total = (int64_t)d.n * d.oh * d.ow * d.c;
+    GRID_STRIDE(i, total)
+    {
+        int ch = (int)(i % d.c);
+        int64_t pixel = i / d.c;
+        int ow = (int)(pixel % d.ow), oh = (int)(pixel / d.ow % d.oh), n = (int)(pixel / ((int64_t)d.ow * d.oh));
+        const float *img = x + (int64_t)n * d.h * d.w * d.c + ch;
+        if (d.kind == KELP_UPSAMPLE_NEAREST) {
+            int ih = kelp_upsample_nearest_src(oh, d.scale_h, d.h, d.oh);
+            int iw = kelp_upsample_nearest_src(ow, d.scale_w, d.w, d.ow);
+            y[i] = img[((int64_t)ih * d.w + iw) * d.c];
+            continue;
+        }
+        kelp_linear_taps th = kelp_upsample_linear_taps(oh, d.scale_h, d.h, d.oh);
+        kelp_linear_taps tw = kelp_upsample_linear_taps(ow, d.scale_w, d.w, d.ow);
+        float x00 = img[((int64_t)th.i0 * d.w + tw.i0) * d.c], x01 = img[((int64_t)th.i0 * d.w + tw.i1) * d.c];
+        float x10 = img[((int64_t)th.i1 * d.w + tw.i0) * d.c], x11 = img[((int64_t)th.i1 * d.w + tw.i1) * d.c];
+        y[i] = th.l0 * (tw.l0 * x00 + tw.l1 * x01) + th.l1 * (tw.l0 * x10 + tw.l1 * x11);
+    }
+}
+
+/* The lowest and highest input index output `dst` reads along one axis. Both never decrease as dst grows, which lets
+ * backward find the outputs that read an input by binary search instead of scanning every output. */
+__device__ int up_low_src(kelp_upsample_kind kind, int dst, float scale, int in, int out)
+{
+    if (kind == KELP_UPSAMPLE_NEAREST)
+        return kelp_upsample_nearest_src(dst, scale, in, out);
+    return kelp_upsample_linear_taps(dst, scale, in, out).i0;
+}
+
+__device__ int up_high_src(kelp_upsample_kind kind, int dst, float scale, int in, int out)
+{
+    if (kind == KELP_UPSAMPLE_NEAREST)
+        return kelp_upsample_nearest_src(dst, scale, in, out);
+    return kelp_upsample_linear_taps(dst, scale, in, out).i1;
+}
+
+/* The outputs [*lo, *hi] that may read input i: from the first whose highest tap reaches i to the last whose lowest
+ * tap does not pass it. Outputs inside the range that skip i are filtered by the caller. */
+__device__ void up_readers(kelp_upsample_kind kind, int i, float scale, int in, int out, int *lo, int *hi)
+{
+    int a = 0, b = out;
+    while (a < b) {
+        int mid = (a + b) / 2;
+        if (up_high_src(kind, mid, scale, in, out) >= i)
+            b = mid;
+        else
+            a = mid + 1;
+    }
+    *lo = a;
+    a = 0;
+    b = out;
+    while (a < b) {
+        int mid = (a + b) / 2;
+        if (up_low_src(kind, mid, scale, in, out) > i)
+            b = mid;
+        else
+            a = mid + 1;
+    }
+    *hi = a - 1;
+}
+
+/* kernels/cpu/upsample.c's row_weight: the weight with which output row oh reads input row ih. */
+__device__ bool up_row_weight(const kelp_upsample_desc *d, int oh, int ih, float *weight)
+{
+    if (d->kind == KELP_UPSAMPLE_NEAREST) {
+        *weight = 1.0f;
+        return kelp_upsample_nearest_src(oh, d->scale_h, d->h, d->oh) == ih;
+    }
+    kelp_linear_taps th = kelp_upsample_linear_taps(oh, d->scale_h, d->h, d->oh);
+    *weight = (th.i0 == ih ? th.l0 : 0.0f) + (th.i1 == ih ? th.l1 : 0.0f);
+    return th.i0 == ih || th.i1 == ih;
+}
+
+// dy (N,OH,OW,C) -> dx (N,H,W,C) +=; the CPU's scatter_row additions, gathered per dx element in the same order
+__global__ void upsample_backward_kernel(kelp_upsample_desc d, const float *dy, float *dx)
+{
+    const int64_t total = (int64_t)d.n * d.h * d.w * d.c;
+    GRID_STRIDE(i, total)
+    {
+        int ch = (int)(i % d.c);
+        int64_t pixel = i / d.c;
+        int iw = (int)(pixel % d.w), ih = (int)(pixel / d.w % d.h), n = (int)(pixel / ((int64_t)d.w * d.h));
+        int oh0, oh1, ow0, ow1;
+        up_readers(d.kind, ih, d.scale_h, d.h, d.oh, &oh0, &oh1);
+        up_readers(d.kind, iw, d.scale_w, d.w, d.ow, &ow0, &ow1);
+        float v = dx[i];
+        for (int oh = oh0; oh <= oh1; oh++) {
+            float weight;
+            if (!up_row_weight(&d, oh, ih, &weight))
+                continue;
+            const float *row = dy + ((int64_t)n * d.oh + oh) * d.ow * d.c + ch;
+            for (int ow = ow0; ow <= ow1; ow++) {
+                float g = row[(int64_t)ow * d.c];
+                if (d.kind == KELP_UPSAMPLE_NEAREST) {
+                    if (kelp_upsample_nearest_src(ow, d.scale_w, d.w, d.ow) == iw)
+                        v += weight * g;
+                    continue;
+                }
+                kelp_linear_taps tw = kelp_upsample_linear_taps(ow, d.scale_w, d.w, d.ow);
+                float wg = weight * g;
+                if (tw.i0 == iw)
+                    v += tw.l0 * wg;
+                if (tw.i1 == iw)
+                    v += tw.l1 * wg;
+            }
+        }
+        dx[i] = v;
+    }
+}
+
+kelp_status cuda_upsample_forward(kelp_backend *be, const kelp_upsample_desc *d, const float *x, float *y)
+{
+    cuda_impl *c;
+    KELP_TRY(cuda_enter(be, &c));
+    int64_t total = (int64_t)d->n * d->oh * d->ow * d->c;
+    if (total <= 0)
+        return KELP_OK;
+    upsample_forward_kernel<<<cuda_grid(total), CUDA_THREADS, 0, c->stream>>>(*d, x, y);
+    KELP_CUDA_LAUNCHED(upsample_forward_kernel);
+    return KELP_OK;
+}
+
+kelp_status cuda_upsample_backward(kelp_backend *be, const kelp_upsample_desc *d, const float *dy, float *dx)
+{
+    cuda_impl *c;
+    KELP_TRY(cuda_enter(be, &c));
+    int64_t total = (int64_t)d->n * d->h * d->w * d->c;
+    if (total <= 0 || d->oh <= 0 || d->ow <= 0)
+        return KELP_OK;
+    upsample_backward_kernel<<<cuda_grid(total), CUDA_THREADS, 0, c->stream>>>(*d, dy, dx);
+    KELP_CUDA_LAUNCHED(upsample_backward_kernel);
+    return KELP_OK;
+}
