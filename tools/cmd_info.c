@@ -2,9 +2,35 @@
 #include <cblas.h>
 #include <stdio.h>
 
+#include "engine/backend.h"
 #include "tools/cli.h"
 #ifdef KELP_HAVE_CUDA
 #include "kernels/cuda/device_info.h"
+#endif
+
+#ifdef KELP_HAVE_CUDA
+/* The ops the CUDA backend of device 0 runs (float32); a layer whose op is missing is refused, never run on the
+ * CPU behind the user's back. */
+static void print_cuda_ops(void)
+{
+    kelp_ctx_options o = kelp_ctx_defaults();
+    o.device = "cuda:0";
+    kelp_ctx *ctx;
+    if (kelp_ctx_create(&o, &ctx) != KELP_OK) {
+        printf("            cuda:0 cannot be used: %s\n", kelp_last_error());
+        return;
+    }
+    kelp_backend *be = kelp_ctx_backend(ctx);
+    int missing = 0;
+    printf("            ops:");
+    for (int op = 0; op < KELP_OP_COUNT; op++)
+        if (be->iface->supports(be, (kelp_op)op, KELP_F32))
+            printf(" %s", kelp_op_name((kelp_op)op));
+        else
+            missing++;
+    printf("%s\n", missing ? " (others: CPU only)" : " (all of the CPU backend's)");
+    kelp_ctx_destroy(ctx);
+}
 #endif
 
 static void print_cuda(void)
@@ -20,7 +46,10 @@ static void print_cuda(void)
         kelp_cuda_device_name(i, name, sizeof name);
         printf("  cuda:%d     %s\n", i, name);
     }
-    puts("            the CUDA backend's ops are not implemented yet: training and inference run on the CPU");
+    if (count > 0)
+        print_cuda_ops();
+    else
+        puts("            no device visible: --device cuda is refused");
 #else
     puts("cuda:       not compiled in (configure with nvcc present, or -DKELP_CUDA=ON)");
 #endif

@@ -1,0 +1,95 @@
+#!/usr/bin/env bash
+# Everything issue 4 asks a GPU to show, in one command, with no network: run on the GPU machine from the
+# repository root, with .gpu/kelp-gpu.tar.xz prepared by tools/gpu_prepare.sh carried along.
+#   1. the GPU, driver and library versions (kelp info)
+#   2. test_cuda_ops: every backend op on the GPU against the CPU backend (poisoned outputs, NaN never passes)
+#   3. the same under compute-sanitizer memcheck
+#   4. the Fashion-MNIST demo recipe trained on the GPU (small_resnet, 5 epochs) and evaluated
+#   5. resnet50 at 224x224: kelp training and inference images/s against PyTorch eager (channels_last; fp32 and
+#      bf16 autocast) and torch.compile, in the same run
+# Output: the log on stdout and in $OUT/gpu_check.log (or ./gpu_check.log); the benchmark JSON in $OUT/bench/.
+# Usage: bench/gpu_check.sh [--quick]   (--quick: the op tests and a 1-epoch training only)
+set -uo pipefail
+quick=0
+[ "${1:-}" = --quick ] && quick=1
+out=${OUT:-.}
+mkdir -p "$out/bench"
+exec > >(tee "$out/gpu_check.log") 2>&1
+dir=${KELP_GPU_DIR:-/tmp/kelp-gpu}
+rm -rf "$dir" && mkdir -p "$dir" && xz -dc .gpu/kelp-gpu.tar.xz | tar -C "$dir" -xf - || {
+  echo "gpu_check: cannot unpack .gpu/kelp-gpu.tar.xz (run tools/gpu_prepare.sh and carry .gpu)"
+  exit 1
+}
+# cuDNN, cuBLAS and the CUDA runtime from the machine's PyTorch wheels (site-packages/nvidia/*/lib)
+nvlibs=$(python3 -c 'import glob, site; print(":".join(sorted(set(p for s in site.getsitepackages() for p in glob.glob(s + "/nvidia/*/lib")))))')
+export LD_LIBRARY_PATH="$dir/lib:$nvlibs:${LD_LIBRARY_PATH:-}"
+kelp=$dir/bin/kelp
+failed=0
+step() { echo; echo "== $* ($(date +%T))"; }
+must() { "$@" || { echo "FAILED: $*"; failed=$((failed + 1)); }; }
+
+step "1. machine"
+nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader
+must "$kelp" info
+
+step "2. every op on the GPU against the CPU backend"
+must "$dir/bin/test_cuda_ops"
+
+step "3. compute-sanitizer memcheck"
+if command -v compute-sanitizer >/dev/null; then
+  must compute-sanitizer --tool memcheck --error-exitcode 1 --print-limit 20 "$dir/bin/test_cuda_ops"
+else
+  echo "compute-sanitizer not found: skipped"
+fi
+
+step "4. the Fashion-MNIST demo recipe on the GPU"
+epochs=5
+[ "$quick" = 1 ] && epochs=1
+d=$dir/data
+must "$kelp" data import --format idx "$d/train-images-idx3-ubyte.gz" "$d/train-labels-idx1-ubyte.gz" \
+  "$d/t10k-images-idx3-ubyte.gz" "$d/t10k-labels-idx1-ubyte.gz" -o "$dir/fm.h5" --val-split 0.1 --seed 1 \
+  --class-names fashion-mnist
+start=$SECONDS
+must "$kelp" train --data "$dir/fm.h5" --model small_resnet --out "$dir/run" --epochs "$epochs" --batch 128 --lr 0.1 \
+  --schedule warmup:100+cosine --label-smoothing 0.1 --log-every 100 --device cuda --loader-threads 8
+echo "training: $((SECONDS - start)) s"
+must "$kelp" eval --checkpoint "$dir/run/best.ckpt" --data "$dir/fm.h5" --split test --device cuda
+
+if [ "$quick" = 0 ]; then
+  step "5. resnet50 224x224: kelp against PyTorch, same run"
+  "$kelp" model show resnet50 >"$dir/resnet50.json"
+  for batch in 256 1; do
+    must "$kelp" bench resnet50 --device cuda --batch "$batch" --mode $([ $batch = 1 ] && echo infer || echo all) \
+      --json >"$out/bench/kelp_resnet50_b$batch.json"
+  done
+  for amp in none bf16; do
+    for extra in "" --compile; do
+      name=torch_resnet50_${amp}${extra:+_compile}
+      for mode in train infer; do
+        PYTHONUNBUFFERED=1 timeout 600 python3 bench/torch_bench.py "$dir/resnet50.json" --torchvision resnet50 \
+          --device cuda --batch 256 --mode $mode --amp $amp $extra --warmup 5 --iters 20 \
+          >"$out/bench/${name}_$mode.json" || echo "FAILED: PyTorch $name $mode"
+      done
+    done
+  done
+  python3 - "$out/bench" <<'PY'
+import glob, json, os, sys
+rows = []
+for path in sorted(glob.glob(os.path.join(sys.argv[1], "*.json"))):
+    try:
+        r = json.load(open(path))
+    except ValueError:
+        continue
+    train = r.get("training", {}).get("images_per_s")
+    infer = r.get("inference", {}).get("images_per_s")
+    lat = r.get("latency", {}).get("median_ms")
+    rows.append((os.path.basename(path)[:-5], train, infer, lat))
+print("%-34s %12s %12s %12s" % ("run", "train img/s", "infer img/s", "b1 ms"))
+for name, t, i, l in rows:
+    f = lambda v, p: ("%12.*f" % (p, v)) if v else "%12s" % "-"
+    print("%-34s %s %s %s" % (name, f(t, 0), f(i, 0), f(l, 2)))
+PY
+fi
+echo
+echo "gpu_check: $failed step(s) failed"
+[ "$failed" = 0 ]
