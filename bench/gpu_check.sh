@@ -17,7 +17,7 @@ mkdir -p "$out/bench"
 exec > >(tee "$out/gpu_check.log") 2>&1
 dir=${KELP_GPU_DIR:-/tmp/kelp-gpu}
 rm -rf "$dir" && mkdir -p "$dir" && xz -dc .gpu/kelp-gpu.tar.xz | tar -C "$dir" -xf - || {
-  echo "gpu_check: cannot unpack .gpu/kelp-gpu.tar.xz (run tools/gpu_prepare.sh and carry .gpu)"
+  echo "gpu_check: cannot unpack .gpu/kelp-gpu.tar.xz (run tools/gpu_prepare.sh and copy .gpu along)"
   exit 1
 }
 # cuDNN, cuBLAS and the CUDA runtime from the machine's PyTorch wheels (site-packages/nvidia/*/lib)

@@ -5,7 +5,7 @@
 #   lib/   the Debian libraries they link (OpenBLAS, HDF5, libpng, libjpeg, cJSON, protobuf-c, cmocka and theirs),
 #          except glibc's, the C++ runtime's and CUDA's: the GPU machine's own and its PyTorch wheels' are used
 #   data/  Fashion-MNIST's IDX files (Debian's dataset-fashion-mnist), for the GPU training run
-# Usage: tools/gpu_prepare.sh      then carry .gpu to the GPU machine and run bench/gpu_check.sh there.
+# Usage: tools/gpu_prepare.sh      then copy .gpu to the GPU machine with the repository and run bench/gpu_check.sh there.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 tools/deps.sh dataset-fashion-mnist xz-utils
