@@ -156,9 +156,13 @@ kelp_status cuda_global_avg_pool_forward(kelp_backend *be, int n, int hw, int c,
     KELP_TRY(cuda_enter(be, &ci));
     if (n <= 0 || c <= 0)
         return KELP_OK;
-    dim3 grid((unsigned)((c + GAP_TX - 1) / GAP_TX), (unsigned)n), block(GAP_TX, GAP_TY);
-    gap_forward_kernel<<<grid, block, 0, ci->stream>>>(hw, c, x, y);
-    KELP_CUDA_LAUNCHED(gap_forward_kernel);
+    /* images go in gridDim.y, which holds at most 65535: larger batches are launched in slices */
+    for (int first = 0; first < n; first += 65535) {
+        int count = n - first < 65535 ? n - first : 65535;
+        dim3 grid((unsigned)((c + GAP_TX - 1) / GAP_TX), (unsigned)count), block(GAP_TX, GAP_TY);
+        gap_forward_kernel<<<grid, block, 0, ci->stream>>>(hw, c, x + (int64_t)first * hw * c, y + (int64_t)first * c);
+        KELP_CUDA_LAUNCHED(gap_forward_kernel);
+    }
     return KELP_OK;
 }
 
