@@ -24,6 +24,11 @@ static char *state_json(const kelp_train_state *st)
     cJSON_AddNumberToObject(o, "graph_step", (double)st->graph_step);
     cJSON_AddNumberToObject(o, "best_metric", st->best_metric);
     cJSON_AddNumberToObject(o, "best_epoch", (double)st->best_epoch);
+    if (st->scaler.scale > 0) { /* a zeroed state has no scaler: loading it starts a fresh one */
+        cJSON_AddNumberToObject(o, "loss_scale", st->scaler.scale);
+        cJSON_AddNumberToObject(o, "loss_scale_clean_steps", (double)st->scaler.clean_steps);
+        cJSON_AddNumberToObject(o, "skipped_steps", (double)st->scaler.skipped_steps);
+    }
     char *text = cJSON_PrintUnformatted(o);
     cJSON_Delete(o);
     return text;
@@ -64,6 +69,20 @@ static kelp_status parse_state(const char *text, const char *path, kelp_train_st
     if (s == KELP_OK) {
         st->best_metric = best->valuedouble;
         st->graph_step = (uint64_t)graph_step;
+    }
+    /* the loss scaler's state; checkpoints written before it existed start a fresh one */
+    kelp_loss_scaler_init(&st->scaler);
+    const cJSON *scale = cJSON_GetObjectItemCaseSensitive(o, "loss_scale");
+    if (s == KELP_OK && scale) {
+        if (!cJSON_IsNumber(scale) || !(scale->valuedouble > 0) || !isfinite(scale->valuedouble))
+            s = kelp_set_error(KELP_ERR_FORMAT, "%s: checkpoint state field 'loss_scale' is not a positive number",
+                               path);
+        if (s == KELP_OK)
+            s = state_int(o, "loss_scale_clean_steps", path, &st->scaler.clean_steps);
+        if (s == KELP_OK)
+            s = state_int(o, "skipped_steps", path, &st->scaler.skipped_steps);
+        if (s == KELP_OK)
+            st->scaler.scale = (float)scale->valuedouble;
     }
     cJSON_Delete(o);
     return s;

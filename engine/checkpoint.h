@@ -13,6 +13,7 @@
 
 #include <stdint.h>
 
+#include "engine/loss_scale.h"
 #include "engine/optimizer.h"
 #include "kelp/kelp.h"
 
@@ -23,6 +24,7 @@ typedef struct kelp_train_state {
     uint64_t graph_step;     /* the graph's training-step counter (dropout streams) */
     double best_metric;      /* best validation top-1 so far; -1 before the first validation */
     int64_t best_epoch;
+    kelp_loss_scaler scaler; /* the loss scale and its counters (saved whether or not the run scales) */
 } kelp_train_state;
 
 /* opt may be NULL (no optimizer state); config_json may be NULL. */

@@ -447,6 +447,7 @@ kelp_status kelp_graph_build(kelp_ctx *ctx, const char *model_json, const kelp_g
     g->model = model;
     g->label_value = -1;
     g->loss_node = -1;
+    g->loss_scale = 1.0f;
     g->training = o.training;
     kelp_status s = build(g, model);
     if (s != KELP_OK) {

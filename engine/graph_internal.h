@@ -72,6 +72,7 @@ struct kelp_graph {
     int batch;                   /* current run-time batch */
     bool training;
     uint64_t step;               /* forward passes in training mode: seeds dropout */
+    float loss_scale;            /* the loss gradient's seed in backward: 1 unless mixed precision scales it */
     kelp_node_timing *profile;   /* one per node while profiling is on, NULL otherwise */
 };
 

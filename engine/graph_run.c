@@ -1,4 +1,5 @@
 /* Running a graph: batch size, forward, backward, gradients, parameters. */
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -182,8 +183,8 @@ kelp_status kelp_graph_backward(kelp_graph *g)
             KELP_TRY(be->iface->memset(be, val->grad.data, 0, kelp_tensor_bytes(&val->grad)));
     }
     if (g->loss_node >= 0) {
-        const float one = 1.0f;
-        KELP_TRY(be->iface->upload(be, g->values[g->nodes[g->loss_node].out].grad.data, &one, sizeof one));
+        const float seed = g->loss_scale; /* 1, or the loss scale of mixed-precision training */
+        KELP_TRY(be->iface->upload(be, g->values[g->nodes[g->loss_node].out].grad.data, &seed, sizeof seed));
     }
     /* The step counter already advanced in forward; backward must see the same dropout stream. */
     uint64_t forward_step = g->step;
@@ -198,6 +199,14 @@ kelp_status kelp_graph_backward(kelp_graph *g)
     }
     g->step = forward_step;
     return s;
+}
+
+kelp_status kelp_graph_set_loss_scale(kelp_graph *g, float scale)
+{
+    if (!(scale > 0.0f) || !isfinite(scale))
+        return kelp_set_error(KELP_ERR_INVALID_ARG, "graph: loss scale %g is not a finite number > 0", (double)scale);
+    g->loss_scale = scale;
+    return KELP_OK;
 }
 
 kelp_status kelp_graph_zero_grad(kelp_graph *g)

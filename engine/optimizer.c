@@ -363,3 +363,26 @@ kelp_status kelp_clip_grad_norm(kelp_backend *be, float *grads, int64_t n, const
     s = scale(be, grads, segs, count, (float)coef);
     return s == KELP_OK ? KELP_OK : kelp_wrap_error(s, "clip_grad_norm: ");
 }
+
+kelp_status kelp_unscale_grads(kelp_backend *be, float *grads, int64_t n, const kelp_param_segment *segments,
+                               int n_segments, float inv_scale, bool *finite)
+{
+    *finite = false;
+    if (!(inv_scale > 0.0f) || !isfinite(inv_scale))
+        return kelp_set_error(KELP_ERR_INVALID_ARG, "unscale: inverse scale %g is not a finite number > 0",
+                              (double)inv_scale);
+    kelp_param_segment whole;
+    const kelp_param_segment *segs;
+    int count;
+    KELP_TRY(resolve_segments("unscale", segments, n_segments, n, &whole, &segs, &count));
+    /* the squares of float values cannot overflow a double sum: it is finite exactly when every gradient is */
+    double sum;
+    kelp_status s = sum_squares(be, grads, segs, count, &sum);
+    if (s != KELP_OK)
+        return kelp_wrap_error(s, "unscale: ");
+    *finite = isfinite(sum);
+    if (!*finite || inv_scale == 1.0f)
+        return KELP_OK;
+    s = scale(be, grads, segs, count, inv_scale);
+    return s == KELP_OK ? KELP_OK : kelp_wrap_error(s, "unscale: ");
+}

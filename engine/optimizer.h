@@ -81,4 +81,9 @@ kelp_status kelp_optimizer_set_step_count(kelp_optimizer *opt, int64_t steps);
 kelp_status kelp_clip_grad_norm(kelp_backend *be, float *grads, int64_t n, const kelp_param_segment *segments,
                                 int n_segments, double max_norm, double *total_norm);
 
+/* GradScaler's unscale_ (engine/loss_scale.h): *finite says whether every gradient in the segments is finite; if so
+ * they are multiplied by inv_scale, else left as they are (the step is to be skipped). */
+kelp_status kelp_unscale_grads(kelp_backend *be, float *grads, int64_t n, const kelp_param_segment *segments,
+                               int n_segments, float inv_scale, bool *finite);
+
 #endif

@@ -101,6 +101,7 @@ static cJSON *options_json(const kelp_train_options *o)
     cJSON_AddNumberToObject(j, "weight_decay", o->weight_decay);
     cJSON_AddStringToObject(j, "schedule", o->schedule);
     cJSON_AddNumberToObject(j, "clip_norm", o->clip_norm);
+    cJSON_AddBoolToObject(j, "loss_scale", o->loss_scale);
     cJSON_AddNumberToObject(j, "label_smoothing", o->label_smoothing);
     cJSON_AddNumberToObject(j, "seed", (double)o->seed);
     cJSON_AddBoolToObject(j, "hflip", o->hflip);
@@ -150,6 +151,7 @@ static void options_from_json(const cJSON *j, const kelp_train_options *caller, 
     o->weight_decay = json_num(j, "weight_decay", caller->weight_decay);
     o->schedule = json_str(j, "schedule", caller->schedule);
     o->clip_norm = json_num(j, "clip_norm", caller->clip_norm);
+    o->loss_scale = json_bool(j, "loss_scale", caller->loss_scale);
     o->label_smoothing = json_num(j, "label_smoothing", caller->label_smoothing);
     o->seed = (uint64_t)json_num(j, "seed", (double)caller->seed);
     o->hflip = json_bool(j, "hflip", caller->hflip);
@@ -355,9 +357,21 @@ static kelp_status train_step(run *r, const kelp_batch *b, double *loss, int *co
     *loss = value;
     *correct = correct_predictions(r, b);
     KELP_TRY(kelp_graph_zero_grad(r->g));
+    kelp_loss_scaler *scaler = &r->state.scaler;
+    if (r->o.loss_scale)
+        KELP_TRY(kelp_graph_set_loss_scale(r->g, scaler->scale));
     KELP_TRY(kelp_graph_backward(r->g));
     float *params = kelp_graph_params(r->g)->data, *grads = kelp_graph_grads(r->g)->data;
     int64_t n = kelp_shape_numel(&kelp_graph_params(r->g)->shape);
+    if (r->o.loss_scale) {
+        /* unscaled before clipping; a step with inf/NaN gradients is skipped and does not count as a step */
+        bool finite;
+        KELP_TRY(kelp_unscale_grads(kelp_ctx_backend(r->ctx), grads, n, r->segments, r->n_segments,
+                                    kelp_loss_scaler_inverse(scaler), &finite));
+        kelp_loss_scaler_update(scaler, finite);
+        if (!finite)
+            return KELP_OK;
+    }
     if (r->o.clip_norm > 0) {
         double norm;
         KELP_TRY(kelp_clip_grad_norm(kelp_ctx_backend(r->ctx), grads, n, r->segments, r->n_segments, r->o.clip_norm,
@@ -423,6 +437,10 @@ static void emit(run *r, const kelp_train_event *e)
     cJSON_AddNumberToObject(line, "accuracy", e->accuracy);
     cJSON_AddNumberToObject(line, "lr", e->lr);
     cJSON_AddNumberToObject(line, "images_per_second", e->images_per_second);
+    if (r->o.loss_scale) {
+        cJSON_AddNumberToObject(line, "loss_scale", r->state.scaler.scale);
+        cJSON_AddNumberToObject(line, "skipped_steps", (double)r->state.scaler.skipped_steps);
+    }
     if (e->kind == KELP_TRAIN_EPOCH) {
         cJSON_AddNumberToObject(line, "val_loss", e->val_loss);
         cJSON_AddNumberToObject(line, "val_accuracy", e->val_accuracy);
@@ -530,6 +548,7 @@ static kelp_status setup(run *r, const kelp_train_options *caller)
         KELP_TRY(freeze_backbone(r));
     KELP_TRY(make_segments(r));
     r->state = (kelp_train_state){.best_metric = -1, .best_epoch = -1};
+    kelp_loss_scaler_init(&r->state.scaler);
     if (caller->resume) {
         KELP_TRY(kelp_checkpoint_load(r->checkpoint_last, r->g, r->opt, &r->state, NULL));
         say(r, "resumed %s at epoch %lld, batch %lld (step %lld)", r->checkpoint_last,

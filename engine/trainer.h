@@ -24,6 +24,9 @@ typedef struct kelp_train_options {
     double lr, momentum, weight_decay;
     const char *schedule;        /* LR schedule, engine/lr_schedule.h's CLI grammar ("cosine", "warmup:200+cosine") */
     double clip_norm;            /* 0 = no clipping */
+    /* Dynamic loss scaling with GradScaler's semantics (engine/loss_scale.h): what fp16 training needs; in fp32 it
+     * changes nothing but rounding, and skips steps whose gradients are not finite instead of failing. */
+    bool loss_scale;
     double label_smoothing;
     const char *device;          /* "cpu" (default) or "cuda[:N]" */
     int threads;                 /* compute threads, 0 = all cores */

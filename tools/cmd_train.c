@@ -20,6 +20,7 @@ static void train_help(void)
          "  --optimizer sgd|adamw (sgd)  --lr F (0.1)  --momentum F (0.9)  --weight-decay F (5e-4)\n"
          "  --schedule SPEC (cosine)   constant | step:N:G | multistep:A,B:G | cosine | poly:P, with an optional\n"
          "                          warmup:STEPS[:FACTOR]+ prefix\n"
+         "  --loss-scale           dynamic loss scaling (PyTorch GradScaler): skips steps with inf/NaN gradients\n"
          "  --clip-norm F  --label-smoothing F  --seed N (1)  --threads N  --loader-threads N  --device cpu|cuda[:N]\n"
          "  augmentation (train split): --hflip (on) --no-hflip --vflip --rot90 --random-resized-crop\n"
          "                          --pad-crop N --jitter F --letterbox\n"
@@ -85,7 +86,7 @@ static const struct option options[] = {
     {"rot90", no_argument, 0, 'r'},               {"random-resized-crop", no_argument, 0, 'R'},
     {"pad-crop", required_argument, 0, 'p'},      {"jitter", required_argument, 0, 'j'},
     {"letterbox", no_argument, 0, 'x'},           {"init-from", required_argument, 0, 'i'},
-    {"freeze-backbone", no_argument, 0, 'f'},     {"resume", no_argument, 0, 'z'},
+    {"loss-scale", no_argument, 0, 'K'},          {"freeze-backbone", no_argument, 0, 'f'},     {"resume", no_argument, 0, 'z'},
     {"stop-after-steps", required_argument, 0, 'a'}, {"log-every", required_argument, 0, 'g'},
     {"help", no_argument, 0, '?' + 256},          {0, 0, 0, 0}};
 
@@ -138,6 +139,7 @@ static int apply(kelp_train_options *o, int code, const char *name, const char *
     case 'x': o->letterbox = true; break;
     case 'i': o->init_from = value; break;
     case 'f': o->freeze_backbone = true; break;
+    case 'K': o->loss_scale = true; break;
     case 'z': o->resume = true; break;
     case 'a': bad = cli_parse_int(value, 1, 1 << 30, &n) != 0, o->stop_after_steps = n; break;
     case 'g': bad = cli_parse_int(value, 1, 1 << 30, &o->log_every) != 0; break;

@@ -88,6 +88,8 @@ kelp_status kelp_graph_forward(kelp_graph *g);
 /* Accumulates into the gradient buffer (like PyTorch); call kelp_graph_zero_grad between steps. */
 kelp_status kelp_graph_backward(kelp_graph *g);
 kelp_status kelp_graph_zero_grad(kelp_graph *g);
+/* Backward seeds the loss gradient with `scale` (default 1): dynamic loss scaling (engine/loss_scale.h). */
+kelp_status kelp_graph_set_loss_scale(kelp_graph *g, float scale);
 kelp_status kelp_graph_loss(kelp_graph *g, float *loss);
 
 /* Parameters: trainable ones in one contiguous f32 buffer, gradients in a second of the same layout; buffers

@@ -49,14 +49,15 @@ for item in r:
 "
 
 # exact resume: stop after 13 steps, resume, and compare every step's loss with an uninterrupted run given the same
-# options as a JSON run config (so the config file is checked too)
+# options as a JSON run config (so the config file is checked too); with dynamic loss scaling, whose state the
+# checkpoint carries
 python3 "$here/fashion_subset.py" "$src" "$tmp/tiny" 1500 10 0
 check "import tiny" quiet "$kelp" data import --format idx "$tmp/tiny/train-images.gz" "$tmp/tiny/train-labels.gz" \
   -o "$tmp/tiny.h5" --val-split 0.1
-small="--data $tmp/tiny.h5 --model small_resnet --epochs 2 --batch 128 --lr 0.05 --seed 5 --log-every 1 --pad-crop 2"
+small="--data $tmp/tiny.h5 --model small_resnet --epochs 2 --batch 128 --lr 0.05 --seed 5 --log-every 1 --pad-crop 2 --loss-scale"
 cat >"$tmp/run.json" <<JSON
 {"data": "$tmp/tiny.h5", "model": "small_resnet", "epochs": 2, "batch": 128, "lr": 0.05, "seed": 5,
- "log_every": 1, "pad_crop": 2}
+ "log_every": 1, "pad_crop": 2, "loss_scale": true}
 JSON
 check "uninterrupted" quiet "$kelp" train --config "$tmp/run.json" --out "$tmp/a"
 check "stopped" quiet "$kelp" train $small --out "$tmp/b" --stop-after-steps 13
@@ -67,6 +68,8 @@ def steps(path):
     return [(l['step'], l['loss']) for l in map(json.loads, open(path)) if l['type'] == 'step']
 a, b = steps('$tmp/a/metrics.jsonl'), steps('$tmp/b/metrics.jsonl')
 assert len(a) > 13 and a == b, (len(a), len(b), [x for x in zip(a, b) if x[0] != x[1]][:3])
+scales = [l['loss_scale'] for l in map(json.loads, open('$tmp/b/metrics.jsonl')) if l['type'] == 'step']
+assert scales and all(s == 65536 for s in scales), scales[:3]
 "
 
 # fine-tuning: a 4-class folder dataset starts from the 10-class checkpoint; the backbone is kept (frozen), the head
