@@ -19,19 +19,8 @@ void kelp_cpu_dropout_forward(int threads, int64_t n, float p, uint64_t seed, ui
     uint64_t end = offset + (uint64_t)n;
     int64_t first = (int64_t)(offset >> 2), blocks = (int64_t)((end - 1) >> 2) - first + 1;
 #pragma omp parallel for num_threads(threads) if (n >= PARALLEL_MIN) schedule(static)
-    for (int64_t b = 0; b < blocks; b++) {
-        uint64_t block = (uint64_t)(first + b);
-        kelp_philox_out r = kelp_philox4x32(seed, block);
-        for (uint64_t word = 0; word < 4; word++) {
-            uint64_t index = block * 4 + word;
-            if (index < offset || index >= end)
-                continue;
-            int64_t i = (int64_t)(index - offset);
-            bool keep = kelp_dropout_keep(kelp_uniform01(r.v[word]), p);
-            mask[i] = keep;
-            y[i] = keep ? x[i] * scale : 0.0f;
-        }
-    }
+    for (int64_t b = 0; b < blocks; b++)
+        kelp_dropout_block(seed, (uint64_t)(first + b), offset, end, p, scale, x, y, mask);
 }
 
 // dy (n), mask (n) -> dx (n) +=

@@ -364,17 +364,7 @@ __global__ void dropout_forward_kernel(int64_t blocks, uint64_t first, uint64_t 
 {
     GRID_STRIDE(b, blocks)
     {
-        uint64_t block = first + (uint64_t)b;
-        kelp_philox_out r = kelp_philox4x32(seed, block);
-        for (uint64_t word = 0; word < 4; word++) {
-            uint64_t index = block * 4 + word;
-            if (index < offset || index >= end)
-                continue;
-            int64_t i = (int64_t)(index - offset);
-            bool keep = kelp_dropout_keep(kelp_uniform01(r.v[word]), p);
-            mask[i] = keep;
-            y[i] = keep ? x[i] * scale : 0.0f;
-        }
+        kelp_dropout_block(seed, first + (uint64_t)b, offset, end, p, scale, x, y, mask);
     }
 }
 
