@@ -12,10 +12,10 @@ typedef struct command {
 
 static const command commands[] = {
     {"data", cmd_data, "import image folders and IDX files; describe and check datasets"},
-    {"model", cmd_model, "list the zoo, print a model file, summarize a model"},
+    {"model", cmd_model, "list the zoo, print a model file, summarize a model, export it as ONNX"},
     {"train", cmd_train, "train a classifier on an HDF5 dataset"},
     {"eval", cmd_eval, "accuracy, per-class precision/recall, confusion matrix on a dataset split"},
-    {"predict", cmd_predict, "label PNG/JPEG images with a trained checkpoint"},
+    {"predict", cmd_predict, "label PNG/JPEG images with a trained checkpoint or a module bundle"},
     {"export", cmd_export, "write a module bundle for the AI4OS / iMagine platform (DEEPaaS, ai4-metadata, ONNX)"},
     {"report", cmd_report, "an HTML report of a training run: curves, confusion matrix, mistakes"},
     {"bench", cmd_bench, "training/inference throughput, latency, memory, per-layer profile on random data"},
