@@ -2,7 +2,6 @@
  * new dataset, the best epoch scored and its weights written where the bundle reads them. It is what the bundle's
  * DEEPaaS `train` endpoint calls, so a module retrains itself with the engine it predicts with. */
 #include <cjson/cJSON.h>
-#include <dirent.h>
 #include <errno.h>
 #include <glob.h>
 #include <limits.h>
@@ -20,29 +19,6 @@
 #include "io/path.h"
 #include "kelp/predictor.h"
 
-static bool is_zoo_model(const char *name)
-{
-    for (const char *const *z = kelp_model_zoo_names(); name && *z; z++)
-        if (strcmp(*z, name) == 0)
-            return true;
-    return false;
-}
-
-/* Removes a run directory and its files (it has no subdirectories). */
-static void remove_run_dir(const char *dir)
-{
-    DIR *d = opendir(dir);
-    if (!d)
-        return;
-    char path[PATH_MAX];
-    for (struct dirent *e; (e = readdir(d));)
-        if (strcmp(e->d_name, ".") != 0 && strcmp(e->d_name, "..") != 0 &&
-            kelp_path_join(path, sizeof path, dir, e->d_name) == KELP_OK)
-            unlink(path);
-    closedir(d);
-    rmdir(dir);
-}
-
 /* Run directories of `out` that a killed fine-tuning left behind (checkpoints with optimizer state). */
 static void remove_stale_runs(const char *out)
 {
@@ -52,16 +28,15 @@ static void remove_stale_runs(const char *out)
     glob_t found;
     if (glob(pattern, GLOB_ONLYDIR | GLOB_NOSORT, NULL, &found) == 0)
         for (size_t i = 0; i < found.gl_pathc; i++)
-            remove_run_dir(found.gl_pathv[i]);
+            kelp_remove_tree(found.gl_pathv[i]);
     globfree(&found);
-    kelp_clear_error();
 }
 
 /* A model file that is not in the zoo is rebuilt from the copy the checkpoint carries, written into the run. */
 static kelp_status model_source(const char *checkpoint, const char *run_dir, const char *configured, char *path,
                                 size_t size)
 {
-    if (is_zoo_model(configured)) {
+    if (configured && kelp_model_zoo_description(configured)) { /* a zoo name */
         snprintf(path, size, "%s", configured);
         return KELP_OK;
     }
@@ -170,7 +145,7 @@ kelp_status kelp_finetune(const char *path, const kelp_finetune_options *options
             s = kelp_set_error(KELP_ERR_IO, "%s: cannot create a training directory: %s", run_dir, strerror(errno));
         else {
             s = run_finetune(checkpoint, options, run_dir, result);
-            remove_run_dir(run_dir);
+            kelp_remove_tree(run_dir);
         }
         /* messages about files of the run directory, which no longer exists, need the user's names around them */
         if (s != KELP_OK)

@@ -5,7 +5,6 @@
 #include <cjson/cJSON.h>
 #include <errno.h>
 #include <fcntl.h>
-#include <ftw.h>
 #include <getopt.h>
 #include <limits.h>
 #include <stdio.h>
@@ -46,13 +45,6 @@ static void export_help(void)
 
 /* ---- files ---- */
 
-static int remove_entry(const char *path, const struct stat *st, int flag, struct FTW *ftw)
-{
-    (void)st, (void)flag, (void)ftw;
-    return remove(path);
-}
-
-static void remove_tree(const char *dir) { nftw(dir, remove_entry, 16, FTW_DEPTH | FTW_PHYS); }
 
 /* root/name into path[PATH_MAX] */
 static kelp_status join(char *path, const char *root, const char *name)
@@ -385,7 +377,7 @@ int cmd_export(int argc, char **argv)
     if (s == KELP_OK && renameat2(AT_FDCWD, tmp, AT_FDCWD, out, RENAME_NOREPLACE) != 0)
         s = kelp_set_error(KELP_ERR_IO, "%s: cannot create: %s", out, strerror(errno));
     if (s != KELP_OK && made)
-        remove_tree(tmp);
+        kelp_remove_tree(tmp);
     kelp_ctx_destroy(ctx);
     free(tmp);
     if (s != KELP_OK)
