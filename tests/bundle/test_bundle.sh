@@ -74,6 +74,11 @@ for f in ai4-metadata.yml LICENSE VERSION README.md Dockerfile pyproject.toml fa
 done
 check "the model card holds the measured accuracy" grep -q "Top-1 [0-9.]*%, top-5" "$bundle/README.md"
 check "the weights carry no optimizer state" bash -c "! grep -aq 'kelp.optimizer' '$bundle/model/weights.safetensors'"
+check "kelp eval on the bundle" quiet "$kelp" eval --checkpoint "$bundle" --data "$tmp/fm.h5" --json
+check "  scores what the bundle says it scored" python3 -c "
+import json
+e, b = json.load(open('$tmp/out')), json.load(open('$bundle/model/bundle.json'))
+assert e['top1'] == b['metrics']['top1'] and e['samples'] == b['metrics']['images'], (e['top1'], b['metrics'])"
 check "the weights are smaller than the checkpoint" test "$(stat -c %s "$bundle/model/weights.safetensors")" -lt \
   "$(stat -c %s "$ckpt")"
 
