@@ -79,8 +79,7 @@ static kelp_status cpu_gemm(kelp_backend *be, bool ta, bool tb, int m, int n, in
 
 static size_t cpu_conv2d_workspace(kelp_backend *be, const kelp_conv_desc *d)
 {
-    (void)be;
-    return kelp_cpu_conv2d_workspace(d);
+    return kelp_cpu_conv2d_workspace(threads_of(be), d);
 }
 
 static kelp_status cpu_conv2d_forward(kelp_backend *be, const kelp_conv_desc *d, const float *x, const float *w,

@@ -99,7 +99,12 @@ static void fill_tap_table(int in_size, int taps, int stride, int pad, int dil, 
 }
 
 /* How the input gradient of a general-path convolution is formed (see the top). */
-typedef enum input_grad_scheme { INPUT_GRAD_COL2IM = 0, INPUT_GRAD_FLIPPED_DIRECT, INPUT_GRAD_FLIPPED_GEMM } input_grad_scheme;
+typedef enum input_grad_scheme {
+    INPUT_GRAD_COL2IM = 0,
+    INPUT_GRAD_FLIPPED_WINOGRAD,
+    INPUT_GRAD_FLIPPED_DIRECT,
+    INPUT_GRAD_FLIPPED_GEMM,
+} input_grad_scheme;
 
 /* Weights up to this many elements (256 KiB) flip while they sit in cache. */
 #define FLIP_MAX_WEIGHTS (1 << 16)
@@ -108,12 +113,14 @@ static input_grad_scheme input_grad_scheme_of(const kelp_conv_desc *d, kelp_conv
 {
     if (!flipped_conv(d, flipped))
         return INPUT_GRAD_COL2IM;
+    if (kelp_cpu_conv_winograd_fits(flipped))
+        return INPUT_GRAD_FLIPPED_WINOGRAD;
     if (kelp_cpu_conv_direct_fits(flipped))
         return INPUT_GRAD_FLIPPED_DIRECT;
     return (int64_t)d->k * row_len(d) <= FLIP_MAX_WEIGHTS ? INPUT_GRAD_FLIPPED_GEMM : INPUT_GRAD_COL2IM;
 }
 
-size_t kelp_cpu_conv2d_workspace(const kelp_conv_desc *d)
+size_t kelp_cpu_conv2d_workspace(int threads, const kelp_conv_desc *d)
 {
     switch (path_of(d)) {
     case CONV_POINTWISE:
@@ -125,10 +132,15 @@ size_t kelp_cpu_conv2d_workspace(const kelp_conv_desc *d)
     }
     /* forward and weight gradient share a scheme; the input gradient may take another (see the top) */
     size_t forward = kelp_cpu_conv_direct_fits(d) ? kelp_cpu_conv_direct_workspace(d) : columns_bytes(d);
+    if (kelp_cpu_conv_winograd_fits(d)) {
+        size_t winograd = kelp_cpu_conv_winograd_workspace(threads, d);
+        forward = forward > winograd ? forward : winograd; /* the weight gradient keeps the other scheme */
+    }
     size_t input_grad = 0;
     kelp_conv_desc f;
     switch (input_grad_scheme_of(d, &f)) {
     case INPUT_GRAD_COL2IM: input_grad = columns_bytes(d) + tap_tables_bytes(d); break;
+    case INPUT_GRAD_FLIPPED_WINOGRAD: input_grad = kelp_cpu_conv_winograd_workspace(threads, &f); break;
     case INPUT_GRAD_FLIPPED_DIRECT: input_grad = kelp_cpu_conv_direct_workspace(&f); break;
     case INPUT_GRAD_FLIPPED_GEMM:
         input_grad = columns_bytes(&f) + (size_t)d->k * (size_t)row_len(d) * sizeof(float);
@@ -351,6 +363,10 @@ void kelp_cpu_conv2d_forward(int threads, const kelp_conv_desc *d, const float *
         depthwise_forward(threads, d, x, w, bias, y, workspace);
         return;
     }
+    if (path == CONV_GENERAL && kelp_cpu_conv_winograd_fits(d)) {
+        kelp_cpu_conv_winograd(threads, d, x, w, false, bias, false, y, workspace);
+        return;
+    }
     if (path == CONV_GENERAL && kelp_cpu_conv_direct_fits(d)) {
         kelp_cpu_conv_direct_forward(threads, d, x, w, bias, y, workspace);
         return;
@@ -375,6 +391,10 @@ void kelp_cpu_conv2d_backward_data(int threads, const kelp_conv_desc *d, const f
     }
     kelp_conv_desc f;
     input_grad_scheme scheme = path == CONV_GENERAL ? input_grad_scheme_of(d, &f) : INPUT_GRAD_COL2IM;
+    if (scheme == INPUT_GRAD_FLIPPED_WINOGRAD) {
+        kelp_cpu_conv_winograd(threads, &f, dy, w, true, NULL, true, dx, workspace);
+        return;
+    }
     if (scheme == INPUT_GRAD_FLIPPED_DIRECT) {
         kelp_cpu_conv_direct_backward_data(threads, &f, dy, w, dx, workspace);
         return;

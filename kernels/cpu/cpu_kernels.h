@@ -35,7 +35,7 @@ void kelp_cpu_gemm(int threads, bool trans_a, bool trans_b, int m, int n, int k,
                    int lda, const float *b, int ldb, float beta, float *c, int ldc);
 
 /* ---- convolution ---- */
-size_t kelp_cpu_conv2d_workspace(const kelp_conv_desc *d);
+size_t kelp_cpu_conv2d_workspace(int threads, const kelp_conv_desc *d);
 void kelp_cpu_conv2d_forward(int threads, const kelp_conv_desc *d, const float *x, const float *w,
                              const float *bias, float *y, float *workspace);
 void kelp_cpu_conv2d_backward_data(int threads, const kelp_conv_desc *d, const float *dy, const float *w,
@@ -55,6 +55,15 @@ void kelp_cpu_conv_direct_backward_data(int threads, const kelp_conv_desc *flipp
                                         const float *w, float *dx, float *workspace);
 void kelp_cpu_conv_direct_backward_filter(int threads, const kelp_conv_desc *d, const float *x, const float *dy,
                                           float *dw, float *workspace);
+
+/* Winograd F(2x2, 3x3) convolution (conv_winograd.c) for 3x3 kernels, stride 1, one group, channel counts that are
+ * multiples of 16 and enough 2x2 output blocks to pay for transforming the weights. y = (or += with accumulate)
+ * the convolution of x with w (K, 3, 3, C) plus bias; with `flipped`, w is (C, 3, 3, K) and the convolution uses it
+ * mirrored in space with its channels swapped (the input gradient of w's own convolution). */
+bool kelp_cpu_conv_winograd_fits(const kelp_conv_desc *d);
+size_t kelp_cpu_conv_winograd_workspace(int threads, const kelp_conv_desc *d);
+void kelp_cpu_conv_winograd(int threads, const kelp_conv_desc *d, const float *x, const float *w, bool flipped,
+                            const float *bias, bool accumulate, float *y, float *workspace);
 
 /* ---- per-channel bias over rows (N*H*W, C) ---- */
 void kelp_cpu_bias_add(int threads, int64_t rows, int c, const float *bias, float *y);
