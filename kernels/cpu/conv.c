@@ -130,11 +130,13 @@ size_t kelp_cpu_conv2d_workspace(int threads, const kelp_conv_desc *d)
     case CONV_GENERAL:
         break;
     }
-    /* forward and weight gradient share a scheme; the input gradient may take another (see the top) */
+    /* forward and weight gradient share a scheme (Winograd, direct or im2col); the input gradient may take another
+     * (see the top) */
     size_t forward = kelp_cpu_conv_direct_fits(d) ? kelp_cpu_conv_direct_workspace(d) : columns_bytes(d);
     if (kelp_cpu_conv_winograd_fits(d)) {
-        size_t winograd = kelp_cpu_conv_winograd_workspace(threads, d);
-        forward = forward > winograd ? forward : winograd; /* the weight gradient keeps the other scheme */
+        size_t winograd = kelp_cpu_conv_winograd_workspace(threads, d),
+               filter = kelp_cpu_conv_winograd_filter_workspace(d);
+        forward = winograd > filter ? winograd : filter;
     }
     size_t input_grad = 0;
     kelp_conv_desc f;
@@ -428,6 +430,10 @@ void kelp_cpu_conv2d_backward_filter(int threads, const kelp_conv_desc *d, const
     conv_path path = path_of(d);
     if (path == CONV_DEPTHWISE) {
         depthwise_backward_filter(threads, d, x, dy, dw);
+        return;
+    }
+    if (path == CONV_GENERAL && kelp_cpu_conv_winograd_fits(d)) {
+        kelp_cpu_conv_winograd_backward_filter(threads, d, x, dy, dw, workspace);
         return;
     }
     if (path == CONV_GENERAL && kelp_cpu_conv_direct_fits(d)) {

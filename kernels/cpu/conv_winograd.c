@@ -18,9 +18,17 @@
  * products on it with the direct convolution's register tile (8 tiles x 32 output channels, fed by broadcasts of
  * V), transform its outputs and store them. Only the input, the output and U cross the memory bus.
  *
+ * The weight gradient is the same product turned around (the adjoint of the formula above):
+ *
+ *   dg = G^T [ sum over tiles (A e A^T) .* (B^T d B) ] G      e: the 2x2 block of output gradients
+ *
+ * that is, per position xi, dU[xi][c][k] = sum_tile V[xi][tile][c] E[xi][tile][k]: 16 products that reduce over the
+ * tiles, then one 4x4 -> 3x3 transform per (c, k).
+ *
  * Rounding: the transforms add at most 4 inputs (B) or 9 products (A) before the sum over channels, so results
  * differ from the direct convolution's by a few units in the last place of the largest terms. Each output element
- * is computed by one thread in a fixed order, whatever the thread count. */
+ * is computed by one thread in a fixed order, whatever the thread count; the weight gradient adds each block's
+ * float sums into double totals, as the direct kernel does. */
 #include <string.h>
 
 #include "kernels/cpu/cpu_kernels.h"
@@ -34,11 +42,16 @@ typedef float vec16 __attribute__((vector_size(64), aligned(4)));
 #define LOAD16(p) (*(const vec16 *)(p))
 #define STORE16(p, v) (*(vec16 *)(p) = (v))
 
-/* Below this many tiles the weights' transform costs more than the products save (ResNet-18's 7x7 layers at
- * batch 1 have 16 tiles). */
+/* Where the transforms pay, measured on ResNet-18 and kelp's small_resnet (2 AVX-512 cores):
+ * - per tile the transforms cost O(C + K) and the products O(C K): with 32 channels the forward gained 15% but the
+ *   backward lost 20% against the direct kernel, so both channel counts must be at least 64;
+ * - outputs smaller than 8x8 waste up to a third of the 2x2 blocks at the edge (64 channels at 7x7: 25% slower);
+ * - with fewer tiles than this the weights' transform costs more than the products save;
+ * - every block of tiles streams all of U through the cache: past 256 x 256 channels (U = 4 MiB) that traffic
+ *   outweighs the saved multiply-adds (ResNet-18's 512-channel layers ran 1.6x slower than im2col + OpenBLAS). */
+#define MIN_CHANNELS 64
+#define MIN_OUTPUT_SIDE 8
 #define MIN_TILES 64
-/* Every block of tiles streams all of U through the cache: past 256 x 256 channels (U = 4 MiB) that traffic
- * outweighs the saved multiply-adds (ResNet-18's 512-channel layers ran 1.6x slower than im2col + OpenBLAS). */
 #define MAX_CHANNEL_PRODUCT (256 * 256)
 
 static int64_t tiles_h(const kelp_conv_desc *d) { return (d->oh + 1) / 2; }
@@ -49,7 +62,8 @@ bool kelp_cpu_conv_winograd_fits(const kelp_conv_desc *d)
 {
     return d->groups == 1 && d->r == 3 && d->s == 3 && d->stride_h == 1 && d->stride_w == 1 && d->dil_h == 1 &&
            d->dil_w == 1 && d->c % 16 == 0 && d->k % 16 == 0 && d->pad_h <= 2 && d->pad_w <= 2 &&
-           (int64_t)d->c * d->k <= MAX_CHANNEL_PRODUCT && tile_count(d) >= MIN_TILES;
+           d->c >= MIN_CHANNELS && d->k >= MIN_CHANNELS && (int64_t)d->c * d->k <= MAX_CHANNEL_PRODUCT &&
+           d->oh >= MIN_OUTPUT_SIDE && d->ow >= MIN_OUTPUT_SIDE && tile_count(d) >= MIN_TILES;
 }
 
 /* Tiles per block: V (16 x tiles x C) and M (16 x tiles x K) together in about 512 KiB, a multiple of the register
@@ -240,6 +254,157 @@ static void transform_outputs(const kelp_conv_desc *d, const float *m, const flo
                 }
         }
     }
+}
+
+/* E[xi][j][k] = (A e A^T)[xi] for the block's tiles, e the 2x2 output gradients (zero past the output's edge). */
+KELP_VECTOR_CLONES
+static void transform_output_grads(const kelp_conv_desc *d, const float *dy, const float *zeros, int64_t tile0,
+                                   int count, int stride, float *e)
+{
+    const int64_t plane = (int64_t)stride * d->k;
+    for (int j = 0; j < count; j++) {
+        int n, oh, ow;
+        tile_origin(d, tile0 + j, &n, &oh, &ow);
+        const float *px[2][2];
+        for (int a = 0; a < 2; a++)
+            for (int b = 0; b < 2; b++)
+                px[a][b] = oh + a < d->oh && ow + b < d->ow
+                               ? dy + (((int64_t)n * d->oh + oh + a) * d->ow + ow + b) * d->k
+                               : zeros;
+        float *dst = e + (int64_t)j * d->k;
+        for (int k = 0; k < d->k; k += 16) {
+            vec16 t[4][2];
+            for (int b = 0; b < 2; b++) { /* t = A e */
+                const vec16 e0 = LOAD16(px[0][b] + k), e1 = LOAD16(px[1][b] + k);
+                t[0][b] = e0;
+                t[1][b] = e0 + e1;
+                t[2][b] = e0 - e1;
+                t[3][b] = -e1;
+            }
+            for (int a = 0; a < 4; a++) { /* (A e) A^T */
+                STORE16(dst + (a * 4 + 0) * plane + k, t[a][0]);
+                STORE16(dst + (a * 4 + 1) * plane + k, t[a][0] + t[a][1]);
+                STORE16(dst + (a * 4 + 2) * plane + k, t[a][0] - t[a][1]);
+                STORE16(dst + (a * 4 + 3) * plane + k, -t[a][1]);
+            }
+        }
+    }
+}
+
+/* One item of the weight gradient's products: dU[xi][c0..c0+CH][k0..k0+VECS*16] += sum over the block's tiles of
+ * V[xi][j][c] E[xi][j][k], summed in registers and added to the double totals. */
+#define GRADIENT_TILE(CH, VECS)                                                                                \
+    do {                                                                                                       \
+        vec16 acc[CH][VECS] = {{{0}}};                                                                         \
+        for (int j = 0; j < count; j++) {                                                                      \
+            const float *vj = vx + (int64_t)j * d->c + c0;                                                     \
+            vec16 g[VECS];                                                                                     \
+            for (int q = 0; q < VECS; q++)                                                                     \
+                g[q] = LOAD16(ex + (int64_t)j * d->k + k0 + 16 * q);                                           \
+            for (int c = 0; c < CH; c++)                                                                       \
+                for (int q = 0; q < VECS; q++)                                                                 \
+                    acc[c][q] += vj[c] * g[q];                                                                 \
+        }                                                                                                      \
+        for (int c = 0; c < CH; c++)                                                                           \
+            for (int q = 0; q < VECS; q++) {                                                                   \
+                double *dst = total + (int64_t)(c0 + c) * d->k + k0 + 16 * q;                                  \
+                for (int i = 0; i < 16; i++)                                                                   \
+                    dst[i] += acc[c][q][i];                                                                    \
+            }                                                                                                  \
+    } while (0)
+
+KELP_VECTOR_CLONES
+static void gradient_item(const kelp_conv_desc *d, const float *v, const float *e, int count, int stride, int xi,
+                          int c0, int k0, bool wide, double *du)
+{
+    const float *vx = v + (int64_t)xi * stride * d->c, *ex = e + (int64_t)xi * stride * d->k;
+    double *total = du + (int64_t)xi * d->c * d->k;
+    if (wide)
+        GRADIENT_TILE(8, 2);
+    else
+        GRADIENT_TILE(16, 1);
+}
+
+/* dw[k][r][s][c] += (G^T dU G) for each (c, k), G^T = [1 1/2 1/2 0; 0 1/2 -1/2 0; 0 1/2 1/2 1]. */
+static void gradient_to_weights(int threads, const kelp_conv_desc *d, const double *du, float *dw)
+{
+    const int64_t plane = (int64_t)d->c * d->k;
+#pragma omp parallel for num_threads(threads) schedule(static)
+    for (int k = 0; k < d->k; k++)
+        for (int c = 0; c < d->c; c++) {
+            const double *src = du + (int64_t)c * d->k + k;
+            double x[4][4], t[3][4];
+            for (int xi = 0; xi < POSITIONS; xi++)
+                x[xi / 4][xi % 4] = src[xi * plane];
+            for (int b = 0; b < 4; b++) { /* G^T X */
+                t[0][b] = x[0][b] + 0.5 * (x[1][b] + x[2][b]);
+                t[1][b] = 0.5 * (x[1][b] - x[2][b]);
+                t[2][b] = 0.5 * (x[1][b] + x[2][b]) + x[3][b];
+            }
+            float *dst = dw + (int64_t)k * 9 * d->c + c;
+            for (int r = 0; r < 3; r++) { /* (G^T X) G */
+                dst[(r * 3 + 0) * d->c] += (float)(t[r][0] + 0.5 * (t[r][1] + t[r][2]));
+                dst[(r * 3 + 1) * d->c] += (float)(0.5 * (t[r][1] - t[r][2]));
+                dst[(r * 3 + 2) * d->c] += (float)(0.5 * (t[r][1] + t[r][2]) + t[r][3]);
+            }
+        }
+}
+
+/* The weight gradient's blocks: each item sums over the whole block in registers before adding to its double
+ * totals, so blocks are long (V and E up to 4 MiB: 512 tiles at 64 channels); with blocks of 64 tiles those
+ * additions cost as much as the products. No longer than the convolution's tiles. */
+static int gradient_block_tiles(const kelp_conv_desc *d)
+{
+    int64_t t = ((int64_t)4 << 20) / ((int64_t)POSITIONS * (d->c + d->k) * (int64_t)sizeof(float));
+    const int64_t all = (tile_count(d) + TILE_ROWS - 1) / TILE_ROWS * TILE_ROWS;
+    t = t / TILE_ROWS * TILE_ROWS;
+    t = t < 2 * TILE_ROWS ? 2 * TILE_ROWS : t;
+    return (int)(t < all ? t : all);
+}
+
+static size_t gradient_totals_floats(const kelp_conv_desc *d)
+{
+    return transformed_weights_floats(d) * (sizeof(double) / sizeof(float));
+}
+
+size_t kelp_cpu_conv_winograd_filter_workspace(const kelp_conv_desc *d)
+{
+    /* the double totals dU, one block's V and E shared by the threads, one pixel of zeros */
+    return (gradient_totals_floats(d) + (size_t)POSITIONS * gradient_block_tiles(d) * (size_t)(d->c + d->k) +
+            (size_t)(d->c > d->k ? d->c : d->k)) * sizeof(float);
+}
+
+void kelp_cpu_conv_winograd_backward_filter(int threads, const kelp_conv_desc *d, const float *x, const float *dy,
+                                            float *dw, float *workspace)
+{
+    double *du = (double *)workspace;
+    const int stride = gradient_block_tiles(d);
+    float *v = workspace + gradient_totals_floats(d), *e = v + (size_t)POSITIONS * stride * d->c;
+    float *zeros = e + (size_t)POSITIONS * stride * d->k;
+    memset(zeros, 0, (size_t)(d->c > d->k ? d->c : d->k) * sizeof(float));
+    memset(du, 0, transformed_weights_floats(d) * sizeof(double));
+    const bool wide = d->k % 32 == 0;
+    const int ch = wide ? 8 : 16, k_step = wide ? 32 : 16;
+    const int c_tiles = d->c / ch, k_tiles = d->k / k_step, items = POSITIONS * c_tiles * k_tiles;
+    const int64_t tiles = tile_count(d);
+    /* Block after block: the threads transform the block's tiles together, then each takes a fixed share of the
+     * (position, channel block, output-channel block) items, so every total is summed in block order by one thread
+     * whatever the thread count. */
+#pragma omp parallel num_threads(threads)
+    for (int64_t tile0 = 0; tile0 < tiles; tile0 += stride) {
+        const int count = tiles - tile0 < stride ? (int)(tiles - tile0) : stride;
+#pragma omp for schedule(static)
+        for (int j = 0; j < count; j++) {
+            transform_inputs(d, x, zeros, tile0 + j, 1, stride, v + (int64_t)j * d->c);
+            transform_output_grads(d, dy, zeros, tile0 + j, 1, stride, e + (int64_t)j * d->k);
+        }
+#pragma omp for schedule(static)
+        for (int item = 0; item < items; item++) {
+            const int xi = item / (c_tiles * k_tiles), ct = item / k_tiles % c_tiles, kt = item % k_tiles;
+            gradient_item(d, v, e, count, stride, xi, ct * ch, kt * k_step, wide, du);
+        }
+    }
+    gradient_to_weights(threads, d, du, dw);
 }
 
 void kelp_cpu_conv_winograd(int threads, const kelp_conv_desc *d, const float *x, const float *w, bool flipped,

@@ -64,6 +64,10 @@ bool kelp_cpu_conv_winograd_fits(const kelp_conv_desc *d);
 size_t kelp_cpu_conv_winograd_workspace(int threads, const kelp_conv_desc *d);
 void kelp_cpu_conv_winograd(int threads, const kelp_conv_desc *d, const float *x, const float *w, bool flipped,
                             const float *bias, bool accumulate, float *y, float *workspace);
+/* dw (K, 3, 3, C) += the weight gradient of that convolution. */
+size_t kelp_cpu_conv_winograd_filter_workspace(const kelp_conv_desc *d);
+void kelp_cpu_conv_winograd_backward_filter(int threads, const kelp_conv_desc *d, const float *x, const float *dy,
+                                            float *dw, float *workspace);
 
 /* ---- per-channel bias over rows (N*H*W, C) ---- */
 void kelp_cpu_bias_add(int threads, int64_t rows, int c, const float *bias, float *y);

@@ -48,9 +48,9 @@ static const conv_case conv_cases[] = {
     {2, 12, 12, 16, 16, 3, 3, 2, 2, 1, 1, 1, 1, 1, true, 0, 0}, /* ... whose columns outgrow the direct workspace */
     {2, 6, 7, 16, 16, 3, 2, 1, 1, 2, 1, 2, 1, 1, true, 0, 0},   /* direct, dilation 2, rectangular */
     {1, 5, 5, 16, 48, 3, 3, 1, 1, 0, 0, 1, 1, 1, false, 0, 0},  /* direct, no padding, 3 tiles of 16 */
-    {2, 15, 17, 16, 32, 3, 3, 1, 1, 1, 1, 1, 1, 1, true, 0, 0}, /* Winograd: odd sizes, half 2x2 blocks at the edges */
-    {1, 18, 19, 32, 16, 3, 3, 1, 1, 0, 0, 1, 1, 1, false, 0, 0},/* Winograd, no padding (input gradient padded 2) */
-    {1, 13, 14, 16, 48, 3, 3, 1, 1, 2, 2, 1, 1, 1, true, 0, 0}, /* Winograd, padding 2, 16-channel register tiles */
+    {1, 15, 17, 64, 64, 3, 3, 1, 1, 1, 1, 1, 1, 1, true, 0, 0}, /* Winograd: odd sizes, half 2x2 blocks at the edges */
+    {1, 18, 19, 64, 80, 3, 3, 1, 1, 0, 0, 1, 1, 1, false, 0, 0},/* Winograd, no padding (input gradient padded 2) */
+    {1, 13, 14, 64, 64, 3, 3, 1, 1, 2, 2, 1, 1, 1, true, 0, 0}, /* Winograd forward, padding 2 */
 };
 
 static const conv_case transpose_cases[] = {

@@ -1,6 +1,6 @@
-/* The Winograd F(2x2, 3x3) kernel called directly, at channel counts the layer tests do not reach: against the naive
- * double-precision convolution (plain and flipped, stored and accumulated), independent of the thread count, and
- * the shapes it accepts. test_conv covers it through the layer, with gradient checks. */
+/* The Winograd F(2x2, 3x3) kernels called directly, at channel counts the layer tests do not reach: against the
+ * naive double-precision convolution (plain and flipped, stored and accumulated) and weight gradient, independent of
+ * the thread count, and the shapes they accept. test_conv covers it through the layer, with gradient checks. */
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -96,6 +96,55 @@ static void test_flipped_accumulates(void **state)
     free(x), free(w), free(y), free(wf), free(ref);
 }
 
+/* dw[k][r][s][c] = sum over images and output pixels of dy[k] x[pixel + (r, s) - pad][c], in double. */
+static void ref_weight_gradient(const kelp_conv_desc *d, const float *x, const float *dy, double *dw)
+{
+    memset(dw, 0, weights_len(d) * sizeof *dw);
+    for (int n = 0; n < d->n; n++)
+        for (int oh = 0; oh < d->oh; oh++)
+            for (int ow = 0; ow < d->ow; ow++)
+                for (int r = 0; r < 3; r++)
+                    for (int s = 0; s < 3; s++) {
+                        const int ih = oh - d->pad_h + r, iw = ow - d->pad_w + s;
+                        if (ih < 0 || ih >= d->h || iw < 0 || iw >= d->w)
+                            continue;
+                        const float *xp = x + (((size_t)n * d->h + ih) * d->w + iw) * d->c;
+                        const float *g = dy + (((size_t)n * d->oh + oh) * d->ow + ow) * d->k;
+                        for (int k = 0; k < d->k; k++)
+                            for (int c = 0; c < d->c; c++)
+                                dw[(((size_t)k * 3 + r) * 3 + s) * d->c + c] += (double)g[k] * xp[c];
+                    }
+}
+
+/* The weight gradient added to what dw held, across several blocks of tiles and half blocks at the edges. */
+static void check_weight_gradient(const kelp_conv_desc *d, uint64_t seed, const char *what)
+{
+    float *x = random_floats(in_len(d), seed), *dy = random_floats(out_len(d), seed + 1);
+    float *dw = random_floats(weights_len(d), seed + 2);
+    double *ref = malloc(weights_len(d) * sizeof *ref);
+    assert_non_null(ref);
+    ref_weight_gradient(d, x, dy, ref);
+    for (size_t i = 0; i < weights_len(d); i++)
+        ref[i] += dw[i];
+    float *ws = malloc(kelp_cpu_conv_winograd_filter_workspace(d));
+    assert_non_null(ws);
+    kelp_cpu_conv_winograd_backward_filter(2, d, x, dy, dw, ws);
+    /* sums over up to 2 * 15 * 17 = 510 pixels: |dw| reaches about 10 */
+    test_assert_close(dw, ref, weights_len(d), RTOL, ATOL, what);
+    free(x), free(dy), free(dw), free(ref), free(ws);
+}
+
+static void test_weight_gradient_matches_reference(void **state)
+{
+    (void)state;
+    kelp_conv_desc a = conv3x3(2, 15, 17, 64, 32, 1);
+    check_weight_gradient(&a, 30, "weight gradient 64 -> 32, padding 1");
+    kelp_conv_desc b = conv3x3(3, 12, 10, 16, 48, 0);
+    check_weight_gradient(&b, 31, "weight gradient 16 -> 48, no padding");
+    kelp_conv_desc c = conv3x3(1, 9, 11, 32, 16, 2);
+    check_weight_gradient(&c, 32, "weight gradient 32 -> 16, padding 2");
+}
+
 static void test_same_bits_for_any_thread_count(void **state)
 {
     (void)state;
@@ -110,7 +159,19 @@ static void test_same_bits_for_any_thread_count(void **state)
         winograd(threads, &d, x, w, false, bias, false, many);
         assert_memory_equal(one, many, out_len(&d) * sizeof *one);
     }
-    free(x), free(w), free(bias), free(one), free(many);
+    /* the weight gradient, reduced over tiles, too */
+    float *dw_one = calloc(weights_len(&d), sizeof(float)), *dw_many = calloc(weights_len(&d), sizeof(float));
+    float *ws = malloc(kelp_cpu_conv_winograd_filter_workspace(&d));
+    assert_non_null(dw_one);
+    assert_non_null(dw_many);
+    assert_non_null(ws);
+    kelp_cpu_conv_winograd_backward_filter(1, &d, x, one, dw_one, ws);
+    for (int threads = 2; threads <= 3; threads++) {
+        memset(dw_many, 0, weights_len(&d) * sizeof(float));
+        kelp_cpu_conv_winograd_backward_filter(threads, &d, x, one, dw_many, ws);
+        assert_memory_equal(dw_one, dw_many, weights_len(&d) * sizeof(float));
+    }
+    free(x), free(w), free(bias), free(one), free(many), free(dw_one), free(dw_many), free(ws);
 }
 
 static void test_accepted_shapes(void **state)
@@ -129,8 +190,12 @@ static void test_accepted_shapes(void **state)
     kelp_conv_desc grouped = d;
     grouped.groups = 2;
     assert_false(kelp_cpu_conv_winograd_fits(&grouped));
-    kelp_conv_desc odd_channels = conv3x3(16, 56, 56, 24, 64, 1);
+    kelp_conv_desc odd_channels = conv3x3(16, 56, 56, 80, 72, 1);
     assert_false(kelp_cpu_conv_winograd_fits(&odd_channels));
+    kelp_conv_desc few_channels = conv3x3(16, 56, 56, 32, 64, 1); /* the transforms would cost more */
+    assert_false(kelp_cpu_conv_winograd_fits(&few_channels));
+    kelp_conv_desc small_output = conv3x3(64, 7, 7, 64, 64, 1); /* a third of the 2x2 blocks half empty */
+    assert_false(kelp_cpu_conv_winograd_fits(&small_output));
     kelp_conv_desc wide = conv3x3(16, 7, 7, 512, 512, 1); /* U would not stay in cache */
     assert_false(kelp_cpu_conv_winograd_fits(&wide));
     kelp_conv_desc few_tiles = conv3x3(1, 7, 7, 64, 64, 1); /* 16 blocks of 2x2 */
@@ -146,6 +211,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_forward_matches_reference),
         cmocka_unit_test(test_flipped_accumulates),
+        cmocka_unit_test(test_weight_gradient_matches_reference),
         cmocka_unit_test(test_same_bits_for_any_thread_count),
         cmocka_unit_test(test_accepted_shapes),
     };
