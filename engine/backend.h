@@ -60,6 +60,10 @@ typedef struct kelp_backend_iface {
     size_t (*conv2d_workspace)(kelp_backend *be, const kelp_conv_desc *d);
     kelp_status (*conv2d_forward)(kelp_backend *be, const kelp_conv_desc *d, const float *x, const float *w,
                                   const float *bias, float *y, void *workspace);
+    /* Optional (NULL: inference graphs run the layers one by one): the forward convolution with its outputs put
+     * through an epilogue before they are stored, for the batch norm and ReLU folded into it (graph_fuse.c). */
+    kelp_status (*conv2d_forward_fused)(kelp_backend *be, const kelp_conv_desc *d, const float *x, const float *w,
+                                        const kelp_conv_epilogue *ep, float *y, void *workspace);
     kelp_status (*conv2d_backward_data)(kelp_backend *be, const kelp_conv_desc *d, const float *dy,
                                         const float *w, float *dx, void *workspace);
     kelp_status (*conv2d_backward_filter)(kelp_backend *be, const kelp_conv_desc *d, const float *x,

@@ -85,7 +85,15 @@ static size_t cpu_conv2d_workspace(kelp_backend *be, const kelp_conv_desc *d)
 static kelp_status cpu_conv2d_forward(kelp_backend *be, const kelp_conv_desc *d, const float *x, const float *w,
                                       const float *bias, float *y, void *ws)
 {
-    kelp_cpu_conv2d_forward(threads_of(be), d, x, w, bias, y, ws);
+    const kelp_conv_epilogue ep = {.shift = bias};
+    kelp_cpu_conv2d_forward(threads_of(be), d, x, w, &ep, y, ws);
+    return KELP_OK;
+}
+
+static kelp_status cpu_conv2d_forward_fused(kelp_backend *be, const kelp_conv_desc *d, const float *x,
+                                            const float *w, const kelp_conv_epilogue *ep, float *y, void *ws)
+{
+    kelp_cpu_conv2d_forward(threads_of(be), d, x, w, ep, y, ws);
     return KELP_OK;
 }
 
@@ -302,6 +310,7 @@ static const kelp_backend_iface cpu_iface = {
     .gemm = cpu_gemm,
     .conv2d_workspace = cpu_conv2d_workspace,
     .conv2d_forward = cpu_conv2d_forward,
+    .conv2d_forward_fused = cpu_conv2d_forward_fused,
     .conv2d_backward_data = cpu_conv2d_backward_data,
     .conv2d_backward_filter = cpu_conv2d_backward_filter,
     .bias_add = cpu_bias_add,

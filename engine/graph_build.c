@@ -55,6 +55,7 @@ static kelp_status add_value(kelp_graph *g, const char *name, const kelp_shape *
     v->batched = batched;
     v->producer = producer;
     v->last_consumer = -1;
+    v->written_by = producer;
     *index = g->n_values++;
     return KELP_OK;
 }
@@ -417,6 +418,7 @@ static kelp_status build(kelp_graph *g, cJSON *model)
     KELP_TRY(add_params(g));
     KELP_TRY(alloc_params(g));
     kelp_graph_update_requires_grad(g);
+    KELP_TRY(kelp_graph_plan_fusion(g));
     KELP_TRY(kelp_graph_plan_memory(g));
     return kelp_graph_set_batch(g, g->options.batch);
 }
@@ -500,6 +502,7 @@ void kelp_graph_destroy(kelp_graph *g)
     free(g->input_values);
     free(g->output_values);
     free(g->profile);
+    free(g->fold);
     cJSON_Delete(g->model);
     free(g);
 }

@@ -19,6 +19,8 @@ typedef struct kelp_value {
     int producer;           /* node index, -1 for graph inputs */
     int last_consumer;      /* highest node index that reads it, -1 if none */
     bool has_grad;          /* a gradient buffer is planned */
+    int written_by;         /* node whose forward writes it: the producer, or the head of the fused chain it ends */
+    bool elided;            /* inside a fused chain: never written, no memory */
     kelp_tensor t, grad;    /* views into the arena at the current batch */
 } kelp_value;
 
@@ -43,6 +45,8 @@ typedef struct kelp_node {
     size_t state_bytes;
     void *state;                 /* in the arena */
     bool needs_backward;         /* recomputed when parameters are frozen */
+    int fused_end;               /* heading a fused chain: the chain's last node (after it); 0 otherwise */
+    bool fused;                  /* runs inside the convolution of an earlier node */
 } kelp_node;
 
 /* One node's share of the per-node profile (kelp_graph_set_profiling). */
@@ -74,7 +78,17 @@ struct kelp_graph {
     uint64_t step;               /* forward passes in training mode: seeds dropout */
     float loss_scale;            /* the loss gradient's seed in backward: 1 unless mixed precision scales it */
     kelp_node_timing *profile;   /* one per node while profiling is on, NULL otherwise */
+    float *fold;                 /* host scratch for a fused chain's scale and shift (graph_fuse.c) */
 };
+
+/* Inference fusion (graph_fuse.c): in a graph built without training, finds conv2d -> batch_norm -> relu chains
+ * (before memory planning: their inner values get no memory), and runs one as a single convolution. */
+kelp_status kelp_graph_plan_fusion(kelp_graph *g);
+kelp_status kelp_graph_forward_fused(kelp_graph *g, int head);
+/* Whether a value is one of the graph's outputs (graph_run.c). */
+bool kelp_graph_is_output(const kelp_graph *g, int value);
+/* The layer arguments of node `index` (graph_run.c); backward adds the gradients. */
+void kelp_graph_fill_io(kelp_graph *g, int index, kelp_layer_io *io, bool backward);
 
 /* Places the arena and points every value, gradient and state into it (graph_plan.c). */
 kelp_status kelp_graph_plan_memory(kelp_graph *g);

@@ -5,7 +5,8 @@
  * a layer may read its own output in backward), and to its last consumer in inference graphs. A value's gradient
  * lives from the backward of its last consumer (where it is zeroed, then accumulated into) to its producer's
  * backward. Graph inputs and outputs live through the whole schedule: callers may run forward twice on the same
- * input, read outputs after forward, and seed output gradients before backward. */
+ * input, read outputs after forward, and seed output gradients before backward. A fused chain's last value lives
+ * from the chain's head, which writes it, and its inner values take no memory (graph_fuse.c). */
 #include <stdlib.h>
 #include <string.h>
 
@@ -56,8 +57,8 @@ kelp_status kelp_graph_plan_memory(kelp_graph *g)
         const kelp_value *val = &g->values[v];
         int p = val->producer;
         kelp_plan_buffer *data = &buffers[2 * v], *grad = &buffers[2 * v + 1];
-        data->size = value_bytes(val);
-        data->first = p < 0 ? 0 : p;
+        data->size = val->elided ? 0 : value_bytes(val);
+        data->first = val->written_by < 0 ? 0 : val->written_by;
         if (is_output(g, v) || p < 0)
             data->last = last_step;
         else if (training)

@@ -67,7 +67,7 @@ kelp_tensor *kelp_graph_output_grad(kelp_graph *g, int index)
 }
 kelp_tensor *kelp_graph_label(kelp_graph *g) { return g->label_value >= 0 ? &g->values[g->label_value].t : NULL; }
 
-static void fill_io(kelp_graph *g, int index, kelp_layer_io *io, bool backward)
+void kelp_graph_fill_io(kelp_graph *g, int index, kelp_layer_io *io, bool backward)
 {
     kelp_node *node = &g->nodes[index];
     memset(io, 0, sizeof *io);
@@ -128,14 +128,17 @@ static kelp_status run_timed(kelp_graph *g, int index, node_pass pass, double *s
 static kelp_status forward_node(kelp_graph *g, int index)
 {
     kelp_layer_io io;
-    fill_io(g, index, &io, false);
-    kelp_status s = g->nodes[index].type->forward(&io);
+    kelp_graph_fill_io(g, index, &io, false);
+    kelp_status s = g->nodes[index].fused_end > index ? kelp_graph_forward_fused(g, index)
+                                                      : g->nodes[index].type->forward(&io);
     return s == KELP_OK ? s : node_failed(&g->nodes[index], s, "forward");
 }
 
 kelp_status kelp_graph_forward(kelp_graph *g)
 {
     for (int i = 0; i < g->n_nodes; i++) {
+        if (g->nodes[i].fused) /* run by its chain's head (graph_fuse.c) */
+            continue;
         kelp_node_timing *t = g->profile ? &g->profile[i] : NULL;
         KELP_TRY(t ? run_timed(g, i, forward_node, &t->forward_seconds, &t->forward_calls) : forward_node(g, i));
     }
@@ -144,7 +147,7 @@ kelp_status kelp_graph_forward(kelp_graph *g)
     return KELP_OK;
 }
 
-static bool is_graph_output(const kelp_graph *g, int value)
+bool kelp_graph_is_output(const kelp_graph *g, int value)
 {
     for (int i = 0; i < g->n_outputs; i++)
         if (g->output_values[i] == value)
@@ -159,12 +162,12 @@ static kelp_status backward_node(kelp_graph *g, int index)
      * accumulates. Without a loss, the caller seeds the outputs' gradients: those are not zeroed. */
     for (int k = 0; k < node->n_in; k++) {
         kelp_value *v = &g->values[node->in[k]];
-        bool seeded = g->loss_node < 0 && is_graph_output(g, node->in[k]);
+        bool seeded = g->loss_node < 0 && kelp_graph_is_output(g, node->in[k]);
         if (v->has_grad && v->last_consumer == index && !seeded)
             KELP_TRY(g->be->iface->memset(g->be, v->grad.data, 0, kelp_tensor_bytes(&v->grad)));
     }
     kelp_layer_io io;
-    fill_io(g, index, &io, true);
+    kelp_graph_fill_io(g, index, &io, true);
     kelp_status s = node->type->backward(&io);
     return s == KELP_OK ? s : node_failed(node, s, "backward");
 }
@@ -178,7 +181,7 @@ kelp_status kelp_graph_backward(kelp_graph *g)
      * at zero; the caller's seeds (outputs of a graph without loss) and the loss's 1 are the only other starts. */
     for (int v = 0; v < g->n_values; v++) {
         kelp_value *val = &g->values[v];
-        bool seeded = g->loss_node < 0 && is_graph_output(g, v);
+        bool seeded = g->loss_node < 0 && kelp_graph_is_output(g, v);
         if (val->has_grad && val->last_consumer < 0 && !seeded)
             KELP_TRY(be->iface->memset(be, val->grad.data, 0, kelp_tensor_bytes(&val->grad)));
     }

@@ -17,6 +17,16 @@ typedef struct kelp_conv_desc {
     int oh, ow;
 } kelp_conv_desc;
 
+/* What a fused inference convolution does to each output of channel k before storing it:
+ * y = clamp(sum * scale[k] + shift[k]). scale NULL means 1 and shift NULL means 0, so {NULL, bias, NONE} is a
+ * plain convolution with bias; a folded batch norm gives the scale and the shift, a following ReLU the clamp. */
+typedef enum kelp_clamp_kind { KELP_CLAMP_NONE = 0, KELP_CLAMP_RELU, KELP_CLAMP_RELU6 } kelp_clamp_kind;
+
+typedef struct kelp_conv_epilogue {
+    const float *scale, *shift;
+    kelp_clamp_kind clamp;
+} kelp_conv_epilogue;
+
 typedef enum kelp_pool_kind { KELP_POOL_MAX = 0, KELP_POOL_AVG } kelp_pool_kind;
 
 /* x (N,H,W,C) -> y (N,OH,OW,C). Windows that start in padding are PyTorch's: max ignores padding; avg divides by

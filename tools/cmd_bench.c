@@ -13,7 +13,9 @@
  *               peak_rss}
  *   layers     {graph: "training"|"inference", runs, total_ms, forward_ms, backward_ms, step_ms,
  *               nodes: [{name, type, forward_ms, backward_ms, forward_flops, backward_flops, forward_gflops,
- *                        backward_gflops}]}                               with --layers
+ *                        backward_gflops, folded}]}                       with --layers
+ * folded: an inference graph ran the node inside the convolution before it (batch norm, ReLU; forward_ms 0, the
+ * convolution's time includes it).
  * In `layers`, total_ms is the sum of the nodes' times, forward_ms and backward_ms are measured around
  * kelp_graph_forward and kelp_graph_backward, step_ms around the whole step; all are means over `runs` steps. */
 #include <cjson/cJSON.h>
@@ -45,6 +47,7 @@ typedef struct layer_row {
     const char *type; /* the layer registry's string: outlives the graph */
     double forward_ms, backward_ms;
     int64_t forward_flops, backward_flops;
+    bool folded; /* never ran: folded into the convolution before it (inference fusion) */
 } layer_row;
 
 typedef struct layer_profile {
@@ -196,6 +199,7 @@ static kelp_status copy_rows(kelp_graph *g, layer_profile *out)
         row->backward_ms = p.backward_calls ? 1e3 * p.backward_seconds / (double)p.backward_calls : 0;
         row->forward_flops = p.forward_flops;
         row->backward_flops = p.backward_flops;
+        row->folded = p.forward_calls == 0;
     }
     return KELP_OK;
 }
@@ -328,7 +332,10 @@ static void print_layers(const layer_profile *p, bool training)
         const layer_row *row = &p->rows[i];
         bool counted = row->forward_flops > 0;
         printf("%-28s %-21s", row->name, row->type);
-        cell(9, 3, true, row->forward_ms);
+        if (row->folded)
+            printf(" %9s", "folded");
+        else
+            cell(9, 3, true, row->forward_ms);
         cell(9, 3, training, row->backward_ms);
         cell(10, 2, counted, row->forward_flops * 1e-6);
         cell(11, 1, counted, gflops(row->forward_flops, row->forward_ms));
@@ -339,6 +346,11 @@ static void print_layers(const layer_profile *p, bool training)
     }
     double sum = forward + backward;
     if (!training) {
+        for (int i = 0; i < p->n_rows; i++)
+            if (p->rows[i].folded) {
+                printf("folded: runs inside the convolution before it (its time is in the convolution's)\n");
+                break;
+            }
         printf("\nlayers, summed:       %10.3f ms\n", sum);
         printf("whole forward, timed: %10.3f ms: the layers are %.1f%% of it\n", p->step_ms, 100 * sum / p->step_ms);
         return;
@@ -410,6 +422,7 @@ static cJSON *layers_json(const layer_profile *p, int runs)
         cJSON_AddNumberToObject(n, "backward_flops", (double)row->backward_flops);
         cJSON_AddNumberToObject(n, "forward_gflops", gflops(row->forward_flops, row->forward_ms));
         cJSON_AddNumberToObject(n, "backward_gflops", gflops(row->backward_flops, row->backward_ms));
+        cJSON_AddBoolToObject(n, "folded", row->folded);
         cJSON_AddItemToArray(nodes, n);
         total += row->forward_ms + row->backward_ms;
     }

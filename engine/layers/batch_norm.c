@@ -7,6 +7,8 @@
 
 #include "engine/json_attr.h"
 #include "engine/layer.h"
+#include "engine/layers/fold.h"
+#include "kernels/ops/batchnorm.h"
 
 typedef struct bn_attrs {
     float eps, momentum;
@@ -110,6 +112,19 @@ static kelp_status bn_forward(const kelp_layer_io *io)
                                                 p[BN_RUNNING_MEAN]->data, p[BN_RUNNING_VAR]->data, a->momentum,
                                                 a->eps, io->out->data, save_mean, save_invstd));
     return count_batch(be, p[BN_NUM_BATCHES]);
+}
+
+void kelp_batch_norm_fold(const kelp_layer_io *io, const float *conv_bias, float *scale, float *shift)
+{
+    const float eps = ((const bn_attrs *)io->attrs)->eps;
+    kelp_tensor *const *p = io->param;
+    const float *gamma = f32(p[BN_WEIGHT]), *beta = f32(p[BN_BIAS]), *mean = f32(p[BN_RUNNING_MEAN]),
+                *var = f32(p[BN_RUNNING_VAR]);
+    for (int64_t k = 0; k < kelp_shape_numel(&p[BN_WEIGHT]->shape); k++) {
+        /* the scale batchnorm_forward_infer uses, to the bit */
+        scale[k] = (float)(gamma[k] * kelp_bn_invstd(var[k], eps));
+        shift[k] = (float)((double)beta[k] + ((conv_bias ? (double)conv_bias[k] : 0.0) - mean[k]) * scale[k]);
+    }
 }
 
 static float *grad_or_null(kelp_tensor *t) { return t ? t->data : NULL; }

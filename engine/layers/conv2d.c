@@ -6,6 +6,7 @@
 #include "engine/json_attr.h"
 #include "engine/layer.h"
 #include "engine/layers/conv_common.h"
+#include "engine/layers/fold.h"
 #include "kernels/ops/conv.h"
 
 /* Generous caps that keep every product of these in the kernels' int arithmetic. */
@@ -180,6 +181,13 @@ static kelp_status forward(const kelp_layer_io *io)
     const float *bias = a->bias ? io->param[1]->data : NULL;
     return io->be->iface->conv2d_forward(io->be, &d, io->in[0]->data, io->param[0]->data, bias, io->out->data,
                                          io->workspace);
+}
+
+kelp_status kelp_conv2d_forward_fused(const kelp_layer_io *io, const kelp_conv_epilogue *ep)
+{
+    kelp_conv_desc d = make_desc(io->attrs, &io->in[0]->shape, &io->out->shape);
+    return io->be->iface->conv2d_forward_fused(io->be, &d, io->in[0]->data, io->param[0]->data, ep, io->out->data,
+                                               io->workspace);
 }
 
 static kelp_status backward(const kelp_layer_io *io)

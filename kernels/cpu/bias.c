@@ -1,5 +1,7 @@
-/* Per-channel bias over the rows of an NHWC tensor (or of a linear layer's output) and its gradient. */
+/* Per-channel bias over the rows of an NHWC tensor (or of a linear layer's output) and its gradient, and the
+ * per-channel epilogue of a convolution whose kernel did not apply it in registers. */
 #include "kernels/cpu/cpu_kernels.h"
+#include "kernels/cpu/simd.h"
 
 /* Columns per gradient task: one cache line of floats, so threads never share a line of dy or db. */
 #define BIAS_COLUMN_BLOCK 16
@@ -12,6 +14,26 @@ void kelp_cpu_bias_add(int threads, int64_t rows, int c, const float *bias, floa
         float *row = y + i * c;
         for (int j = 0; j < c; j++)
             row[j] += bias[j];
+    }
+}
+
+KELP_VECTOR_CLONES
+static void epilogue_rows(int64_t rows, int c, const kelp_conv_epilogue *ep, float *y)
+{
+    for (int64_t i = 0; i < rows; i++)
+        for (int j = 0; j < c; j++)
+            y[i * c + j] = kelp_cpu_epilogue_value(ep, j, y[i * c + j]);
+}
+
+void kelp_cpu_conv_epilogue(int threads, int64_t rows, int c, const kelp_conv_epilogue *ep, float *y)
+{
+    if (!ep->scale && !ep->shift && ep->clamp == KELP_CLAMP_NONE)
+        return;
+#pragma omp parallel num_threads(threads)
+    {
+        int64_t begin, end;
+        kelp_cpu_thread_slice(rows, 1, &begin, &end);
+        epilogue_rows(end - begin, c, ep, y + begin * c);
     }
 }
 

@@ -247,9 +247,9 @@ static void depthwise_transpose_weights(const kelp_conv_desc *d, const float *w,
             wt[(int64_t)t * d->c + c] = w[(int64_t)c * taps + t];
 }
 
-// x (N,H,W,C), w (C,R,S,1) -> y (N,OH,OW,C)
+// x (N,H,W,C), w (C,R,S,1) -> y (N,OH,OW,C) through the epilogue
 static void depthwise_forward(int threads, const kelp_conv_desc *d, const float *x, const float *w,
-                              const float *bias, float *y, float *wt)
+                              const kelp_conv_epilogue *ep, float *y, float *wt)
 {
     const int C = d->c;
     depthwise_transpose_weights(d, w, wt);
@@ -259,7 +259,7 @@ static void depthwise_forward(int threads, const kelp_conv_desc *d, const float 
             for (int ow = 0; ow < d->ow; ow++) {
                 float *yp = y + (((int64_t)n * d->oh + oh) * d->ow + ow) * C;
                 for (int c = 0; c < C; c++)
-                    yp[c] = bias ? bias[c] : 0.0f;
+                    yp[c] = 0.0f;
                 for (int r = 0; r < d->r; r++) {
                     int ih = oh * d->stride_h - d->pad_h + r * d->dil_h;
                     if (ih < 0 || ih >= d->h)
@@ -274,6 +274,8 @@ static void depthwise_forward(int threads, const kelp_conv_desc *d, const float 
                             yp[c] += xp[c] * wp[c];
                     }
                 }
+                for (int c = 0; c < C; c++)
+                    yp[c] = kelp_cpu_epilogue_value(ep, c, yp[c]);
             }
 }
 
@@ -358,19 +360,21 @@ static const float *columns(int threads, const kelp_conv_desc *d, conv_path path
 }
 
 void kelp_cpu_conv2d_forward(int threads, const kelp_conv_desc *d, const float *x, const float *w,
-                             const float *bias, float *y, float *workspace)
+                             const kelp_conv_epilogue *ep, float *y, float *workspace)
 {
+    const kelp_conv_epilogue none = {0};
+    ep = ep ? ep : &none;
     conv_path path = path_of(d);
     if (path == CONV_DEPTHWISE) {
-        depthwise_forward(threads, d, x, w, bias, y, workspace);
+        depthwise_forward(threads, d, x, w, ep, y, workspace);
         return;
     }
     if (path == CONV_GENERAL && kelp_cpu_conv_winograd_fits(d)) {
-        kelp_cpu_conv_winograd(threads, d, x, w, false, bias, false, y, workspace);
+        kelp_cpu_conv_winograd(threads, d, x, w, false, ep, false, y, workspace);
         return;
     }
     if (path == CONV_GENERAL && kelp_cpu_conv_direct_fits(d)) {
-        kelp_cpu_conv_direct_forward(threads, d, x, w, bias, y, workspace);
+        kelp_cpu_conv_direct_forward(threads, d, x, w, ep, y, workspace);
         return;
     }
     const float *cols = columns(threads, d, path, x, workspace);
@@ -379,8 +383,7 @@ void kelp_cpu_conv2d_forward(int threads, const kelp_conv_desc *d, const float *
     for (int g = 0; g < d->groups; g++)
         kelp_cpu_gemm(threads, false, true, (int)out_pixels(d), kg, glen, 1.0f, cols + g * glen, row_len(d),
                       w + (int64_t)g * kg * glen, glen, 0.0f, y + g * kg, d->k);
-    if (bias)
-        kelp_cpu_bias_add(threads, out_pixels(d), d->k, bias, y);
+    kelp_cpu_conv_epilogue(threads, out_pixels(d), d->k, ep, y);
 }
 
 void kelp_cpu_conv2d_backward_data(int threads, const kelp_conv_desc *d, const float *dy, const float *w,

@@ -21,12 +21,6 @@
 
 #define PIXELS 8 /* output pixels per forward tile */
 
-typedef float vec16 __attribute__((vector_size(64), aligned(4)));
-
-/* macros, not functions: a 64-byte vector argument or return value would change the ABI between the clones */
-#define LOAD16(p) (*(const vec16 *)(p))
-#define STORE16(p, v) (*(vec16 *)(p) = (v))
-
 /* A forward tile streams R*S*C x 32 weights for only 8 pixels, so they must stay in L2: up to R*S*C = 1152 (a 3x3
  * kernel over 128 channels, 144 KiB) the direct kernels beat im2col + OpenBLAS on ResNet-18's 3x3 layers (1.2-1.9x
  * at 56x56x64, 28x28x128), past it OpenBLAS's blocking wins (0.4x at 7x7x512). */
@@ -96,40 +90,40 @@ static const float *pixel_base(const kelp_conv_desc *d, const float *xp, int64_t
 
 /* The forward tile: 8 pixels (a block of the flat output; the last block repeats its last pixel and stores only
  * the real ones) x VECS*16 output channels from k0. */
-#define FORWARD_TILE(VECS)                                                                                     \
-    do {                                                                                                       \
-        vec16 acc[PIXELS][VECS] = {{{0}}};                                                                     \
-        for (int t = 0; t < taps; t++) {                                                                       \
-            const float *wp = wt + (int64_t)t * d->c * d->k + k0;                                              \
-            const int off = offsets[t];                                                                        \
-            for (int c = 0; c < d->c; c++, wp += d->k) {                                                       \
-                vec16 wv[VECS];                                                                                \
-                for (int v = 0; v < VECS; v++)                                                                 \
-                    wv[v] = LOAD16(wp + 16 * v);                                                               \
-                for (int j = 0; j < PIXELS; j++) {                                                             \
-                    const float xv = base[j][off + c];                                                         \
-                    for (int v = 0; v < VECS; v++)                                                             \
-                        acc[j][v] += xv * wv[v];                                                               \
-                }                                                                                              \
-            }                                                                                                  \
-        }                                                                                                      \
-        for (int j = 0; j < valid; j++) {                                                                      \
-            float *yp = y + (p0 + j) * d->k + k0;                                                              \
-            for (int v = 0; v < VECS; v++) {                                                                   \
-                vec16 out = acc[j][v];                                                                         \
-                if (bias)                                                                                      \
-                    out += LOAD16(bias + k0 + 16 * v);                                                         \
-                if (accumulate)                                                                                \
-                    out += LOAD16(yp + 16 * v);                                                                \
-                STORE16(yp + 16 * v, out);                                                                     \
-            }                                                                                                  \
-        }                                                                                                      \
+#define FORWARD_TILE(VECS)                                                                                            \
+    do {                                                                                                              \
+        kelp_vec16 acc[PIXELS][VECS] = {{{0}}};                                                                       \
+        for (int t = 0; t < taps; t++) {                                                                              \
+            const float *wp = wt + (int64_t)t * d->c * d->k + k0;                                                     \
+            const int off = offsets[t];                                                                               \
+            for (int c = 0; c < d->c; c++, wp += d->k) {                                                              \
+                kelp_vec16 wv[VECS];                                                                                  \
+                for (int v = 0; v < VECS; v++)                                                                        \
+                    wv[v] = KELP_LOAD16(wp + 16 * v);                                                                 \
+                for (int j = 0; j < PIXELS; j++) {                                                                    \
+                    const float xv = base[j][off + c];                                                                \
+                    for (int v = 0; v < VECS; v++)                                                                    \
+                        acc[j][v] += xv * wv[v];                                                                      \
+                }                                                                                                     \
+            }                                                                                                         \
+        }                                                                                                             \
+        for (int j = 0; j < valid; j++) {                                                                             \
+            float *yp = y + (p0 + j) * d->k + k0;                                                                     \
+            for (int v = 0; v < VECS; v++) {                                                                          \
+                kelp_vec16 out = acc[j][v];                                                                           \
+                if (ep)                                                                                               \
+                    KELP_EPILOGUE16(out, ep, k0 + 16 * v);                                                            \
+                if (accumulate)                                                                                       \
+                    out += KELP_LOAD16(yp + 16 * v);                                                                  \
+                KELP_STORE16(yp + 16 * v, out);                                                                       \
+            }                                                                                                         \
+        }                                                                                                             \
     } while (0)
 
 /* One forward tile from pixel p0 and channel k0. xp: the padded input; wt: weights (R, S, C, K); y (N*OH*OW, K) =
- * or += the convolution (+ bias). */
+ * the convolution through the epilogue ep, or += the convolution (ep NULL). */
 KELP_VECTOR_CLONES
-static void forward_tile(const kelp_conv_desc *d, const float *xp, const float *wt, const float *bias,
+static void forward_tile(const kelp_conv_desc *d, const float *xp, const float *wt, const kelp_conv_epilogue *ep,
                          bool accumulate, float *y, const int *offsets, int64_t p0, int k0, bool wide)
 {
     const int taps = d->r * d->s;
@@ -145,7 +139,7 @@ static void forward_tile(const kelp_conv_desc *d, const float *xp, const float *
 }
 
 static void forward_tiles(int threads, const kelp_conv_desc *d, const float *xp, const float *wt,
-                          const float *bias, bool accumulate, float *y, const int *offsets)
+                          const kelp_conv_epilogue *ep, bool accumulate, float *y, const int *offsets)
 {
     const bool wide = d->k % 32 == 0;
     const int k_step = wide ? 32 : 16, k_tiles = d->k / k_step;
@@ -153,7 +147,7 @@ static void forward_tiles(int threads, const kelp_conv_desc *d, const float *xp,
 #pragma omp parallel for collapse(2) num_threads(threads) schedule(static)
     for (int64_t b = 0; b < blocks; b++)
         for (int kt = 0; kt < k_tiles; kt++)
-            forward_tile(d, xp, wt, bias, accumulate, y, offsets, b * PIXELS, kt * k_step, wide);
+            forward_tile(d, xp, wt, ep, accumulate, y, offsets, b * PIXELS, kt * k_step, wide);
 }
 
 /* w (K,R,S,C) -> wt (R,S,C,K): output channels contiguous for the tile's vector loads. */
@@ -166,21 +160,21 @@ static void weights_rsck(const kelp_conv_desc *d, const float *w, float *wt)
                 wt[((int64_t)t * d->c + c) * d->k + k] = w[((int64_t)k * taps + t) * d->c + c];
 }
 
-static void forward(int threads, const kelp_conv_desc *d, const float *x, const float *wt, const float *bias,
-                    bool accumulate, float *y, float *ws)
+static void forward(int threads, const kelp_conv_desc *d, const float *x, const float *wt,
+                    const kelp_conv_epilogue *ep, bool accumulate, float *y, float *ws)
 {
     int offsets[KELP_CONV_DIRECT_MAX_TAPS];
     tap_offsets(d, offsets);
     const float *xp = pad_input(threads, d, x, ws);
-    forward_tiles(threads, d, xp, wt, bias, accumulate, y, offsets);
+    forward_tiles(threads, d, xp, wt, ep, accumulate, y, offsets);
 }
 
 void kelp_cpu_conv_direct_forward(int threads, const kelp_conv_desc *d, const float *x, const float *w,
-                                  const float *bias, float *y, float *workspace)
+                                  const kelp_conv_epilogue *ep, float *y, float *workspace)
 {
     float *wt = workspace + padded_input_floats(d);
     weights_rsck(d, w, wt);
-    forward(threads, d, x, wt, bias, false, y, workspace);
+    forward(threads, d, x, wt, ep, false, y, workspace);
 }
 
 void kelp_cpu_conv_direct_backward_data(int threads, const kelp_conv_desc *flipped, const float *dy,
@@ -204,27 +198,27 @@ void kelp_cpu_conv_direct_backward_data(int threads, const kelp_conv_desc *flipp
 /* The weight gradient of tap t for CH input channels from c0 x VECS*16 output channels from k0, over output rows
  * [oh0, oh1) of image n: summed in registers, then added to that tile's double totals (row-sized float sums keep
  * their digits however large the batch). */
-#define FILTER_CHUNK(CH, VECS)                                                                                 \
-    do {                                                                                                       \
-        vec16 acc[CH][VECS] = {{{0}}};                                                                         \
-        for (int oh = oh0; oh < oh1; oh++) {                                                                   \
-            const float *xrow = xp + (((int64_t)n * padded_h(d) + (int64_t)oh * d->stride_h) * padded_w(d)) * \
-                                         d->c + off + c0;                                                      \
-            const float *dyp = dy + (((int64_t)n * d->oh + oh) * d->ow) * d->k + k0;                           \
-            for (int ow = 0; ow < d->ow; ow++, dyp += d->k) {                                                  \
-                const float *xv = xrow + (int64_t)ow * d->stride_w * d->c;                                     \
-                vec16 g[VECS];                                                                                 \
-                for (int v = 0; v < VECS; v++)                                                                 \
-                    g[v] = LOAD16(dyp + 16 * v);                                                               \
-                for (int c = 0; c < CH; c++)                                                                   \
-                    for (int v = 0; v < VECS; v++)                                                             \
-                        acc[c][v] += xv[c] * g[v];                                                             \
-            }                                                                                                  \
-        }                                                                                                      \
-        for (int c = 0; c < CH; c++)                                                                           \
-            for (int v = 0; v < VECS; v++)                                                                     \
-                for (int i = 0; i < 16; i++)                                                                   \
-                    total[c * VECS * 16 + 16 * v + i] += acc[c][v][i];                                         \
+#define FILTER_CHUNK(CH, VECS)                                                                                        \
+    do {                                                                                                              \
+        kelp_vec16 acc[CH][VECS] = {{{0}}};                                                                           \
+        for (int oh = oh0; oh < oh1; oh++) {                                                                          \
+            const float *xrow = xp + (((int64_t)n * padded_h(d) + (int64_t)oh * d->stride_h) * padded_w(d)) *         \
+                                         d->c + off + c0;                                                             \
+            const float *dyp = dy + (((int64_t)n * d->oh + oh) * d->ow) * d->k + k0;                                  \
+            for (int ow = 0; ow < d->ow; ow++, dyp += d->k) {                                                         \
+                const float *xv = xrow + (int64_t)ow * d->stride_w * d->c;                                            \
+                kelp_vec16 g[VECS];                                                                                   \
+                for (int v = 0; v < VECS; v++)                                                                        \
+                    g[v] = KELP_LOAD16(dyp + 16 * v);                                                                 \
+                for (int c = 0; c < CH; c++)                                                                          \
+                    for (int v = 0; v < VECS; v++)                                                                    \
+                        acc[c][v] += xv[c] * g[v];                                                                    \
+            }                                                                                                         \
+        }                                                                                                             \
+        for (int c = 0; c < CH; c++)                                                                                  \
+            for (int v = 0; v < VECS; v++)                                                                            \
+                for (int i = 0; i < 16; i++)                                                                          \
+                    total[c * VECS * 16 + 16 * v + i] += acc[c][v][i];                                                \
     } while (0)
 
 KELP_VECTOR_CLONES

@@ -37,11 +37,6 @@
 #define TILE_ROWS 8 /* tiles per register tile of the products */
 #define POSITIONS 16 /* the 4x4 Winograd domain */
 
-typedef float vec16 __attribute__((vector_size(64), aligned(4)));
-
-#define LOAD16(p) (*(const vec16 *)(p))
-#define STORE16(p, v) (*(vec16 *)(p) = (v))
-
 /* Where the transforms pay, measured on ResNet-18 and kelp's small_resnet (2 AVX-512 cores):
  * - per tile the transforms cost O(C + K) and the products O(C K): with 32 channels the forward gained 15% but the
  *   backward lost 20% against the direct kernel, so both channel counts must be at least 64;
@@ -147,20 +142,20 @@ static void transform_inputs(const kelp_conv_desc *d, const float *x, const floa
             }
         float *dst = v + (int64_t)j * d->c;
         for (int c = 0; c < d->c; c += 16) {
-            vec16 t[4][4];
+            kelp_vec16 t[4][4];
             for (int b = 0; b < 4; b++) { /* t = B^T d */
-                const vec16 d0 = LOAD16(px[0][b] + c), d1 = LOAD16(px[1][b] + c), d2 = LOAD16(px[2][b] + c),
-                            d3 = LOAD16(px[3][b] + c);
+                const kelp_vec16 d0 = KELP_LOAD16(px[0][b] + c), d1 = KELP_LOAD16(px[1][b] + c), d2 = KELP_LOAD16(px[2][b] + c),
+                            d3 = KELP_LOAD16(px[3][b] + c);
                 t[0][b] = d0 - d2;
                 t[1][b] = d1 + d2;
                 t[2][b] = d2 - d1;
                 t[3][b] = d1 - d3;
             }
             for (int a = 0; a < 4; a++) { /* (B^T d) B */
-                STORE16(dst + (a * 4 + 0) * plane + c, t[a][0] - t[a][2]);
-                STORE16(dst + (a * 4 + 1) * plane + c, t[a][1] + t[a][2]);
-                STORE16(dst + (a * 4 + 2) * plane + c, t[a][2] - t[a][1]);
-                STORE16(dst + (a * 4 + 3) * plane + c, t[a][1] - t[a][3]);
+                KELP_STORE16(dst + (a * 4 + 0) * plane + c, t[a][0] - t[a][2]);
+                KELP_STORE16(dst + (a * 4 + 1) * plane + c, t[a][1] + t[a][2]);
+                KELP_STORE16(dst + (a * 4 + 2) * plane + c, t[a][2] - t[a][1]);
+                KELP_STORE16(dst + (a * 4 + 3) * plane + c, t[a][1] - t[a][3]);
             }
         }
     }
@@ -168,23 +163,23 @@ static void transform_inputs(const kelp_conv_desc *d, const float *x, const floa
 
 /* M[j][k0..] = sum_c V[j][c] U[c][k0..] for 8 rows of one position (the last ones repeating the last valid row),
  * VECS*16 output channels. */
-#define PRODUCT_TILE(VECS)                                                                                     \
-    do {                                                                                                       \
-        vec16 acc[TILE_ROWS][VECS] = {{{0}}};                                                                  \
-        const float *up = ux + k0;                                                                             \
-        for (int c = 0; c < d->c; c++, up += d->k) {                                                           \
-            vec16 uv[VECS];                                                                                    \
-            for (int q = 0; q < VECS; q++)                                                                     \
-                uv[q] = LOAD16(up + 16 * q);                                                                   \
-            for (int j = 0; j < TILE_ROWS; j++) {                                                              \
-                const float vv = rows[j][c];                                                                   \
-                for (int q = 0; q < VECS; q++)                                                                 \
-                    acc[j][q] += vv * uv[q];                                                                   \
-            }                                                                                                  \
-        }                                                                                                      \
-        for (int j = 0; j < valid; j++)                                                                        \
-            for (int q = 0; q < VECS; q++)                                                                     \
-                STORE16(mx + (int64_t)(j0 + j) * d->k + k0 + 16 * q, acc[j][q]);                               \
+#define PRODUCT_TILE(VECS)                                                                                            \
+    do {                                                                                                              \
+        kelp_vec16 acc[TILE_ROWS][VECS] = {{{0}}};                                                                    \
+        const float *up = ux + k0;                                                                                    \
+        for (int c = 0; c < d->c; c++, up += d->k) {                                                                  \
+            kelp_vec16 uv[VECS];                                                                                      \
+            for (int q = 0; q < VECS; q++)                                                                            \
+                uv[q] = KELP_LOAD16(up + 16 * q);                                                                     \
+            for (int j = 0; j < TILE_ROWS; j++) {                                                                     \
+                const float vv = rows[j][c];                                                                          \
+                for (int q = 0; q < VECS; q++)                                                                        \
+                    acc[j][q] += vv * uv[q];                                                                          \
+            }                                                                                                         \
+        }                                                                                                             \
+        for (int j = 0; j < valid; j++)                                                                               \
+            for (int q = 0; q < VECS; q++)                                                                            \
+                KELP_STORE16(mx + (int64_t)(j0 + j) * d->k + k0 + 16 * q, acc[j][q]);                                 \
     } while (0)
 
 /* The 16 products of a block: v (16, stride, C) x u (16, C, K) -> m (16, stride, K), for `count` tiles. */
@@ -211,10 +206,10 @@ static void block_products(const kelp_conv_desc *d, const float *v, const float 
     }
 }
 
-/* Y = A^T M A with A^T = [1 1 1 0; 0 1 -1 -1], plus the bias, stored (or added) where the 2x2 block lies inside
- * the output. */
+/* Y = A^T M A with A^T = [1 1 1 0; 0 1 -1 -1], through the epilogue and stored, or added (ep NULL), where the 2x2
+ * block lies inside the output. */
 KELP_VECTOR_CLONES
-static void transform_outputs(const kelp_conv_desc *d, const float *m, const float *bias, bool accumulate,
+static void transform_outputs(const kelp_conv_desc *d, const float *m, const kelp_conv_epilogue *ep, bool accumulate,
                               int64_t tile0, int count, int stride, float *y)
 {
     const int64_t plane = (int64_t)stride * d->k;
@@ -226,31 +221,29 @@ static void transform_outputs(const kelp_conv_desc *d, const float *m, const flo
         float *y00 = y + (((int64_t)n * d->oh + oh) * d->ow + ow) * d->k;
         float *y01 = y00 + d->k, *y10 = y00 + (int64_t)d->ow * d->k, *y11 = y10 + d->k;
         for (int k = 0; k < d->k; k += 16) {
-            vec16 t[2][4];
+            kelp_vec16 t[2][4];
             for (int b = 0; b < 4; b++) { /* t = A^T M */
-                const vec16 m0 = LOAD16(src + (0 * 4 + b) * plane + k), m1 = LOAD16(src + (1 * 4 + b) * plane + k),
-                            m2 = LOAD16(src + (2 * 4 + b) * plane + k), m3 = LOAD16(src + (3 * 4 + b) * plane + k);
+                const kelp_vec16 m0 = KELP_LOAD16(src + (0 * 4 + b) * plane + k), m1 = KELP_LOAD16(src + (1 * 4 + b) * plane + k),
+                            m2 = KELP_LOAD16(src + (2 * 4 + b) * plane + k), m3 = KELP_LOAD16(src + (3 * 4 + b) * plane + k);
                 t[0][b] = m0 + m1 + m2;
                 t[1][b] = m1 - m2 - m3;
             }
-            vec16 out[2][2];
+            kelp_vec16 out[2][2];
             for (int a = 0; a < 2; a++) { /* (A^T M) A */
                 out[a][0] = t[a][0] + t[a][1] + t[a][2];
                 out[a][1] = t[a][1] - t[a][2] - t[a][3];
             }
-            if (bias) {
-                const vec16 bv = LOAD16(bias + k);
+            if (ep)
                 for (int a = 0; a < 2; a++)
                     for (int b = 0; b < 2; b++)
-                        out[a][b] += bv;
-            }
+                        KELP_EPILOGUE16(out[a][b], ep, k);
             float *dst[2][2] = {{y00 + k, y01 + k}, {y10 + k, y11 + k}};
             const bool inside[2][2] = {{true, second_col}, {second_row, second_row && second_col}};
             for (int a = 0; a < 2; a++)
                 for (int b = 0; b < 2; b++) {
                     if (!inside[a][b])
                         continue;
-                    STORE16(dst[a][b], accumulate ? out[a][b] + LOAD16(dst[a][b]) : out[a][b]);
+                    KELP_STORE16(dst[a][b], accumulate ? out[a][b] + KELP_LOAD16(dst[a][b]) : out[a][b]);
                 }
         }
     }
@@ -273,19 +266,19 @@ static void transform_output_grads(const kelp_conv_desc *d, const float *dy, con
                                : zeros;
         float *dst = e + (int64_t)j * d->k;
         for (int k = 0; k < d->k; k += 16) {
-            vec16 t[4][2];
+            kelp_vec16 t[4][2];
             for (int b = 0; b < 2; b++) { /* t = A e */
-                const vec16 e0 = LOAD16(px[0][b] + k), e1 = LOAD16(px[1][b] + k);
+                const kelp_vec16 e0 = KELP_LOAD16(px[0][b] + k), e1 = KELP_LOAD16(px[1][b] + k);
                 t[0][b] = e0;
                 t[1][b] = e0 + e1;
                 t[2][b] = e0 - e1;
                 t[3][b] = -e1;
             }
             for (int a = 0; a < 4; a++) { /* (A e) A^T */
-                STORE16(dst + (a * 4 + 0) * plane + k, t[a][0]);
-                STORE16(dst + (a * 4 + 1) * plane + k, t[a][0] + t[a][1]);
-                STORE16(dst + (a * 4 + 2) * plane + k, t[a][0] - t[a][1]);
-                STORE16(dst + (a * 4 + 3) * plane + k, -t[a][1]);
+                KELP_STORE16(dst + (a * 4 + 0) * plane + k, t[a][0]);
+                KELP_STORE16(dst + (a * 4 + 1) * plane + k, t[a][0] + t[a][1]);
+                KELP_STORE16(dst + (a * 4 + 2) * plane + k, t[a][0] - t[a][1]);
+                KELP_STORE16(dst + (a * 4 + 3) * plane + k, -t[a][1]);
             }
         }
     }
@@ -293,24 +286,24 @@ static void transform_output_grads(const kelp_conv_desc *d, const float *dy, con
 
 /* One item of the weight gradient's products: dU[xi][c0..c0+CH][k0..k0+VECS*16] += sum over the block's tiles of
  * V[xi][j][c] E[xi][j][k], summed in registers and added to the double totals. */
-#define GRADIENT_TILE(CH, VECS)                                                                                \
-    do {                                                                                                       \
-        vec16 acc[CH][VECS] = {{{0}}};                                                                         \
-        for (int j = 0; j < count; j++) {                                                                      \
-            const float *vj = vx + (int64_t)j * d->c + c0;                                                     \
-            vec16 g[VECS];                                                                                     \
-            for (int q = 0; q < VECS; q++)                                                                     \
-                g[q] = LOAD16(ex + (int64_t)j * d->k + k0 + 16 * q);                                           \
-            for (int c = 0; c < CH; c++)                                                                       \
-                for (int q = 0; q < VECS; q++)                                                                 \
-                    acc[c][q] += vj[c] * g[q];                                                                 \
-        }                                                                                                      \
-        for (int c = 0; c < CH; c++)                                                                           \
-            for (int q = 0; q < VECS; q++) {                                                                   \
-                double *dst = total + (int64_t)(c0 + c) * d->k + k0 + 16 * q;                                  \
-                for (int i = 0; i < 16; i++)                                                                   \
-                    dst[i] += acc[c][q][i];                                                                    \
-            }                                                                                                  \
+#define GRADIENT_TILE(CH, VECS)                                                                                       \
+    do {                                                                                                              \
+        kelp_vec16 acc[CH][VECS] = {{{0}}};                                                                           \
+        for (int j = 0; j < count; j++) {                                                                             \
+            const float *vj = vx + (int64_t)j * d->c + c0;                                                            \
+            kelp_vec16 g[VECS];                                                                                       \
+            for (int q = 0; q < VECS; q++)                                                                            \
+                g[q] = KELP_LOAD16(ex + (int64_t)j * d->k + k0 + 16 * q);                                             \
+            for (int c = 0; c < CH; c++)                                                                              \
+                for (int q = 0; q < VECS; q++)                                                                        \
+                    acc[c][q] += vj[c] * g[q];                                                                        \
+        }                                                                                                             \
+        for (int c = 0; c < CH; c++)                                                                                  \
+            for (int q = 0; q < VECS; q++) {                                                                          \
+                double *dst = total + (int64_t)(c0 + c) * d->k + k0 + 16 * q;                                         \
+                for (int i = 0; i < 16; i++)                                                                          \
+                    dst[i] += acc[c][q][i];                                                                           \
+            }                                                                                                         \
     } while (0)
 
 KELP_VECTOR_CLONES
@@ -408,7 +401,7 @@ void kelp_cpu_conv_winograd_backward_filter(int threads, const kelp_conv_desc *d
 }
 
 void kelp_cpu_conv_winograd(int threads, const kelp_conv_desc *d, const float *x, const float *w, bool flipped,
-                            const float *bias, bool accumulate, float *y, float *workspace)
+                            const kelp_conv_epilogue *ep, bool accumulate, float *y, float *workspace)
 {
     float *u = workspace, *scratch = u + transformed_weights_floats(d);
     float *zeros = scratch + (size_t)threads * block_floats(d);
@@ -429,7 +422,7 @@ void kelp_cpu_conv_winograd(int threads, const kelp_conv_desc *d, const float *x
             const int count = tile_count(d) - tile0 < stride ? (int)(tile_count(d) - tile0) : stride;
             transform_inputs(d, x, zeros, tile0, count, stride, v);
             block_products(d, v, u, count, stride, m);
-            transform_outputs(d, m, bias, accumulate, tile0, count, stride, y);
+            transform_outputs(d, m, ep, accumulate, tile0, count, stride, y);
         }
     }
 }

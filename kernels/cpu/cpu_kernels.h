@@ -36,8 +36,9 @@ void kelp_cpu_gemm(int threads, bool trans_a, bool trans_b, int m, int n, int k,
 
 /* ---- convolution ---- */
 size_t kelp_cpu_conv2d_workspace(int threads, const kelp_conv_desc *d);
+/* y = the convolution through the epilogue (bias, folded batch norm, ReLU: kernels/descs.h); ep NULL: none */
 void kelp_cpu_conv2d_forward(int threads, const kelp_conv_desc *d, const float *x, const float *w,
-                             const float *bias, float *y, float *workspace);
+                             const kelp_conv_epilogue *ep, float *y, float *workspace);
 void kelp_cpu_conv2d_backward_data(int threads, const kelp_conv_desc *d, const float *dy, const float *w,
                                    float *dx, float *workspace);
 void kelp_cpu_conv2d_backward_filter(int threads, const kelp_conv_desc *d, const float *x, const float *dy,
@@ -50,20 +51,21 @@ void kelp_cpu_conv2d_backward_filter(int threads, const kelp_conv_desc *d, const
 bool kelp_cpu_conv_direct_fits(const kelp_conv_desc *d);
 size_t kelp_cpu_conv_direct_workspace(const kelp_conv_desc *d);
 void kelp_cpu_conv_direct_forward(int threads, const kelp_conv_desc *d, const float *x, const float *w,
-                                  const float *bias, float *y, float *workspace);
+                                  const kelp_conv_epilogue *ep, float *y, float *workspace);
 void kelp_cpu_conv_direct_backward_data(int threads, const kelp_conv_desc *flipped, const float *dy,
                                         const float *w, float *dx, float *workspace);
 void kelp_cpu_conv_direct_backward_filter(int threads, const kelp_conv_desc *d, const float *x, const float *dy,
                                           float *dw, float *workspace);
 
 /* Winograd F(2x2, 3x3) convolution (conv_winograd.c) for 3x3 kernels, stride 1, one group, channel counts that are
- * multiples of 16 and enough 2x2 output blocks to pay for transforming the weights. y = (or += with accumulate)
- * the convolution of x with w (K, 3, 3, C) plus bias; with `flipped`, w is (C, 3, 3, K) and the convolution uses it
- * mirrored in space with its channels swapped (the input gradient of w's own convolution). */
+ * multiples of 16 and enough 2x2 output blocks to pay for transforming the weights. y = the convolution of x with
+ * w (K, 3, 3, C) through the epilogue ep (NULL: none), or y += the convolution with accumulate (ep NULL); with
+ * `flipped`, w is (C, 3, 3, K) and the convolution uses it mirrored in space with its channels swapped (the input
+ * gradient of w's own convolution). */
 bool kelp_cpu_conv_winograd_fits(const kelp_conv_desc *d);
 size_t kelp_cpu_conv_winograd_workspace(int threads, const kelp_conv_desc *d);
 void kelp_cpu_conv_winograd(int threads, const kelp_conv_desc *d, const float *x, const float *w, bool flipped,
-                            const float *bias, bool accumulate, float *y, float *workspace);
+                            const kelp_conv_epilogue *ep, bool accumulate, float *y, float *workspace);
 /* dw (K, 3, 3, C) += the weight gradient of that convolution. */
 size_t kelp_cpu_conv_winograd_filter_workspace(const kelp_conv_desc *d);
 void kelp_cpu_conv_winograd_backward_filter(int threads, const kelp_conv_desc *d, const float *x, const float *dy,
@@ -71,6 +73,18 @@ void kelp_cpu_conv_winograd_backward_filter(int threads, const kelp_conv_desc *d
 
 /* ---- per-channel bias over rows (N*H*W, C) ---- */
 void kelp_cpu_bias_add(int threads, int64_t rows, int c, const float *bias, float *y);
+/* y (rows, C) = a convolution's epilogue applied to y (kernels/descs.h) */
+void kelp_cpu_conv_epilogue(int threads, int64_t rows, int c, const kelp_conv_epilogue *ep, float *y);
+static inline float kelp_cpu_epilogue_value(const kelp_conv_epilogue *ep, int k, float v)
+{
+    v = ep->scale ? v * ep->scale[k] : v;
+    v = ep->shift ? v + ep->shift[k] : v;
+    if (ep->clamp == KELP_CLAMP_RELU) /* the activations' comparisons (kernels/ops/activation.h) */
+        return v > 0.0f ? v : 0.0f;
+    if (ep->clamp == KELP_CLAMP_RELU6)
+        return v < 0.0f ? 0.0f : v > 6.0f ? 6.0f : v;
+    return v;
+}
 void kelp_cpu_bias_backward(int threads, int64_t rows, int c, const float *dy, float *db);
 
 /* ---- batch norm over rows (N*H*W, C); PyTorch semantics: biased variance to normalize, unbiased variance into the

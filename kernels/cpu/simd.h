@@ -22,4 +22,26 @@
 #define KELP_VECTOR_CLONES
 #endif
 
+/* 16 floats as one GCC vector, for the register tiles of the convolutions. Loads, stores and the epilogue are
+ * macros, not functions: a 64-byte vector argument or return value would change the ABI between the clones. */
+typedef float kelp_vec16 __attribute__((vector_size(64), aligned(4)));
+#define KELP_LOAD16(p) (*(const kelp_vec16 *)(p))
+#define KELP_STORE16(p, v) (*(kelp_vec16 *)(p) = (v))
+
+/* v (channels k..k+15) = clamp(v * scale + shift) for a kelp_conv_epilogue *ep (kernels/descs.h), with the
+ * activations' own comparisons (kernels/ops/activation.h): NaN becomes 0 through ReLU and stays NaN through ReLU6. */
+#define KELP_EPILOGUE16(v, ep, k)                                                                                     \
+    do {                                                                                                              \
+        if ((ep)->scale)                                                                                              \
+            (v) *= KELP_LOAD16((ep)->scale + (k));                                                                    \
+        if ((ep)->shift)                                                                                              \
+            (v) += KELP_LOAD16((ep)->shift + (k));                                                                    \
+        if ((ep)->clamp == KELP_CLAMP_RELU)                                                                           \
+            for (int lane_ = 0; lane_ < 16; lane_++)                                                                  \
+                (v)[lane_] = (v)[lane_] > 0.0f ? (v)[lane_] : 0.0f;                                                   \
+        else if ((ep)->clamp == KELP_CLAMP_RELU6)                                                                     \
+            for (int lane_ = 0; lane_ < 16; lane_++)                                                                  \
+                (v)[lane_] = (v)[lane_] < 0.0f ? 0.0f : (v)[lane_] > 6.0f ? 6.0f : (v)[lane_];                        \
+    } while (0)
+
 #endif

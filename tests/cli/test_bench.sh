@@ -89,6 +89,11 @@ check "infer layers" run 0 bench small_resnet "${quick[@]}" --layers --mode infe
 check "infer layers: forward only" python3 -c "import json,sys; p=json.load(open(sys.argv[1]))['layers']; \
 assert p['graph'] == 'inference' and p['backward_ms'] == 0 and all(n['backward_ms'] == 0 for n in p['nodes']), p" \
   "$tmp/out"
+# inference folds every batch norm and ReLU that follows a convolution into it; the add and the ReLU after it run
+check "infer layers: folded" python3 -c "import json,sys; p=json.load(open(sys.argv[1]))['layers']; \
+f={n['name']: n['folded'] for n in p['nodes']}; t={n['name']: n['type'] for n in p['nodes']}; \
+assert all(f[n] == (t[n] in ('batch_norm', 'relu') and n != 'layer1.0.relu') for n in f if n.startswith(('bn', 'layer1', 'relu'))), f; \
+assert not any(n['folded'] for n in p['nodes'] if n['type'] == 'conv2d'), f" "$tmp/out"
 
 # a model file instead of a zoo name
 "$kelp" model show small_resnet >"$tmp/model.json"

@@ -41,7 +41,8 @@ static void winograd(int threads, const kelp_conv_desc *d, const float *x, const
 {
     float *ws = malloc(kelp_cpu_conv_winograd_workspace(threads, d));
     assert_non_null(ws);
-    kelp_cpu_conv_winograd(threads, d, x, w, flipped, bias, accumulate, y, ws);
+    const kelp_conv_epilogue ep = {.shift = bias};
+    kelp_cpu_conv_winograd(threads, d, x, w, flipped, accumulate ? NULL : &ep, accumulate, y, ws);
     free(ws);
 }
 
