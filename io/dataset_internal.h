@@ -5,6 +5,7 @@
 #include <hdf5.h>
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 
 #include "io/dataset.h"
 
@@ -31,6 +32,39 @@ void kelp_ds_h5_detail(char *buf, size_t size);
  * ignored, so cleanup paths need not track which ids were created. */
 void kelp_ds_h5_close(hid_t id);
 
+/* ---- a u8 record's chunks read raw under the dataset's lock and inflated after it (dataset_chunks.c) ---- */
+#define KELP_DS_CHUNK_RANK 4
 
+typedef struct kelp_ds_chunking {
+    bool raw;             /* the chunks can be read raw: u8, chunked, no filter or deflate alone */
+    bool deflate;
+    int rank;
+    hsize_t chunk[KELP_DS_CHUNK_RANK];
+    uint64_t chunk_bytes;
+} kelp_ds_chunking;
+
+typedef struct kelp_ds_chunk {
+    hsize_t first;        /* 1-D: the chunk's first element */
+    uint64_t stored, at;  /* its stored bytes, at this offset of the data */
+    uint32_t filter_mask; /* bit 0: deflate was skipped for this chunk */
+} kelp_ds_chunk;
+
+typedef struct kelp_ds_chunks {
+    uint8_t *data;
+    kelp_ds_chunk *chunks;
+    size_t count;
+} kelp_ds_chunks;
+
+/* How a dataset of `rank` dims stores its chunks (raw false: read it through H5Dread). */
+void kelp_ds_chunking_inspect(hid_t dset, int rank, kelp_ds_chunking *out);
+/* Holding the lock: the stored bytes of the chunks under [start, start + count). In 2-D and up the range must be
+ * exactly one chunk. out->count is 0 (and the status KELP_OK) when the record must be read through H5Dread
+ * instead: a range that is not a whole chunk, a chunk never written. Errors start with `what`. */
+kelp_status kelp_ds_chunks_fetch(hid_t dset, const kelp_ds_chunking *k, const hsize_t *start, const hsize_t *count,
+                                 kelp_ds_chunks *out, const char *what);
+/* Without the lock: inflates the fetched chunks and copies [start, start + count) into dst. */
+kelp_status kelp_ds_chunks_unpack(const kelp_ds_chunking *k, const kelp_ds_chunks *all, const hsize_t *start,
+                                  const hsize_t *count, uint8_t *dst, const char *what);
+void kelp_ds_chunks_free(kelp_ds_chunks *c);
 
 #endif

@@ -66,6 +66,7 @@ typedef struct ds_split {
     hid_t images;           /* `images` or `images_flat` */
     hid_t masks;            /* `masks` or `masks_flat` */
     hid_t boxes, box_labels;
+    kelp_ds_chunking image_chunks, mask_chunks;
     uint64_t *image_offsets; /* variable: count + 1 */
     uint32_t *image_shapes;  /* variable: count * 3 (h, w, c) */
     int32_t *labels;
@@ -616,6 +617,7 @@ static kelp_status load_fixed_images(kelp_dataset *ds, hid_t g, kelp_split split
     ds_member m;
     KELP_TRY(open_member(ds, g, split, "images", DT_U8, 4, rules, &m));
     sp->images = m.id;
+    kelp_ds_chunking_inspect(sp->images, 4, &sp->image_chunks);
     sp->fixed = true;
     sp->count = (int64_t)m.dims[0];
     sp->shape = (kelp_image_shape){(uint32_t)m.dims[1], (uint32_t)m.dims[2], (uint32_t)m.dims[3]};
@@ -678,6 +680,7 @@ static kelp_status load_variable_images(kelp_dataset *ds, hid_t g, kelp_split sp
     ds_member flat, shapes, offsets;
     KELP_TRY(open_member(ds, g, split, "images_flat", DT_U8, 1, flat_rules, &flat));
     sp->images = flat.id;
+    kelp_ds_chunking_inspect(sp->images, 1, &sp->image_chunks);
     KELP_TRY(open_member(ds, g, split, "image_shapes", DT_U32, 2, shape_rules, &shapes));
     sp->count = (int64_t)shapes.dims[0];
     KELP_TRY(read_member(ds, &shapes, 2, DT_U32, (void **)&sp->image_shapes));
@@ -743,6 +746,7 @@ static kelp_status load_masks(kelp_dataset *ds, hid_t g, kelp_split split, ds_sp
         KELP_TRY(open_member(ds, g, split, "masks_flat", DT_U8, 1, rules, &m));
     }
     sp->masks = m.id;
+    kelp_ds_chunking_inspect(sp->masks, sp->fixed ? 3 : 1, &sp->mask_chunks);
     return check_ignore_index(ds, &m);
 }
 
@@ -1063,19 +1067,47 @@ static kelp_status check_dst(const kelp_dataset *ds, const void *dst, size_t dst
     return KELP_OK;
 }
 
-static kelp_status read_image_locked(kelp_dataset *ds, const ds_split *sp, kelp_split split, int64_t index,
-                                     uint8_t *dst)
+/* One record of u8 values: [start, start + count) of a dataset of `rank` dims. */
+typedef struct record_block {
+    int rank;
+    hsize_t start[KELP_DS_CHUNK_RANK], count[KELP_DS_CHUNK_RANK];
+} record_block;
+
+static record_block image_block(const ds_split *sp, int64_t index)
 {
-    char obj[48], what[64];
-    member_name(obj, sizeof obj, split, sp->fixed ? "images" : "images_flat");
-    snprintf(what, sizeof what, "cannot read image %" PRId64, index);
     kelp_image_shape shape = record_shape(sp, index);
-    if (sp->fixed) {
-        hsize_t start[4] = {(hsize_t)index, 0, 0, 0}, count[4] = {1, shape.h, shape.w, shape.c};
-        return read_block(ds, sp->images, DT_U8, 4, start, count, dst, obj, what);
-    }
-    hsize_t start = sp->image_offsets[index], count = sp->image_offsets[index + 1] - start;
-    return read_block(ds, sp->images, DT_U8, 1, &start, &count, dst, obj, what);
+    if (sp->fixed)
+        return (record_block){4, {(hsize_t)index, 0, 0, 0}, {1, shape.h, shape.w, shape.c}};
+    return (record_block){1, {sp->image_offsets[index]}, {sp->image_offsets[index + 1] - sp->image_offsets[index]}};
+}
+
+static record_block mask_block(const ds_split *sp, int64_t index)
+{
+    kelp_image_shape shape = record_shape(sp, index);
+    if (sp->fixed)
+        return (record_block){3, {(hsize_t)index, 0, 0}, {1, shape.h, shape.w}};
+    return (record_block){1, {sp->image_offsets[index] / shape.c}, {(hsize_t)shape.h * shape.w}};
+}
+
+/* Reads a u8 record. Where the layout allows (dataset_chunks.c) only the chunks' stored bytes are read under the
+ * lock, and they are inflated after it, so that the loader's threads inflate in parallel; otherwise H5Dread runs
+ * under the lock. */
+static kelp_status read_u8_record(kelp_dataset *ds, hid_t dset, const kelp_ds_chunking *k, const record_block *b,
+                                  uint8_t *dst, const char *obj, const char *what)
+{
+    char where[1024];
+    snprintf(where, sizeof where, "%s: %s: %s", ds->path, obj, what);
+    kelp_ds_chunks raw = {0};
+    kelp_ds_h5_quiet();
+    pthread_mutex_lock(&ds->lock);
+    kelp_status s = k->raw ? kelp_ds_chunks_fetch(dset, k, b->start, b->count, &raw, where) : KELP_OK;
+    if (s == KELP_OK && raw.count == 0)
+        s = read_block(ds, dset, DT_U8, b->rank, b->start, b->count, dst, obj, what);
+    pthread_mutex_unlock(&ds->lock);
+    if (s == KELP_OK && raw.count)
+        s = kelp_ds_chunks_unpack(k, &raw, b->start, b->count, dst, where);
+    kelp_ds_chunks_free(&raw);
+    return s;
 }
 
 kelp_status kelp_dataset_read_image(kelp_dataset *ds, kelp_split split, int64_t index, uint8_t *dst,
@@ -1087,31 +1119,17 @@ kelp_status kelp_dataset_read_image(kelp_dataset *ds, kelp_split split, int64_t 
     KELP_TRY(find_record(ds, split, index, &sp));
     kelp_image_shape shape = record_shape(sp, index);
     KELP_TRY(check_dst(ds, dst, dst_bytes, (uint64_t)shape.h * shape.w * shape.c, "image", index));
-    kelp_ds_h5_quiet();
-    pthread_mutex_lock(&ds->lock);
-    kelp_status s = read_image_locked(ds, sp, split, index, dst);
-    pthread_mutex_unlock(&ds->lock);
-    return s;
+    char obj[48], what[64];
+    member_name(obj, sizeof obj, split, sp->fixed ? "images" : "images_flat");
+    snprintf(what, sizeof what, "cannot read image %" PRId64, index);
+    record_block b = image_block(sp, index);
+    return read_u8_record(ds, sp->images, &sp->image_chunks, &b, dst, obj, what);
 }
 
 static kelp_status wrong_task(const kelp_dataset *ds, const char *fn, kelp_task want)
 {
     return kelp_set_error(KELP_ERR_INVALID_ARG, "%s: %s needs a %s dataset; this one is %s", ds->path, fn,
                           kelp_task_name(want), kelp_task_name(ds->task));
-}
-
-static kelp_status read_mask_locked(kelp_dataset *ds, const ds_split *sp, int64_t index,
-                                    uint8_t *dst, const char *obj)
-{
-    char what[64];
-    snprintf(what, sizeof what, "cannot read mask %" PRId64, index);
-    kelp_image_shape shape = record_shape(sp, index);
-    if (sp->fixed) {
-        hsize_t start[3] = {(hsize_t)index, 0, 0}, count[3] = {1, shape.h, shape.w};
-        return read_block(ds, sp->masks, DT_U8, 3, start, count, dst, obj, what);
-    }
-    hsize_t start = sp->image_offsets[index] / shape.c, count = (hsize_t)shape.h * shape.w;
-    return read_block(ds, sp->masks, DT_U8, 1, &start, &count, dst, obj, what);
 }
 
 static kelp_status check_mask_values(const kelp_dataset *ds, const uint8_t *mask, kelp_image_shape shape,
@@ -1138,11 +1156,10 @@ kelp_status kelp_dataset_read_mask(kelp_dataset *ds, kelp_split split, int64_t i
     KELP_TRY(check_dst(ds, dst, dst_bytes, (uint64_t)shape.h * shape.w, "mask", index));
     char obj[48];
     member_name(obj, sizeof obj, split, sp->fixed ? "masks" : "masks_flat");
-    kelp_ds_h5_quiet();
-    pthread_mutex_lock(&ds->lock);
-    kelp_status s = read_mask_locked(ds, sp, index, dst, obj);
-    pthread_mutex_unlock(&ds->lock);
-    KELP_TRY(s);
+    char what[64];
+    snprintf(what, sizeof what, "cannot read mask %" PRId64, index);
+    record_block b = mask_block(sp, index);
+    KELP_TRY(read_u8_record(ds, sp->masks, &sp->mask_chunks, &b, dst, obj, what));
     return check_mask_values(ds, dst, shape, index, obj);
 }
 
