@@ -5,8 +5,8 @@
 #   2. test_cuda_ops: every backend op on the GPU against the CPU backend (poisoned outputs, NaN never passes)
 #   3. the same under compute-sanitizer memcheck
 #   4. the Fashion-MNIST demo recipe trained on the GPU (small_resnet, 5 epochs) and evaluated
-#   5. resnet50 at 224x224: kelp training and inference images/s against PyTorch eager (channels_last; fp32 and
-#      bf16 autocast) and torch.compile, in the same run
+#   5. each model of $GPU_MODELS (resnet18 resnet50) at 224x224: kelp training and inference images/s against
+#      PyTorch eager (channels_last; fp32 and bf16 autocast) and torch.compile, in the same run
 # Output: the log on stdout and in $OUT/gpu_check.log (or ./gpu_check.log); the benchmark JSON in $OUT/bench/.
 # Usage: bench/gpu_check.sh [--quick]   (--quick: the op tests and a 1-epoch training only)
 set -uo pipefail
@@ -56,19 +56,21 @@ echo "training: $((SECONDS - start)) s"
 must "$kelp" eval --checkpoint "$dir/run/best.ckpt" --data "$dir/fm.h5" --split test --device cuda
 
 if [ "$quick" = 0 ]; then
-  step "5. resnet50 224x224: kelp against PyTorch, same run"
-  "$kelp" model show resnet50 >"$dir/resnet50.json"
-  for batch in 256 1; do
-    must "$kelp" bench resnet50 --device cuda --batch "$batch" --mode $([ $batch = 1 ] && echo infer || echo all) \
-      --json >"$out/bench/kelp_resnet50_b$batch.json"
-  done
-  for amp in none bf16; do
-    for extra in "" --compile; do
-      name=torch_resnet50_${amp}${extra:+_compile}
-      for mode in train infer; do
-        PYTHONUNBUFFERED=1 timeout 600 python3 bench/torch_bench.py "$dir/resnet50.json" --torchvision resnet50 \
-          --device cuda --batch 256 --mode $mode --amp $amp $extra --warmup 5 --iters 20 \
-          >"$out/bench/${name}_$mode.json" || echo "FAILED: PyTorch $name $mode"
+  for model in ${GPU_MODELS:-resnet18 resnet50}; do
+    step "5. $model 224x224: kelp against PyTorch, same run"
+    "$kelp" model show "$model" >"$dir/$model.json"
+    for batch in 256 1; do
+      must "$kelp" bench "$model" --device cuda --batch "$batch" --mode $([ $batch = 1 ] && echo infer || echo all) \
+        --json >"$out/bench/kelp_${model}_b$batch.json"
+    done
+    for amp in none bf16; do
+      for extra in "" --compile; do
+        name=torch_${model}_${amp}${extra:+_compile}
+        for mode in train infer; do
+          PYTHONUNBUFFERED=1 timeout 600 python3 bench/torch_bench.py "$dir/$model.json" --torchvision "$model" \
+            --device cuda --batch 256 --mode $mode --amp $amp $extra --warmup 5 --iters 20 \
+            >"$out/bench/${name}_$mode.json" || echo "FAILED: PyTorch $name $mode"
+        done
       done
     done
   done

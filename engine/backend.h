@@ -61,7 +61,8 @@ typedef struct kelp_backend_iface {
     kelp_status (*conv2d_forward)(kelp_backend *be, const kelp_conv_desc *d, const float *x, const float *w,
                                   const float *bias, float *y, void *workspace);
     /* Optional (NULL: inference graphs run the layers one by one): the forward convolution with its outputs put
-     * through an epilogue before they are stored, for the batch norm and ReLU folded into it (graph_fuse.c). */
+     * through an epilogue before they are stored, for the batch norm and ReLU folded into it (graph_fuse.c). The
+     * graph computes the epilogue's scale and shift in host memory, which is the CPU backend's. */
     kelp_status (*conv2d_forward_fused)(kelp_backend *be, const kelp_conv_desc *d, const float *x, const float *w,
                                         const kelp_conv_epilogue *ep, float *y, void *workspace);
     kelp_status (*conv2d_backward_data)(kelp_backend *be, const kelp_conv_desc *d, const float *dy,
