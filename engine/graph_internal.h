@@ -45,8 +45,8 @@ typedef struct kelp_node {
     size_t state_bytes;
     void *state;                 /* in the arena */
     bool needs_backward;         /* recomputed when parameters are frozen */
-    int fused_end;               /* heading a fused chain: the chain's last node (after it); 0 otherwise */
-    bool fused;                  /* runs inside the convolution of an earlier node */
+    int fused_next;              /* in a fused chain: the chain's next node (always after it); 0 at its end/outside */
+    bool fused;                  /* runs inside the convolution of an earlier node (the chain's head) */
 } kelp_node;
 
 /* One node's share of the per-node profile (kelp_graph_set_profiling). */

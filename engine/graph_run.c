@@ -127,10 +127,14 @@ static kelp_status run_timed(kelp_graph *g, int index, node_pass pass, double *s
 
 static kelp_status forward_node(kelp_graph *g, int index)
 {
-    kelp_layer_io io;
-    kelp_graph_fill_io(g, index, &io, false);
-    kelp_status s = g->nodes[index].fused_end > index ? kelp_graph_forward_fused(g, index)
-                                                      : g->nodes[index].type->forward(&io);
+    kelp_status s;
+    if (g->nodes[index].fused_next) { /* the head of a fused chain (graph_fuse.c) */
+        s = kelp_graph_forward_fused(g, index);
+    } else {
+        kelp_layer_io io;
+        kelp_graph_fill_io(g, index, &io, false);
+        s = g->nodes[index].type->forward(&io);
+    }
     return s == KELP_OK ? s : node_failed(&g->nodes[index], s, "forward");
 }
 
@@ -364,6 +368,7 @@ kelp_status kelp_graph_node_profile(const kelp_graph *g, int index, kelp_node_pr
     memset(out, 0, sizeof *out);
     out->name = node->name;
     out->type = node->type->name;
+    out->folded = node->fused;
     if (g->profile) {
         const kelp_node_timing *t = &g->profile[index];
         out->forward_calls = t->forward_calls;

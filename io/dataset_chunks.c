@@ -7,7 +7,8 @@
  *
  * Only the layouts kelp's writer produces take this path: u8 data, chunked, with no filter or the deflate filter
  * alone, and (for the fixed layout) one chunk per record. Anything else (shuffle, szip, other chunk shapes, a
- * chunk never written) is read through H5Dread as before, so files from other writers keep working. */
+ * chunk never written, edge chunks left unfiltered) is read through H5Dread as before, so files from other writers
+ * keep working. */
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -37,6 +38,9 @@ void kelp_ds_chunking_inspect(hid_t dset, int rank, kelp_ds_chunking *out)
                        H5Z_FILTER_DEFLATE;
         ok = out->deflate;
     }
+    /* with this option a partial edge chunk is stored unfiltered yet with filter mask 0: leave such files to HDF5 */
+    unsigned options = 0;
+    ok = ok && H5Pget_chunk_opts(dcpl, &options) >= 0 && !(options & H5D_CHUNK_DONT_FILTER_PARTIAL_CHUNKS);
     out->raw = ok && (filters == 0 || filters == 1);
     out->rank = rank;
     out->chunk_bytes = bytes;
@@ -58,6 +62,9 @@ kelp_status kelp_ds_chunks_fetch(hid_t dset, const kelp_ds_chunking *k, const hs
                                  kelp_ds_chunks *out, const char *what)
 {
     memset(out, 0, sizeof *out);
+    for (int d = 0; d < k->rank; d++)
+        if (count[d] == 0)
+            return KELP_OK; /* an empty record: the caller's H5Dread path reads nothing */
     /* 1-D: the chunks that the range [start, start + count) touches; higher ranks: the record is one chunk */
     hsize_t first = 0, last = 0;
     if (k->rank == 1) {
@@ -134,11 +141,15 @@ static kelp_status unpack(const kelp_ds_chunking *k, const kelp_ds_chunks *all, 
     if (inflateInit(&z) != Z_OK)
         return kelp_set_error(KELP_ERR_NO_MEMORY, "%s (zlib cannot start inflating)", what);
     int r = inflate(&z, Z_FINISH);
-    const char *msg = z.msg ? z.msg : r == Z_BUF_ERROR ? "data past the chunk's size" : "truncated data";
+    const char *msg = z.msg                ? z.msg
+                      : r == Z_MEM_ERROR   ? "out of memory"
+                      : r == Z_NEED_DICT   ? "the stream needs a preset dictionary"
+                      : z.avail_out == 0   ? "data past the chunk's size"
+                                           : "the stream ends early";
     uint64_t produced = z.total_out;
     inflateEnd(&z);
     if (r != Z_STREAM_END)
-        return kelp_set_error(KELP_ERR_FORMAT, "%s (deflate: %s)", what, msg);
+        return kelp_set_error(r == Z_MEM_ERROR ? KELP_ERR_NO_MEMORY : KELP_ERR_FORMAT, "%s (deflate: %s)", what, msg);
     if (produced != k->chunk_bytes)
         return kelp_set_error(KELP_ERR_FORMAT, "%s (deflate: a chunk of %" PRIu64 " bytes inflates to %" PRIu64 ")",
                               what, k->chunk_bytes, produced);

@@ -199,7 +199,7 @@ static kelp_status copy_rows(kelp_graph *g, layer_profile *out)
         row->backward_ms = p.backward_calls ? 1e3 * p.backward_seconds / (double)p.backward_calls : 0;
         row->forward_flops = p.forward_flops;
         row->backward_flops = p.backward_flops;
-        row->folded = p.forward_calls == 0;
+        row->folded = p.folded;
     }
     return KELP_OK;
 }

@@ -135,6 +135,7 @@ typedef struct kelp_node_profile {
     /* Of one call at the current batch, 2 per multiply-add; 0 for layer types that do not count them (all but
      * conv2d, conv_transpose2d and linear). Backward counts the input and weight gradients the graph computes. */
     int64_t forward_flops, backward_flops;
+    bool folded; /* an inference graph runs it inside the convolution before it (batch norm, ReLU): no calls */
 } kelp_node_profile;
 
 /* Enabling starts the counters at zero (and keeps them when already on); disabling drops them. */

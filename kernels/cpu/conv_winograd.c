@@ -216,10 +216,9 @@ static void transform_outputs(const kelp_conv_desc *d, const float *m, const kel
     for (int j = 0; j < count; j++) {
         int n, oh, ow;
         tile_origin(d, tile0 + j, &n, &oh, &ow);
-        const bool second_row = oh + 1 < d->oh, second_col = ow + 1 < d->ow;
+        const bool inside[2][2] = {{true, ow + 1 < d->ow}, {oh + 1 < d->oh, oh + 1 < d->oh && ow + 1 < d->ow}};
         const float *src = m + (int64_t)j * d->k;
         float *y00 = y + (((int64_t)n * d->oh + oh) * d->ow + ow) * d->k;
-        float *y01 = y00 + d->k, *y10 = y00 + (int64_t)d->ow * d->k, *y11 = y10 + d->k;
         for (int k = 0; k < d->k; k += 16) {
             kelp_vec16 t[2][4];
             for (int b = 0; b < 4; b++) { /* t = A^T M */
@@ -237,13 +236,12 @@ static void transform_outputs(const kelp_conv_desc *d, const float *m, const kel
                 for (int a = 0; a < 2; a++)
                     for (int b = 0; b < 2; b++)
                         KELP_EPILOGUE16(out[a][b], ep, k);
-            float *dst[2][2] = {{y00 + k, y01 + k}, {y10 + k, y11 + k}};
-            const bool inside[2][2] = {{true, second_col}, {second_row, second_row && second_col}};
             for (int a = 0; a < 2; a++)
                 for (int b = 0; b < 2; b++) {
-                    if (!inside[a][b])
+                    if (!inside[a][b]) /* past the output's edge: no address is formed there */
                         continue;
-                    KELP_STORE16(dst[a][b], accumulate ? out[a][b] + KELP_LOAD16(dst[a][b]) : out[a][b]);
+                    float *dst = y00 + ((int64_t)a * d->ow + b) * d->k + k;
+                    KELP_STORE16(dst, accumulate ? out[a][b] + KELP_LOAD16(dst) : out[a][b]);
                 }
         }
     }

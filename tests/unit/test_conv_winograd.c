@@ -66,7 +66,7 @@ static void test_forward_matches_reference(void **state)
     (void)state;
     kelp_conv_desc a = conv3x3(2, 20, 22, 64, 64, 1); /* ResNet's 64-channel layers, 32-channel register tiles */
     check_forward(&a, 1, "64 -> 64, padding 1");
-    kelp_conv_desc b = conv3x3(1, 16, 15, 256, 256, 1); /* the largest channel product it takes, odd width */
+    kelp_conv_desc b = conv3x3(1, 16, 15, 256, 256, 1); /* the largest channel product it takes (C*K), odd width */
     check_forward(&b, 2, "256 -> 256, padding 1");
     kelp_conv_desc c = conv3x3(3, 9, 12, 16, 80, 0); /* 16-channel register tiles, blocks of 64 tiles and a rest */
     check_forward(&c, 3, "16 -> 80, no padding");

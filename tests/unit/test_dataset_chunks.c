@@ -1,6 +1,6 @@
 /* Reading records by their raw chunks (io/dataset_chunks.c): the same bytes as H5Dread for both layouts and images
- * that span several chunks, H5Dread for layouts other writers produce, chunks stored without their filter, and
- * damaged chunks refused with a message that names the file and the image. */
+ * that span several chunks, H5Dread for layouts other writers produce (shuffle, unfiltered edge chunks), chunks
+ * stored without their filter, and damaged chunks refused with a message that names the file and the image. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -139,6 +139,40 @@ static void test_other_filters_read_through_hdf5(void **state)
     unlink(path);
 }
 
+/* H5D_CHUNK_DONT_FILTER_PARTIAL_CHUNKS stores the last, partial chunk of images_flat unfiltered but with filter
+ * mask 0: the raw path cannot tell, so such files are read through H5Dread. */
+static void test_unfiltered_edge_chunk_read_through_hdf5(void **state)
+{
+    (void)state;
+    const char *path = test_temp_path(".h5");
+    write_file(path, true);
+    size_t total = 0, bytes[COUNT];
+    uint8_t *image[COUNT];
+    for (int i = 0; i < COUNT; i++) {
+        image[i] = h5_image(path, true, i, &bytes[i]);
+        total += bytes[i];
+    }
+    uint8_t *all = malloc(total), *at = all;
+    assert_non_null(all);
+    for (int i = 0; i < COUNT; i++) {
+        memcpy(at, image[i], bytes[i]);
+        at += bytes[i];
+        free(image[i]);
+    }
+    hid_t f = h5c_open_rw(path);
+    hid_t dcpl = H5Pcreate(H5P_DATASET_CREATE);
+    const hsize_t dims = total, chunk = 16384;
+    assert_true(total % chunk != 0);
+    assert_true(H5Pset_chunk(dcpl, 1, &chunk) >= 0 && H5Pset_deflate(dcpl, 4) >= 0 &&
+                H5Pset_chunk_opts(dcpl, H5D_CHUNK_DONT_FILTER_PARTIAL_CHUNKS) >= 0);
+    h5c_put(f, "/train/images_flat", H5T_STD_U8LE, 1, &dims, dcpl, all);
+    H5Pclose(dcpl);
+    h5c_close(f);
+    assert_reads_as_h5dread(path, true);
+    free(all);
+    unlink(path);
+}
+
 /* Replaces the stored bytes of image i's chunk (fixed layout). */
 static void write_chunk(const char *path, int i, uint32_t filter_mask, const void *data, size_t size)
 {
@@ -196,7 +230,7 @@ static void test_unfiltered_and_damaged_chunks(void **state)
     n = compressBound(bytes);
     assert_int_equal(compress2(packed, &n, raw, bytes, 4), Z_OK);
     write_chunk(path, 3, 0, packed, n / 2);
-    expect_read_fails(path, 3, "deflate: ");
+    expect_read_fails(path, 3, "deflate: the stream ends early");
     memset(packed, 0xFF, 64);
     write_chunk(path, 4, 0, packed, 64);
     expect_read_fails(path, 4, "deflate: ");
@@ -218,6 +252,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_same_bytes_as_h5dread),
         cmocka_unit_test(test_other_filters_read_through_hdf5),
+        cmocka_unit_test(test_unfiltered_edge_chunk_read_through_hdf5),
         cmocka_unit_test(test_unfiltered_and_damaged_chunks),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

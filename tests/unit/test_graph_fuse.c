@@ -119,13 +119,16 @@ static void test_fused_matches_layer_by_layer(void **state)
     kelp_graph_destroy(fused);
 }
 
+/* The node's forward calls; it is reported folded exactly when it never ran. */
 static int64_t forward_calls(kelp_graph *g, const char *name)
 {
     for (int i = 0; i < kelp_graph_node_count(g); i++) {
         kelp_node_profile p;
         TEST_OK(kelp_graph_node_profile(g, i, &p));
-        if (strcmp(p.name, name) == 0)
+        if (strcmp(p.name, name) == 0) {
+            assert_int_equal(p.folded, p.forward_calls == 0);
             return p.forward_calls;
+        }
     }
     fail_msg("no node '%s'", name);
     return -1;
