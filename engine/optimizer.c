@@ -336,15 +336,22 @@ static kelp_status scale(kelp_backend *be, float *grads, const kelp_param_segmen
     return KELP_OK;
 }
 
+/* The sum of squares and the scaling both run on the backend's elementwise kernels. */
+static kelp_status need_elementwise(kelp_backend *be, const char *what)
+{
+    if (!be->iface->supports(be, KELP_OP_ELEMENTWISE, KELP_F32))
+        return kelp_set_error(KELP_ERR_UNSUPPORTED, "%s: backend '%s' has no elementwise kernels", what,
+                              be->iface->name);
+    return KELP_OK;
+}
+
 kelp_status kelp_clip_grad_norm(kelp_backend *be, float *grads, int64_t n, const kelp_param_segment *segments,
                                 int n_segments, double max_norm, double *total_norm)
 {
     if (!isfinite(max_norm) || max_norm <= 0.0)
         return kelp_set_error(KELP_ERR_INVALID_ARG, "clip_grad_norm: max_norm %g is not a finite number > 0",
                               max_norm);
-    if (!be->iface->supports(be, KELP_OP_ELEMENTWISE, KELP_F32))
-        return kelp_set_error(KELP_ERR_UNSUPPORTED, "clip_grad_norm: backend '%s' has no elementwise kernels",
-                              be->iface->name);
+    KELP_TRY(need_elementwise(be, "clip_grad_norm"));
     kelp_param_segment whole;
     const kelp_param_segment *segs;
     int count;
@@ -371,6 +378,7 @@ kelp_status kelp_unscale_grads(kelp_backend *be, float *grads, int64_t n, const 
     if (!(inv_scale > 0.0f) || !isfinite(inv_scale))
         return kelp_set_error(KELP_ERR_INVALID_ARG, "unscale: inverse scale %g is not a finite number > 0",
                               (double)inv_scale);
+    KELP_TRY(need_elementwise(be, "unscale"));
     kelp_param_segment whole;
     const kelp_param_segment *segs;
     int count;

@@ -42,6 +42,9 @@ void kelp_predictor_close(kelp_predictor *p)
     free(p);
 }
 
+/* The decoder's own limit: a predictor never promises more. */
+_Static_assert(KELP_PREDICTOR_MAX_PIXELS == KELP_IMAGE_MAX_PIXELS, "the predictor's pixel cap is the decoder's");
+
 /* A bundle's pixel limit (model/bundle.json), so that `kelp predict --bundle` refuses what its server refuses. */
 static uint64_t bundle_max_pixels(const char *path)
 {
@@ -56,7 +59,7 @@ static uint64_t bundle_max_pixels(const char *path)
     }
     cJSON *info = cJSON_Parse(text);
     const cJSON *v = cJSON_GetObjectItem(info, "max_pixels");
-    if (cJSON_IsNumber(v) && v->valuedouble >= 1 && v->valuedouble < (double)limit)
+    if (cJSON_IsNumber(v) && v->valuedouble >= 1 && v->valuedouble <= (double)limit)
         limit = (uint64_t)v->valuedouble;
     cJSON_Delete(info);
     free(text);
@@ -73,7 +76,9 @@ kelp_status kelp_predictor_open(const char *path, const kelp_predictor_options *
         return kelp_set_error(KELP_ERR_INVALID_ARG, "kelp_predictor_open: path is NULL");
     kelp_predictor *p = calloc(1, sizeof *p);
     if (p)
-        p->max_pixels = o.max_pixels ? o.max_pixels : bundle_max_pixels(path);
+        p->max_pixels = !o.max_pixels                              ? bundle_max_pixels(path)
+                        : o.max_pixels < KELP_PREDICTOR_MAX_PIXELS ? o.max_pixels
+                                                                   : KELP_PREDICTOR_MAX_PIXELS;
     kelp_ctx_options co = kelp_ctx_defaults();
     co.device = o.device ? o.device : "cpu";
     co.threads = o.threads;

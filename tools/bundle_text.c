@@ -33,11 +33,12 @@ static bool valid_module_name(const char *s)
     return true;
 }
 
-/* Package names that would shadow what the bundle imports (or be shadowed by it). */
+/* Package names that would shadow what the bundle imports (or be shadowed by it), or take the name of one of the
+ * bundle's own directories (model/, lib/, tests/). */
 static bool reserved_package(const char *s)
 {
-    static const char *const names[] = {"aiohttp", "ctypes", "deepaas", "io", "json", "kelp", "marshmallow", "os",
-                                        "pathlib", "sys", "test", "tests", "webargs"};
+    static const char *const names[] = {"aiohttp", "ctypes", "deepaas", "io", "json", "kelp", "lib", "marshmallow",
+                                        "model", "os", "pathlib", "sys", "test", "tests", "webargs"};
     for (size_t i = 0; i < sizeof names / sizeof *names; i++)
         if (strcmp(s, names[i]) == 0)
             return true;
@@ -89,7 +90,7 @@ kelp_status bundle_info_complete(bundle_info *info, const char *model_json)
         while (n && info->module[n - 1] == '-')
             n--;
         info->module[n] = 0;
-        if (!valid_module_name(info->module)) { /* e.g. a model named "3d-net" */
+        if (!valid_module_name(info->module) || reserved_package(info->module)) { /* "3d-net", "model" */
             char base[sizeof info->module];
             memcpy(base, info->module, sizeof base);
             snprintf(info->module, sizeof info->module, "kelp-%.40s", n ? base : "model");

@@ -322,8 +322,8 @@ int cmd_export(int argc, char **argv)
         case 'v': info.version = optarg; break;
         case 'u': info.source_url = optarg; break;
         case 'p':
-            if (cli_parse_int(optarg, 1, 1 << 30, &info.max_pixels) != 0)
-                return cli_usage_error("export", "--max-pixels needs an integer in [1, 2^30], got '%s'", optarg);
+            if (cli_parse_int(optarg, 1, (int)KELP_PREDICTOR_MAX_PIXELS, &info.max_pixels) != 0)
+                return cli_usage_error("export", "--max-pixels needs an integer in [1, 2^28], got '%s'", optarg);
             break;
         case 'l': lib = optarg; break;
         case 'h': export_help(); return 0;

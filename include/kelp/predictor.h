@@ -38,7 +38,7 @@ typedef struct kelp_predictor_options {
     const char *device; /* "cpu" (default) or "cuda[:N]" */
     int threads;        /* CPU threads; 0 = OMP_NUM_THREADS if set, else all cores */
     /* Encoded images declaring more pixels are refused unread. 0: a bundle's own limit (model/bundle.json's
-     * max_pixels, the one its REST API applies), else KELP_PREDICTOR_MAX_PIXELS. */
+     * max_pixels, the one its REST API applies), else KELP_PREDICTOR_MAX_PIXELS, which also caps any value. */
     uint64_t max_pixels;
     uint64_t reserved[4];
 } kelp_predictor_options;

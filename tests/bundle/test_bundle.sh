@@ -50,6 +50,9 @@ check "  and says so" contains "$tmp/err" "already exists"
 check "export refuses a bad module name" run 2 export --checkpoint "$ckpt" --out "$tmp/b0" --name "Bad Name"
 check "export refuses a name ending in -" run 2 export --checkpoint "$ckpt" --out "$tmp/b0" --name "fm-"
 check "export refuses a name that shadows a module" run 2 export --checkpoint "$ckpt" --out "$tmp/b0" --name json
+check "export refuses a name that takes a bundle folder" run 2 export --checkpoint "$ckpt" --out "$tmp/b0" --name model
+check "export refuses more pixels than the decoder takes" run 2 export --checkpoint "$ckpt" --out "$tmp/b0" \
+  --max-pixels 268435457
 check "export refuses a bad version" run 2 export --checkpoint "$ckpt" --out "$tmp/b0" --version "1.0 beta"
 check "export refuses an over-long title" run 2 export --checkpoint "$ckpt" --out "$tmp/b0" \
   --title "$(printf 'é%.0s' $(seq 200))"
