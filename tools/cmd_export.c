@@ -140,26 +140,29 @@ static double file_mib(const char *path)
     return stat(path, &st) == 0 ? (double)st.st_size / (1 << 20) : 0;
 }
 
-/* Memory the model's tensors take, planned by the engine, in MiB: inference at batch 1; training at the run's
- * batch, with the optimizer's state (one more copy of the parameters for SGD momentum, two for AdamW). */
-static kelp_status measure_memory(kelp_ctx *ctx, const char *model, int train_batch, bool adamw, double *infer_mib,
-                                  double *train_mib)
+/* The bytes a graph's tensors take, planned by the engine. */
+static double planned_bytes(const kelp_graph *g)
 {
-    for (int training = 0; training <= 1; training++) {
-        kelp_graph_options o = kelp_graph_defaults();
-        o.batch = training ? train_batch : 1;
-        o.training = training;
-        o.with_loss = training;
-        kelp_graph *g;
-        KELP_TRY(kelp_graph_build(ctx, model, &o, &g));
-        kelp_graph_memory m;
-        kelp_graph_memory_usage(g, &m);
-        kelp_graph_destroy(g);
-        double bytes = (double)(m.params + m.grads + m.buffers + m.activations + m.workspace);
-        if (training)
-            bytes += (adamw ? 2.0 : 1.0) * (double)m.params;
-        *(training ? train_mib : infer_mib) = bytes / (1 << 20);
-    }
+    kelp_graph_memory m;
+    kelp_graph_memory_usage(g, &m);
+    return (double)(m.params + m.grads + m.buffers + m.activations + m.workspace);
+}
+
+/* Memory the model's tensors take, in MiB: inference at batch 1 (the classifier's own graph); training at the
+ * run's batch, with the optimizer's state (one more copy of the parameters for SGD momentum, two for AdamW). */
+static kelp_status measure_memory(kelp_ctx *ctx, const char *model, const kelp_graph *inference, int train_batch,
+                                  bool adamw, double *infer_mib, double *train_mib)
+{
+    *infer_mib = planned_bytes(inference) / (1 << 20);
+    kelp_graph_options o = kelp_graph_defaults();
+    o.batch = train_batch;
+    o.training = o.with_loss = true;
+    kelp_graph *g;
+    KELP_TRY(kelp_graph_build(ctx, model, &o, &g));
+    kelp_graph_memory m;
+    kelp_graph_memory_usage(g, &m);
+    *train_mib = (planned_bytes(g) + (adamw ? 2.0 : 1.0) * (double)m.params) / (1 << 20);
+    kelp_graph_destroy(g);
     return KELP_OK;
 }
 
@@ -178,22 +181,6 @@ static kelp_status read_metrics(const char *path, cJSON **out)
                                   keys[i]);
         }
     return KELP_OK;
-}
-
-static kelp_status export_onnx(kelp_ctx *ctx, const char *weights, const char *model, const char *root)
-{
-    kelp_graph_options o = kelp_graph_defaults();
-    o.batch = 1;
-    kelp_graph *g;
-    KELP_TRY(kelp_graph_build(ctx, model, &o, &g));
-    char path[PATH_MAX];
-    kelp_status s = join(path, root, "model/model.onnx");
-    if (s == KELP_OK)
-        s = kelp_graph_load_weights(g, weights, KELP_LOAD_STRICT);
-    if (s == KELP_OK)
-        s = kelp_onnx_export(g, path, NULL);
-    kelp_graph_destroy(g);
-    return s;
 }
 
 /* Everything but the final rename, into `root`. */
@@ -224,7 +211,7 @@ static kelp_status write_bundle(kelp_ctx *ctx, const char *checkpoint, const bun
         const cJSON *batch = cJSON_GetObjectItem(config_json, "batch"),
                     *optimizer = cJSON_GetObjectItem(config_json, "optimizer");
         b.train_batch = cJSON_IsNumber(batch) ? batch->valueint : 32;
-        s = measure_memory(ctx, model, b.train_batch,
+        s = measure_memory(ctx, model, kelp_classifier_graph(c), b.train_batch,
                            cJSON_IsString(optimizer) && strcmp(optimizer->valuestring, "adamw") == 0,
                            &b.infer_mib, &b.train_mib);
     }
@@ -238,8 +225,9 @@ static kelp_status write_bundle(kelp_ctx *ctx, const char *checkpoint, const bun
         const char *scored = cJSON_GetStringValue(cJSON_GetObjectItem(metrics, "data"));
         b.metrics_source = data ? data : scored ? scored : metrics_file;
     }
-    if (s == KELP_OK && onnx)
-        s = export_onnx(ctx, weights, model, root);
+    char onnx_path[PATH_MAX];
+    if (s == KELP_OK && onnx && (s = join(onnx_path, root, "model/model.onnx")) == KELP_OK)
+        s = kelp_onnx_export(kelp_classifier_graph(c), onnx_path, NULL);
     if (s == KELP_OK) {
         char *pretty = cJSON_Print(model_json);
         s = write_text(root, "model/model.json", pretty);
@@ -248,7 +236,7 @@ static kelp_status write_bundle(kelp_ctx *ctx, const char *checkpoint, const bun
         s = copy_file(library, root, "lib/libkelp.so");
     if (s == KELP_OK) {
         b.weights_mib = file_mib(weights);
-        b.storage_mib = b.weights_mib + file_mib(library) + (onnx ? b.weights_mib : 0);
+        b.storage_mib = b.weights_mib + file_mib(library) + (onnx ? file_mib(onnx_path) : 0);
         s = bundle_write_texts(&b, root);
     }
     /* the templates: package/ becomes the module's Python package */
