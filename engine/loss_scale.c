@@ -1,5 +1,7 @@
 #include "engine/loss_scale.h"
 
+#include <math.h>
+
 void kelp_loss_scaler_init(kelp_loss_scaler *s)
 {
     *s = (kelp_loss_scaler){.scale = 65536.0f, .growth_factor = 2.0f, .backoff_factor = 0.5f,
@@ -17,7 +19,9 @@ void kelp_loss_scaler_update(kelp_loss_scaler *s, bool finite)
         return;
     }
     if (++s->clean_steps == s->growth_interval) {
-        s->scale *= s->growth_factor;
+        const float grown = s->scale * s->growth_factor;
+        if (isfinite(grown)) /* GradScaler keeps the scale where growing would overflow it */
+            s->scale = grown;
         s->clean_steps = 0;
     }
 }

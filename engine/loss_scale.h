@@ -1,10 +1,10 @@
 /* Dynamic loss scaling with PyTorch GradScaler's semantics, for training in fp16/bf16: the loss gradient is seeded
  * with `scale` instead of 1 so that small gradients survive half precision; before the optimizer (and before
  * gradient clipping) the gradients are unscaled; a step whose gradients hold inf or NaN is skipped and the scale
- * halved; after `growth_interval` clean steps in a row the scale doubles.
+ * halved; after `growth_interval` clean steps in a row the scale doubles, unless that would overflow it.
  *
  *   kelp_graph_set_loss_scale(g, s.scale); forward; backward;
- *   KELP_TRY(kelp_unscale_grads(be, grads, n, segments, n_segments, 1.0f / s.scale, &finite)); (optimizer.h)
+ *   KELP_TRY(kelp_unscale_grads(be, grads, n, segments, n_segments, kelp_loss_scaler_inverse(&s), &finite));
  *   if (finite) { clip; step; }
  *   kelp_loss_scaler_update(&s, finite);
  *

@@ -35,6 +35,13 @@ static void test_schedule_follows_gradscaler(void **state)
     assert_true(s.scale == 65536.0f); /* 1500 clean steps before the overflow do not count */
     kelp_loss_scaler_update(&s, true);
     assert_true(s.scale == 131072.0f);
+
+    /* a scale that would overflow when doubled stays where it is, and the count restarts */
+    s.scale = 0x1p127f;
+    s.clean_steps = s.growth_interval - 1;
+    kelp_loss_scaler_update(&s, true);
+    assert_true(s.scale == 0x1p127f);
+    assert_int_equal(s.clean_steps, 0);
 }
 
 static void test_unscale_checks_then_scales(void **state)
