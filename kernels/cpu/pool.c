@@ -85,17 +85,6 @@ void kelp_cpu_pool2d_forward(int threads, const kelp_pool_desc *d, const float *
         }
 }
 
-/* The outputs [*lo, *hi] along one axis whose windows cover input i: the clipped window of output o spans
- * [o*stride - pad, o*stride - pad + k) within the input. */
-static void covering_outputs(int i, int k, int stride, int pad, int out, int *lo, int *hi)
-{
-    int first = i + pad - k; /* windows of outputs up to first/stride end before i */
-    *lo = first < 0 ? 0 : first / stride + 1;
-    *hi = (i + pad) / stride;
-    if (*hi > out - 1)
-        *hi = out - 1;
-}
-
 /* Max pooling's backward as a gather: each input pixel adds dy of the outputs whose window covers it and whose
  * argmax is that pixel, in increasing output order: the same additions in the same order as scattering the outputs
  * one by one, so the same result, but each task owns its rows of dx and the loops over C vectorize. One input row
@@ -106,12 +95,12 @@ static void max_backward_row(const kelp_pool_desc *d, const float *restrict dy, 
 {
     const int c = d->c;
     int oh0, oh1;
-    covering_outputs(ih, d->r, d->stride_h, d->pad_h, d->oh, &oh0, &oh1);
+    kelp_pool_covering_outputs(ih, d->r, d->stride_h, d->pad_h, d->oh, &oh0, &oh1);
     for (int iw = 0; iw < d->w; iw++) {
         const int32_t pos = ih * d->w + iw;
         float *px = dx_img + (int64_t)pos * c;
         int ow0, ow1;
-        covering_outputs(iw, d->s, d->stride_w, d->pad_w, d->ow, &ow0, &ow1);
+        kelp_pool_covering_outputs(iw, d->s, d->stride_w, d->pad_w, d->ow, &ow0, &ow1);
         for (int oh = oh0; oh <= oh1; oh++)
             for (int ow = ow0; ow <= ow1; ow++) {
                 const int64_t o = ((int64_t)oh * d->ow + ow) * c;

@@ -67,18 +67,6 @@ static void scatter_row(const kelp_upsample_desc *d, float weight, const float *
     }
 }
 
-/* The weight with which output row oh reads input row ih (0 when it does not read it), and whether it reads it. */
-static int row_weight(const kelp_upsample_desc *d, int oh, int ih, float *weight)
-{
-    if (d->kind == KELP_UPSAMPLE_NEAREST) {
-        *weight = 1.0f;
-        return kelp_upsample_nearest_src(oh, d->scale_h, d->h, d->oh) == ih;
-    }
-    kelp_linear_taps th = kelp_upsample_linear_taps(oh, d->scale_h, d->h, d->oh);
-    *weight = (th.i0 == ih ? th.l0 : 0.0f) + (th.i1 == ih ? th.l1 : 0.0f);
-    return th.i0 == ih || th.i1 == ih;
-}
-
 // dy (N,OH,OW,C) -> dx (N,H,W,C) accumulated
 void kelp_cpu_upsample_backward(int threads, const kelp_upsample_desc *d, const float *dy, float *dx)
 {
@@ -88,7 +76,7 @@ void kelp_cpu_upsample_backward(int threads, const kelp_upsample_desc *d, const 
             float *dx_row = dx + ((int64_t)n * d->h + ih) * d->w * d->c;
             for (int oh = 0; oh < d->oh; oh++) {
                 float weight;
-                if (row_weight(d, oh, ih, &weight))
+                if (kelp_upsample_row_weight(d, oh, ih, &weight))
                     scatter_row(d, weight, dy + ((int64_t)n * d->oh + oh) * d->ow * d->c, dx_row);
             }
         }

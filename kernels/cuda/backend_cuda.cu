@@ -258,8 +258,6 @@ static kelp_status cuda_gemm(kelp_backend *be, bool ta, bool tb, int m, int n, i
 }
 
 /* Filled once at first create; designated initializers are C++20, so it is assigned field by field. */
-static kelp_backend_iface cuda_iface;
-
 static void fill_iface(kelp_backend_iface *t)
 {
     memset(t, 0, sizeof *t);
@@ -344,8 +342,12 @@ extern "C" kelp_status kelp_backend_cuda_create(int device, kelp_backend **out)
     }
     c->device = device;
     c->deterministic = true;
-    if (!cuda_iface.name)
-        fill_iface(&cuda_iface);
+    /* a function-local static: C++ initializes it once, even when two threads create their first contexts */
+    static const kelp_backend_iface cuda_iface = [] {
+        kelp_backend_iface t;
+        fill_iface(&t);
+        return t;
+    }();
     be->iface = &cuda_iface;
     be->impl = c;
     kelp_status s = init_impl(c);

@@ -6,15 +6,12 @@
 #include "kernels/cuda/cuda_internal.h"
 #include "kernels/ops/batchnorm.h"
 
-#define GRID_STRIDE(i, n) \
-    for (int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; i < (n); i += (int64_t)gridDim.x * blockDim.x)
-
 static unsigned channel_grid(int c) { return (unsigned)((c + CUDA_THREADS - 1) / CUDA_THREADS); }
 
-/* Scratch for one call: the column partials, then 2*C sums, C doubles and four float vectors of C. */
+/* Scratch for one call: the column partials, then 2*C sums, C doubles and three float vectors of C. */
 typedef struct bn_scratch {
     double *partials, *sums, *mean;
-    float *f0, *f1, *f2, *f3;
+    float *f0, *f1, *f2;
 } bn_scratch;
 
 static kelp_status carve(cuda_impl *ci, int64_t rows, int c, bn_scratch *s)
@@ -22,14 +19,13 @@ static kelp_status carve(cuda_impl *ci, int64_t rows, int c, bn_scratch *s)
     size_t part = cuda_column_sums_scratch(rows, c), dvec = cuda_align((size_t)c * sizeof(double)),
            fvec = cuda_align((size_t)c * sizeof(float));
     char *p;
-    KELP_TRY(cuda_scratch(ci, part + 3 * dvec + 4 * fvec, (void **)&p));
+    KELP_TRY(cuda_scratch(ci, part + 3 * dvec + 3 * fvec, (void **)&p));
     s->partials = (double *)p;
     s->sums = (double *)(p + part);
     s->mean = (double *)(p + part + 2 * dvec);
     s->f0 = (float *)(p + part + 3 * dvec);
     s->f1 = (float *)(p + part + 3 * dvec + fvec);
     s->f2 = (float *)(p + part + 3 * dvec + 2 * fvec);
-    s->f3 = (float *)(p + part + 3 * dvec + 3 * fvec);
     return KELP_OK;
 }
 

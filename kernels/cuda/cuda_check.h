@@ -36,6 +36,11 @@
 
 /* After a kernel launch: catches a bad launch configuration without synchronizing. Errors inside the kernel surface
  * at the next synchronizing call (download, synchronize, sum_squares), as CUDA reports them. */
-#define KELP_CUDA_LAUNCHED(kernel_name) KELP_CUDA_TRY(cudaGetLastError()) /* kernel_name names it in the source */
+#define KELP_CUDA_LAUNCHED(kernel_name)                                                \
+    do {                                                                               \
+        cudaError_t kelp_cuda_e_ = cudaGetLastError();                                 \
+        if (kelp_cuda_e_ != cudaSuccess)                                               \
+            return KELP_CUDA_FAIL_("launch " #kernel_name, cudaGetErrorString(kelp_cuda_e_)); \
+    } while (0)
 
 #endif

@@ -291,10 +291,10 @@ kelp_status cuda_conv2d_backward_filter(kelp_backend *be, const kelp_conv_desc *
     cuda_impl *c;
     cuda_conv_entry *e;
     KELP_TRY(cuda_enter(be, &c));
+    KELP_TRY(lookup(c, d, false, &e)); /* before touching db: a failure leaves both gradients as they were */
+    KELP_TRY(need_workspace(e->filter_bytes, workspace, "backward filter"));
     if (db)
         KELP_TRY(cuda_bias_backward(be, (int64_t)d->n * d->oh * d->ow, d->k, dy, db));
-    KELP_TRY(lookup(c, d, false, &e));
-    KELP_TRY(need_workspace(e->filter_bytes, workspace, "backward filter"));
     const float one = 1.0f;
     KELP_CUDNN_TRY(cudnnConvolutionBackwardFilter(c->cudnn, &one, e->x, x, e->y, dy, e->conv, e->filter, workspace,
                                                   e->filter_bytes, &one, e->w, dw));

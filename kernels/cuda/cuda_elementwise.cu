@@ -5,10 +5,6 @@
 #include "kernels/cuda/cuda_internal.h"
 #include "kernels/ops/activation.h"
 #include "kernels/ops/dropout.h"
-#include "kernels/ops/rng.h"
-
-#define GRID_STRIDE(i, n) \
-    for (int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; i < (n); i += (int64_t)gridDim.x * blockDim.x)
 
 /* ---- activations and vector arithmetic ---- */
 

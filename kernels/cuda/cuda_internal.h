@@ -44,6 +44,9 @@ typedef struct cuda_impl {
 #define CUDA_THREADS 256
 /* Grid-stride loops cap the grid: enough blocks to fill any current GPU many times over. */
 #define CUDA_MAX_BLOCKS 65536
+/* for (i over [0, n)) in a kernel launched with cuda_grid(n) blocks of CUDA_THREADS */
+#define GRID_STRIDE(i, n) \
+    for (int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; i < (n); i += (int64_t)gridDim.x * blockDim.x)
 
 static inline unsigned cuda_grid(int64_t n)
 {

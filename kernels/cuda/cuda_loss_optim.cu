@@ -10,9 +10,6 @@
 #include "kernels/ops/optim.h"
 #include "kernels/ops/xent.h"
 
-#define GRID_STRIDE(i, n) \
-    for (int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; i < (n); i += (int64_t)gridDim.x * blockDim.x)
-
 /* ---- softmax cross-entropy forward: one warp per row, fixed row-to-warp assignment, partials summed in order ---- */
 #define XENT_WARPS 8
 #define XENT_MAX_BLOCKS 512

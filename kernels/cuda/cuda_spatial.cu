@@ -11,9 +11,6 @@
 #include "kernels/ops/pool.h"
 #include "kernels/ops/upsample.h"
 
-#define GRID_STRIDE(i, n) \
-    for (int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; i < (n); i += (int64_t)gridDim.x * blockDim.x)
-
 /* ---- 2-D pooling ---- */
 
 // x (N,H,W,C) -> y (N,OH,OW,C), argmax (flat h*W+w within the image) for max pooling
@@ -52,16 +49,6 @@ __global__ void pool_forward_kernel(kelp_pool_desc d, const float *x, float *y, 
     }
 }
 
-/* The outputs [*lo, *hi] along one axis whose windows cover input i (kernels/cpu/pool.c's covering_outputs). */
-__device__ void covering_outputs(int i, int k, int stride, int pad, int out, int *lo, int *hi)
-{
-    int first = i + pad - k;
-    *lo = first < 0 ? 0 : first / stride + 1;
-    *hi = (i + pad) / stride;
-    if (*hi > out - 1)
-        *hi = out - 1;
-}
-
 // dy, argmax (N,OH,OW,C) -> dx (N,H,W,C) +=
 __global__ void pool_backward_kernel(kelp_pool_desc d, const float *dy, const int32_t *argmax, float *dx)
 {
@@ -72,8 +59,8 @@ __global__ void pool_backward_kernel(kelp_pool_desc d, const float *dy, const in
         int64_t pixel = i / d.c;
         int iw = (int)(pixel % d.w), ih = (int)(pixel / d.w % d.h), n = (int)(pixel / ((int64_t)d.w * d.h));
         int oh0, oh1, ow0, ow1;
-        covering_outputs(ih, d.r, d.stride_h, d.pad_h, d.oh, &oh0, &oh1);
-        covering_outputs(iw, d.s, d.stride_w, d.pad_w, d.ow, &ow0, &ow1);
+        kelp_pool_covering_outputs(ih, d.r, d.stride_h, d.pad_h, d.oh, &oh0, &oh1);
+        kelp_pool_covering_outputs(iw, d.s, d.stride_w, d.pad_w, d.ow, &ow0, &ow1);
         const int64_t out_base = (int64_t)n * d.oh * d.ow * d.c + ch;
         const int32_t pos = ih * d.w + iw;
         float v = dx[i];
@@ -245,18 +232,6 @@ __device__ void up_readers(kelp_upsample_kind kind, int i, float scale, int in, 
     *hi = a - 1;
 }
 
-/* kernels/cpu/upsample.c's row_weight: the weight with which output row oh reads input row ih. */
-__device__ bool up_row_weight(const kelp_upsample_desc *d, int oh, int ih, float *weight)
-{
-    if (d->kind == KELP_UPSAMPLE_NEAREST) {
-        *weight = 1.0f;
-        return kelp_upsample_nearest_src(oh, d->scale_h, d->h, d->oh) == ih;
-    }
-    kelp_linear_taps th = kelp_upsample_linear_taps(oh, d->scale_h, d->h, d->oh);
-    *weight = (th.i0 == ih ? th.l0 : 0.0f) + (th.i1 == ih ? th.l1 : 0.0f);
-    return th.i0 == ih || th.i1 == ih;
-}
-
 // dy (N,OH,OW,C) -> dx (N,H,W,C) +=; the CPU's scatter_row additions, gathered per dx element in the same order
 __global__ void upsample_backward_kernel(kelp_upsample_desc d, const float *dy, float *dx)
 {
@@ -272,7 +247,7 @@ __global__ void upsample_backward_kernel(kelp_upsample_desc d, const float *dy, 
         float v = dx[i];
         for (int oh = oh0; oh <= oh1; oh++) {
             float weight;
-            if (!up_row_weight(&d, oh, ih, &weight))
+            if (!kelp_upsample_row_weight(&d, oh, ih, &weight))
                 continue;
             const float *row = dy + ((int64_t)n * d.oh + oh) * d.ow * d.c + ch;
             for (int ow = ow0; ow <= ow1; ow++) {

@@ -33,4 +33,15 @@ KELP_HD kelp_pool_window kelp_pool_window_at(const kelp_pool_desc *d, int oh, in
     return win;
 }
 
+/* The outputs [*lo, *hi] along one axis whose windows cover input i: the clipped window of output o spans
+ * [o*stride - pad, o*stride - pad + k) within the input (max pooling's backward, gathered per input). */
+KELP_HD void kelp_pool_covering_outputs(int i, int k, int stride, int pad, int out, int *lo, int *hi)
+{
+    int first = i + pad - k; /* windows of outputs up to first/stride end before i */
+    *lo = first < 0 ? 0 : first / stride + 1;
+    *hi = (i + pad) / stride;
+    if (*hi > out - 1)
+        *hi = out - 1;
+}
+
 #endif

@@ -6,6 +6,7 @@
 
 #include <math.h>
 
+#include "kernels/descs.h"
 #include "kernels/ops/hd.h"
 
 /* Legacy "nearest" (OpenCV's INTER_NEAREST): floor(dst * scale), clamped to the last pixel. Equal sizes copy and
@@ -50,6 +51,19 @@ KELP_HD kelp_linear_taps kelp_upsample_linear_taps(int dst, float scale, int in_
     t.l0 = 1.0f - lambda;
     t.l1 = lambda;
     return t;
+}
+
+/* The weight with which output row oh reads input row ih (0 when it does not read it), and whether it reads it
+ * (the backward, gathered per input row). */
+KELP_HD bool kelp_upsample_row_weight(const kelp_upsample_desc *d, int oh, int ih, float *weight)
+{
+    if (d->kind == KELP_UPSAMPLE_NEAREST) {
+        *weight = 1.0f;
+        return kelp_upsample_nearest_src(oh, d->scale_h, d->h, d->oh) == ih;
+    }
+    kelp_linear_taps th = kelp_upsample_linear_taps(oh, d->scale_h, d->h, d->oh);
+    *weight = (th.i0 == ih ? th.l0 : 0.0f) + (th.i1 == ih ? th.l1 : 0.0f);
+    return th.i0 == ih || th.i1 == ih;
 }
 
 #endif
