@@ -2,7 +2,8 @@
  * in double, two passes, NULL dx/dgamma/dbeta for inputs or parameters without gradient, a backward through the
  * running statistics for frozen layers), which cuDNN's fused calls do not all offer. Per-channel sums come from
  * cuda_column_sums (double, fixed chunk order: deterministic); small per-channel kernels then apply the formulas of
- * kernels/ops/batchnorm.h exactly as kernels/cpu/batchnorm.c does, and an elementwise kernel normalizes. */
+ * kernels/cpu/batchnorm.c (its kernels/ops/batchnorm.h helpers, and per-channel lines written out as it writes
+ * them), and an elementwise kernel normalizes. */
 #include "kernels/cuda/cuda_internal.h"
 #include "kernels/ops/batchnorm.h"
 
