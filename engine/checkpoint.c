@@ -1,6 +1,7 @@
 #include "engine/checkpoint.h"
 
 #include <cjson/cJSON.h>
+#include <errno.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -8,6 +9,7 @@
 #include <sys/stat.h>
 
 #include "engine/graph_internal.h"
+#include "io/path.h"
 #include "io/safetensors.h"
 
 #define OPTIMIZER_PREFIX KELP_RESERVED_PREFIX "optimizer."
@@ -235,13 +237,15 @@ kelp_status kelp_checkpoint_resolve(const char *path, char **weights)
         return kelp_set_error(KELP_ERR_INVALID_ARG, "no checkpoint or bundle given");
     struct stat st;
     if (stat(path, &st) != 0)
-        return kelp_set_error(KELP_ERR_IO, "%s: no such file or directory", path);
-    const char *suffix = S_ISDIR(st.st_mode) ? "/model/weights.safetensors" : "";
-    size_t n = strlen(path) + strlen(suffix) + 1;
+        return kelp_set_error(KELP_ERR_IO, "%s: %s", path, strerror(errno));
+    const size_t n = strlen(path) + sizeof "/model/weights.safetensors";
     if (!(*weights = malloc(n)))
         return kelp_set_error(KELP_ERR_NO_MEMORY, "%s: out of memory", path);
-    snprintf(*weights, n, "%s%s", path, suffix);
-    if (S_ISDIR(st.st_mode) && stat(*weights, &st) != 0) {
+    if (!S_ISDIR(st.st_mode)) {
+        memcpy(*weights, path, strlen(path) + 1);
+        return KELP_OK;
+    }
+    if (kelp_path_join(*weights, n, path, "model/weights.safetensors") != KELP_OK || stat(*weights, &st) != 0) {
         free(*weights);
         *weights = NULL;
         return kelp_set_error(KELP_ERR_NOT_FOUND, "%s: a directory but not a kelp bundle (no model/weights.safetensors)",

@@ -90,7 +90,7 @@ static kelp_status run_finetune(const char *checkpoint, const kelp_finetune_opti
         KELP_TRY(kelp_path_join(best, sizeof best, run_dir, "last.ckpt"));
     kelp_ctx_options co = kelp_ctx_defaults();
     co.threads = f->threads;
-    co.device = f->device ? f->device : "cpu";
+    co.device = f->device; /* NULL: the CPU */
     kelp_ctx *ctx;
     KELP_TRY(kelp_ctx_create(&co, &ctx));
     kelp_dataset *ds = NULL;

@@ -80,7 +80,7 @@ kelp_status kelp_predictor_open(const char *path, const kelp_predictor_options *
                         : o.max_pixels < KELP_PREDICTOR_MAX_PIXELS ? o.max_pixels
                                                                    : KELP_PREDICTOR_MAX_PIXELS;
     kelp_ctx_options co = kelp_ctx_defaults();
-    co.device = o.device ? o.device : "cpu";
+    co.device = o.device; /* NULL: the CPU */
     co.threads = o.threads;
     kelp_status s = p ? kelp_ctx_create(&co, &p->ctx) : kelp_set_error(KELP_ERR_NO_MEMORY, "%s: out of memory", path);
     if (s == KELP_OK)

@@ -502,7 +502,7 @@ static kelp_status setup(run *r, const kelp_train_options *caller)
     kelp_status s = check_options(&r->o);
     kelp_ctx_options co = kelp_ctx_defaults();
     co.threads = r->o.threads;
-    co.device = r->o.device ? r->o.device : "cpu";
+    co.device = r->o.device; /* NULL: the CPU */
     co.seed = r->o.seed;
     if (s == KELP_OK)
         s = kelp_ctx_create(&co, &r->ctx);

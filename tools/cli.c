@@ -26,6 +26,17 @@ int cli_parse_int(const char *s, int lo, int hi, int *out)
     return 0;
 }
 
+int cli_parse_u64(const char *s, uint64_t *out)
+{
+    char *end;
+    errno = 0;
+    unsigned long long v = strtoull(s, &end, 10);
+    if (errno || end == s || *end || s[0] == '-' || s[0] == '+')
+        return -1;
+    *out = (uint64_t)v;
+    return 0;
+}
+
 int cli_usage_error(const char *command, const char *fmt, ...)
 {
     va_list ap;

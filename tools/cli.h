@@ -2,6 +2,8 @@
 #ifndef KELP_TOOLS_CLI_H
 #define KELP_TOOLS_CLI_H
 
+#include <stdint.h>
+
 #include "kelp/kelp.h"
 
 /* Exit codes: 0 success, 1 a failure of the work (bad file, shape, I/O), 2 a usage error. */
@@ -22,6 +24,8 @@ int cli_usage_error(const char *command, const char *fmt, ...)
 kelp_status cli_load_model_json(const char *name_or_path, const kelp_zoo_options *zoo, char **json);
 /* A whole decimal integer in [lo, hi]; -1 for anything else ("12x", "99999999999"). */
 int cli_parse_int(const char *s, int lo, int hi, int *out);
+/* A decimal uint64 (no sign): 0, or -1 for anything else. */
+int cli_parse_u64(const char *s, uint64_t *out);
 /* Parses "HxWxC" or "HxW" (channels stay 0); -1 for anything else. */
 int cli_parse_input_size(const char *s, kelp_zoo_options *zoo);
 

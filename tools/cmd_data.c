@@ -85,17 +85,6 @@ static int parse_fraction(const char *s, double *out)
     return 0;
 }
 
-static int parse_seed(const char *s, uint64_t *out)
-{
-    char *end;
-    errno = 0;
-    unsigned long long v = strtoull(s, &end, 10);
-    if (errno || end == s || *end || s[0] == '-' || s[0] == '+')
-        return -1;
-    *out = (uint64_t)v;
-    return 0;
-}
-
 static int parse_size(const char *s, kelp_import_options *opt)
 {
     kelp_zoo_options z = {0};
@@ -160,7 +149,7 @@ static int parse_import_option(int opt, import_args *a)
                    ? cli_usage_error("data", "--test-split needs a fraction in [0, 1), got '%s'", optarg)
                    : 0;
     case 'S':
-        return parse_seed(optarg, &a->opt.seed)
+        return cli_parse_u64(optarg, &a->opt.seed)
                    ? cli_usage_error("data", "--seed needs a non-negative integer, got '%s'", optarg)
                    : 0;
     case 'r':

@@ -81,17 +81,6 @@ typedef struct onnx_args {
     uint64_t seed;
 } onnx_args;
 
-static int parse_seed(const char *s, uint64_t *out)
-{
-    char *end;
-    errno = 0;
-    unsigned long long v = strtoull(s, &end, 10);
-    if (errno || end == s || *end || *s == '-')
-        return -1;
-    *out = v;
-    return 0;
-}
-
 static int parse_onnx_args(int argc, char **argv, onnx_args *a)
 {
     static const struct option options[] = {{"out", required_argument, 0, 'o'},
@@ -118,7 +107,7 @@ static int parse_onnx_args(int argc, char **argv, onnx_args *a)
                 return cli_usage_error("model", "--input needs HxWxC or HxW, got '%s'", optarg);
             break;
         case 's':
-            if (parse_seed(optarg, &a->seed) != 0)
+            if (cli_parse_u64(optarg, &a->seed) != 0)
                 return cli_usage_error("model", "--seed needs a non-negative integer, got '%s'", optarg);
             break;
         case 'h': model_help(); return -1;
