@@ -382,10 +382,13 @@ static void test_elementwise(void **state)
 
 /* ---- pooling ---- */
 
-static void check_pool(const kelp_pool_desc *d, uint64_t seed, const char *name)
+/* ties: inputs rounded to -1, 0 or 1, so that most windows hold several maxima and the GPU must pick the CPU's */
+static void check_pool(const kelp_pool_desc *d, uint64_t seed, bool ties, const char *name)
 {
     size_t nx = (size_t)d->n * d->h * d->w * d->c, ny = (size_t)d->n * d->oh * d->ow * d->c;
     float *x = host_random(nx, seed, -1, 1), *dy = host_random(ny, seed + 1, -1, 1);
+    for (size_t i = 0; ties && i < nx; i++)
+        x[i] = roundf(x[i]);
     float *dx = host_random(nx, seed + 2, -1, 1), *y = host_nan(ny);
     int32_t *arg = malloc(ny * sizeof *arg);
     assert_non_null(arg);
@@ -414,13 +417,15 @@ static void test_pool(void **state)
     (void)state;
     /* 3x3 stride 2 pad 1 on 10x10, ceil mode: 6x6 outputs, the last windows clipped */
     kelp_pool_desc d = {KELP_POOL_MAX, 2, 10, 10, 19, 3, 3, 2, 2, 1, 1, 6, 6, false};
-    check_pool(&d, 200, "max pool");
+    check_pool(&d, 200, false, "max pool");
+    check_pool(&d, 205, true, "max pool with ties");
     d.kind = KELP_POOL_AVG;
-    check_pool(&d, 210, "avg pool");
+    check_pool(&d, 210, false, "avg pool");
     d.count_include_pad = true;
-    check_pool(&d, 220, "avg pool counting padding");
+    check_pool(&d, 220, false, "avg pool counting padding");
     kelp_pool_desc plain = {KELP_POOL_MAX, 3, 8, 6, 8, 2, 2, 2, 2, 0, 0, 4, 3, false};
-    check_pool(&plain, 230, "2x2 max pool");
+    check_pool(&plain, 230, false, "2x2 max pool");
+    check_pool(&plain, 235, true, "2x2 max pool with ties");
 }
 
 static void test_global_avg_pool(void **state)
