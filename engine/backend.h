@@ -56,8 +56,8 @@ typedef struct kelp_backend_iface {
     kelp_status (*gemm)(kelp_backend *be, bool trans_a, bool trans_b, int m, int n, int k, float alpha,
                         const float *a, int lda, const float *b, int ldb, float beta, float *c, int ldc);
 
-    /* convolution; workspace bytes from conv2d_workspace */
-    size_t (*conv2d_workspace)(kelp_backend *be, const kelp_conv_desc *d);
+    /* convolution; workspace bytes from conv2d_workspace, which may fail (no algorithm for the shape) */
+    kelp_status (*conv2d_workspace)(kelp_backend *be, const kelp_conv_desc *d, size_t *out);
     kelp_status (*conv2d_forward)(kelp_backend *be, const kelp_conv_desc *d, const float *x, const float *w,
                                   const float *bias, float *y, void *workspace);
     /* Optional (NULL: inference graphs run the layers one by one): the forward convolution with its outputs put

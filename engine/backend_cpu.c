@@ -77,9 +77,10 @@ static kelp_status cpu_gemm(kelp_backend *be, bool ta, bool tb, int m, int n, in
     return KELP_OK;
 }
 
-static size_t cpu_conv2d_workspace(kelp_backend *be, const kelp_conv_desc *d)
+static kelp_status cpu_conv2d_workspace(kelp_backend *be, const kelp_conv_desc *d, size_t *out)
 {
-    return kelp_cpu_conv2d_workspace(threads_of(be), d);
+    *out = kelp_cpu_conv2d_workspace(threads_of(be), d);
+    return KELP_OK;
 }
 
 static kelp_status cpu_conv2d_forward(kelp_backend *be, const kelp_conv_desc *d, const float *x, const float *w,

@@ -19,13 +19,13 @@ struct kelp_ctx {
 
 kelp_ctx_options kelp_ctx_defaults(void)
 {
-    kelp_ctx_options o = {.device = "cpu", .threads = 0, .seed = 0};
+    kelp_ctx_options o = {.device = "cpu", .threads = 0, .seed = 0, .deterministic = true};
     return o;
 }
 
 /* "cuda" or "cuda:N": the CUDA backend on device N (0 by default) when kelp was built with it and the device
  * exists; otherwise a clear error, never a silent fall back to the CPU. */
-static kelp_status create_cuda(const char *device, kelp_backend **out)
+static kelp_status create_cuda(const kelp_ctx_options *o, const char *device, kelp_backend **out)
 {
 #if KELP_HAVE_CUDA
     int index = 0;
@@ -46,8 +46,11 @@ static kelp_status create_cuda(const char *device, kelp_backend **out)
     if (index >= count)
         return kelp_set_error(KELP_ERR_INVALID_ARG, "device '%s': only %d CUDA device%s visible", device, count,
                               count == 1 ? " is" : "s are");
-    return kelp_backend_cuda_create(index, out);
+    kelp_cuda_config config = {
+        .deterministic = o->deterministic, .allow_tf32 = o->allow_tf32, .autotune = o->autotune};
+    return kelp_backend_cuda_create(index, &config, out);
 #else
+    (void)o;
     (void)out;
     return kelp_set_error(KELP_ERR_UNSUPPORTED,
                           "device '%s': this kelp was built without CUDA (configure with -DKELP_CUDA=ON on a machine "
@@ -64,7 +67,7 @@ kelp_status kelp_ctx_create(const kelp_ctx_options *options, kelp_ctx **out)
     if (strcmp(device, "cpu") == 0) {
         KELP_TRY(kelp_backend_cpu_create(o.threads, &be));
     } else if (strncmp(device, "cuda", 4) == 0) {
-        KELP_TRY(create_cuda(device, &be));
+        KELP_TRY(create_cuda(&o, device, &be));
     } else {
         return kelp_set_error(KELP_ERR_INVALID_ARG, "unknown device '%s' (expected cpu or cuda[:N])", device);
     }

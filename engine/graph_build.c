@@ -247,7 +247,10 @@ static kelp_status build_node(kelp_graph *g, const cJSON *json, int index, int p
     if (node->type->state)
         node->state_bytes = node->type->state(node->attrs, in_shapes, node->n_in, &out);
     if (node->type->workspace) {
-        size_t ws = node->type->workspace(node->attrs, g->be, in_shapes, node->n_in, &out);
+        size_t ws = 0;
+        s = node->type->workspace(node->attrs, g->be, in_shapes, node->n_in, &out, &ws);
+        if (s != KELP_OK)
+            return node_error(node, index, s);
         if (ws > g->workspace_bytes)
             g->workspace_bytes = ws;
     }

@@ -66,8 +66,10 @@ typedef struct kelp_layer_type {
     kelp_status (*infer)(const void *attrs, const kelp_shape *in, int n_in, kelp_shape *out);
     /* Optional: fills up to KELP_MAX_PARAMS specs, returns their count. */
     int (*params)(const void *attrs, const kelp_shape *in, int n_in, kelp_param_spec *specs);
-    /* Optional: bytes of shared scratch for forward/backward at these (planned-batch) shapes. */
-    size_t (*workspace)(const void *attrs, kelp_backend *be, const kelp_shape *in, int n_in, const kelp_shape *out);
+    /* Optional: bytes of shared scratch for forward/backward at these (planned-batch) shapes; fails when the
+     * backend has no way to run the layer at these shapes. */
+    kelp_status (*workspace)(const void *attrs, kelp_backend *be, const kelp_shape *in, int n_in,
+                             const kelp_shape *out, size_t *bytes);
     /* Optional: bytes kept from forward to backward (argmax, masks, saved statistics, probabilities). */
     size_t (*state)(const void *attrs, const kelp_shape *in, int n_in, const kelp_shape *out);
 

@@ -30,6 +30,7 @@ void kelp_train_options_defaults(kelp_train_options *o)
     o->weight_decay = 5e-4;
     o->schedule = "cosine";
     o->loader_threads = 1;
+    o->deterministic = true;
     o->seed = 1;
     o->hflip = true;
     o->log_every = 50;
@@ -504,6 +505,9 @@ static kelp_status setup(run *r, const kelp_train_options *caller)
     co.threads = r->o.threads;
     co.device = r->o.device; /* NULL: the CPU */
     co.seed = r->o.seed;
+    co.allow_tf32 = r->o.allow_tf32;
+    co.deterministic = r->o.deterministic;
+    co.autotune = r->o.autotune;
     if (s == KELP_OK)
         s = kelp_ctx_create(&co, &r->ctx);
     if (s == KELP_OK)

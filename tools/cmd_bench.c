@@ -36,6 +36,7 @@ typedef struct bench_options {
     kelp_zoo_options zoo;
     int batch, threads, warmup, iters;
     bool train, infer, layers, json;
+    bool allow_tf32, nondeterministic, autotune; /* GPU numerics, as kelp train's flags */
 } bench_options;
 
 typedef struct timing {
@@ -79,6 +80,7 @@ static void bench_help(void)
 {
     puts("Usage: kelp bench MODEL|MODEL.json [--batch N] [--input HxW] [--threads N] [--warmup N] [--iters N]\n"
          "                  [--mode train|infer|all] [--layers] [--json] [--device cpu|cuda[:N]]\n"
+         "                  [--tf32] [--nondeterministic] [--autotune]\n"
          "\n"
          "Runs a zoo model or a model file on random data and prints:\n"
          "  training   images/s of a step (forward, zero_grad, backward, SGD momentum step) at --batch\n"
@@ -94,6 +96,8 @@ static void bench_help(void)
          "  --iters N    timed runs (10)              --mode M     train, infer or all (all)\n"
          "  --json       one JSON object instead (keys in tools/cmd_bench.c and docs/benchmarks.md)\n"
          "  --device D   cpu (default) or cuda[:N]\n"
+         "  GPU numerics (the CPU ignores them): --tf32 TF32 tensor cores, --nondeterministic faster cuDNN\n"
+         "             algorithms allowed, --autotune each convolution's algorithms timed once (cudnn.benchmark)\n"
          "\n"
          "Times are medians over --iters runs after --warmup runs; p99 is the ceil(0.99 n)-th smallest.");
 }
@@ -368,8 +372,10 @@ static void print_text(const bench_options *o, const results *r)
     printf("kelp bench %s: input ", o->model);
     for (int i = 1; i < r->input.ndim; i++)
         printf("%s%lld", i > 1 ? "x" : "", (long long)r->input.dims[i]);
-    printf(", batch %d, %s, %d threads, %d warmup + %d timed runs\n", o->batch, o->device, r->threads, o->warmup,
-           o->iters);
+    bool gpu = strcmp(o->device, "cpu") != 0; /* the CPU ignores the GPU numerics: say nothing of them there */
+    printf(", batch %d, %s%s%s%s, %d threads, %d warmup + %d timed runs\n", o->batch, o->device,
+           gpu && o->allow_tf32 ? " tf32" : "", gpu && o->nondeterministic ? " nondeterministic" : "",
+           gpu && o->autotune ? " autotuned" : "", r->threads, o->warmup, o->iters);
     if (o->train)
         printf("training:  %10.1f images/s  (%.2f ms per step of %d: forward, zero_grad, backward, SGD step)\n",
                images_per_s(o->batch, r->training.median_ms), r->training.median_ms, o->batch);
@@ -438,6 +444,9 @@ static int print_json(const bench_options *o, const results *r)
     cJSON *j = cJSON_CreateObject();
     cJSON_AddStringToObject(j, "model", o->model);
     cJSON_AddStringToObject(j, "device", o->device);
+    cJSON_AddBoolToObject(j, "tf32", o->allow_tf32);
+    cJSON_AddBoolToObject(j, "deterministic", !o->nondeterministic);
+    cJSON_AddBoolToObject(j, "autotune", o->autotune);
     cJSON_AddNumberToObject(j, "threads", r->threads);
     cJSON_AddNumberToObject(j, "batch", o->batch);
     cJSON *input = cJSON_AddArrayToObject(j, "input");
@@ -488,7 +497,8 @@ static int parse_args(int argc, char **argv, bench_options *o)
         {"iters", required_argument, 0, 'n'},  {"mode", required_argument, 0, 'm'},
         {"layers", no_argument, 0, 'l'},       {"json", no_argument, 0, 'j'},
         {"device", required_argument, 0, 'd'}, {"help", no_argument, 0, 'h'},
-        {0, 0, 0, 0}};
+        {"tf32", no_argument, 0, '3'},         {"nondeterministic", no_argument, 0, 'N'},
+        {"autotune", no_argument, 0, 'A'},     {0, 0, 0, 0}};
     *o = (bench_options){.device = "cpu", .batch = 16, .warmup = 2, .iters = 10, .train = true, .infer = true};
     int opt;
     while ((opt = getopt_long(argc, argv, "h", options, NULL)) != -1) {
@@ -528,6 +538,15 @@ static int parse_args(int argc, char **argv, bench_options *o)
         case 'd':
             o->device = optarg;
             break;
+        case '3':
+            o->allow_tf32 = true;
+            break;
+        case 'N':
+            o->nondeterministic = true;
+            break;
+        case 'A':
+            o->autotune = true;
+            break;
         case 'h':
             bench_help();
             return -1;
@@ -547,6 +566,9 @@ static int run_bench(const bench_options *o, const char *json, results *r)
     co.device = o->device;
     co.threads = o->threads;
     co.seed = 1;
+    co.allow_tf32 = o->allow_tf32;
+    co.deterministic = !o->nondeterministic;
+    co.autotune = o->autotune;
     kelp_ctx *ctx;
     kelp_status s = kelp_ctx_create(&co, &ctx);
     if (s == KELP_ERR_INVALID_ARG) /* not a device name at all */

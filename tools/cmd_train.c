@@ -22,6 +22,8 @@ static void train_help(void)
          "                          warmup:STEPS[:FACTOR]+ prefix\n"
          "  --loss-scale           dynamic loss scaling (PyTorch GradScaler): skips steps with inf/NaN gradients\n"
          "  --clip-norm F  --label-smoothing F  --seed N (1)  --threads N  --loader-threads N  --device cpu|cuda[:N]\n"
+         "  GPU numerics: --tf32 (TF32 tensor cores)  --nondeterministic (faster cuDNN algorithms allowed)\n"
+         "                          --autotune (time each convolution's algorithms once, as cudnn.benchmark)\n"
          "  augmentation (train split): --hflip (on) --no-hflip --vflip --rot90 --random-resized-crop\n"
          "                          --pad-crop N --jitter F --letterbox\n"
          "  fine-tuning: --init-from WEIGHTS|CKPT (a new head keeps its fresh values) --freeze-backbone\n"
@@ -80,7 +82,8 @@ static const struct option options[] = {
     {"weight-decay", required_argument, 0, 'w'},  {"schedule", required_argument, 0, 's'},
     {"clip-norm", required_argument, 0, 'c'},     {"label-smoothing", required_argument, 0, 'L'},
     {"seed", required_argument, 0, 'S'},          {"threads", required_argument, 0, 't'},
-    {"device", required_argument, 0, 'D'},
+    {"device", required_argument, 0, 'D'},         {"tf32", no_argument, 0, '3'},
+    {"nondeterministic", no_argument, 0, 'N'},    {"autotune", no_argument, 0, 'A'},
     {"loader-threads", required_argument, 0, 'T'}, {"hflip", no_argument, 0, 'h' + 256},
     {"no-hflip", no_argument, 0, 'H'},            {"vflip", no_argument, 0, 'v'},
     {"rot90", no_argument, 0, 'r'},               {"random-resized-crop", no_argument, 0, 'R'},
@@ -128,6 +131,9 @@ static int apply(kelp_train_options *o, int code, const char *name, const char *
     case 'S': bad = parse_double(value, 0, 9007199254740992.0, &f) != 0, o->seed = (uint64_t)f; break;
     case 't': bad = cli_parse_int(value, 0, 1024, &o->threads) != 0; break;
     case 'D': o->device = value; break;
+    case '3': o->allow_tf32 = true; break;
+    case 'N': o->deterministic = false; break;
+    case 'A': o->autotune = true; break;
     case 'T': bad = cli_parse_int(value, 0, 256, &o->loader_threads) != 0; break;
     case 'h' + 256: o->hflip = true; break;
     case 'H': o->hflip = false; break;

@@ -158,11 +158,12 @@ static kelp_conv_desc make_desc(const kelp_conv_attrs *a, const kelp_shape *x, c
 }
 
 /* Forward and backward use the same descriptor, hence the same workspace. */
-static size_t workspace(const void *attrs, kelp_backend *be, const kelp_shape *in, int n_in, const kelp_shape *out)
+static kelp_status workspace(const void *attrs, kelp_backend *be, const kelp_shape *in, int n_in,
+                             const kelp_shape *out, size_t *bytes)
 {
     (void)n_in;
     kelp_conv_desc d = make_desc(attrs, &in[0], out);
-    return be->iface->conv2d_workspace(be, &d);
+    return be->iface->conv2d_workspace(be, &d, bytes);
 }
 
 /* Each output element (N,OH,OW,K) is a dot product over R*S*C/G taps. */

@@ -76,16 +76,23 @@ static kelp_conv_desc adjoint_desc(const kelp_conv_attrs *a, const kelp_shape *x
 }
 
 /* The workspace holds the adjoint's scratch, then (from a 64-byte boundary) the input gradient before it is added. */
-static size_t scratch_offset(kelp_backend *be, const kelp_conv_desc *d)
+static kelp_status scratch_offset(kelp_backend *be, const kelp_conv_desc *d, size_t *offset)
 {
-    return (be->iface->conv2d_workspace(be, d) + 63) & ~(size_t)63;
+    size_t bytes = 0;
+    KELP_TRY(be->iface->conv2d_workspace(be, d, &bytes));
+    *offset = (bytes + 63) & ~(size_t)63;
+    return KELP_OK;
 }
 
-static size_t workspace(const void *attrs, kelp_backend *be, const kelp_shape *in, int n_in, const kelp_shape *out)
+static kelp_status workspace(const void *attrs, kelp_backend *be, const kelp_shape *in, int n_in,
+                             const kelp_shape *out, size_t *bytes)
 {
     (void)n_in;
     kelp_conv_desc d = adjoint_desc(attrs, &in[0], out);
-    return scratch_offset(be, &d) + (size_t)kelp_shape_numel(&in[0]) * sizeof(float);
+    size_t offset;
+    KELP_TRY(scratch_offset(be, &d, &offset));
+    *bytes = offset + (size_t)kelp_shape_numel(&in[0]) * sizeof(float);
+    return KELP_OK;
 }
 
 /* The adjoint conv2d's: each input element (N,H,W,Cin) is a dot product over R*S*Cout/G taps of the output. */
@@ -118,7 +125,9 @@ static kelp_status backward(const kelp_layer_io *io)
     kelp_conv_desc d = adjoint_desc(a, &io->in[0]->shape, &io->out->shape);
     const float *dy = io->dout->data;
     if (io->din[0]) {
-        float *scratch = (float *)((char *)io->workspace + scratch_offset(be, &d));
+        size_t offset;
+        KELP_TRY(scratch_offset(be, &d, &offset));
+        float *scratch = (float *)((char *)io->workspace + offset);
         KELP_TRY(be->iface->conv2d_forward(be, &d, dy, io->param[0]->data, NULL, scratch, io->workspace));
         KELP_TRY(be->iface->axpy(be, kelp_shape_numel(&io->in[0]->shape), 1.0f, scratch, io->din[0]->data));
     }

@@ -313,9 +313,9 @@ static kelp_status init_impl(cuda_impl *c)
     KELP_CUDA_TRY(cudaMallocHost(&c->host_pinned, PINNED_BYTES));
     KELP_CUBLAS_TRY(cublasCreate(&c->cublas));
     KELP_CUBLAS_TRY(cublasSetStream(c->cublas, c->stream));
-    /* fp32 math as on the CPU: the default math mode never uses TF32 tensor cores (that takes
-     * CUBLAS_TF32_TENSOR_OP_MATH), so results stay within float rounding of OpenBLAS's. */
-    KELP_CUBLAS_TRY(cublasSetMathMode(c->cublas, CUBLAS_DEFAULT_MATH));
+    /* Without allow_tf32, fp32 math as on the CPU: the default math mode never uses TF32 tensor cores, so results
+     * stay within float rounding of OpenBLAS's. */
+    KELP_CUBLAS_TRY(cublasSetMathMode(c->cublas, c->allow_tf32 ? CUBLAS_TF32_TENSOR_OP_MATH : CUBLAS_DEFAULT_MATH));
     KELP_TRY(cuda_alloc_impl(c, CUBLAS_WORKSPACE_BYTES, &c->cublas_workspace));
     KELP_CUBLAS_TRY(cublasSetWorkspace(c->cublas, c->cublas_workspace, CUBLAS_WORKSPACE_BYTES));
     KELP_CUDNN_TRY(cudnnCreate(&c->cudnn));
@@ -323,7 +323,7 @@ static kelp_status init_impl(cuda_impl *c)
     return KELP_OK;
 }
 
-extern "C" kelp_status kelp_backend_cuda_create(int device, kelp_backend **out)
+extern "C" kelp_status kelp_backend_cuda_create(int device, const kelp_cuda_config *config, kelp_backend **out)
 {
     int count = 0;
     cudaError_t e = cudaGetDeviceCount(&count);
@@ -341,7 +341,9 @@ extern "C" kelp_status kelp_backend_cuda_create(int device, kelp_backend **out)
         return kelp_set_error(KELP_ERR_NO_MEMORY, "cuda backend: out of memory");
     }
     c->device = device;
-    c->deterministic = true;
+    c->deterministic = config ? config->deterministic : true;
+    c->allow_tf32 = config && config->allow_tf32;
+    c->autotune = config && config->autotune;
     /* a function-local static: C++ initializes it once, even when two threads create their first contexts */
     static const kelp_backend_iface cuda_iface = [] {
         kelp_backend_iface t;
@@ -357,13 +359,4 @@ extern "C" kelp_status kelp_backend_cuda_create(int device, kelp_backend **out)
     }
     *out = be;
     return KELP_OK;
-}
-
-extern "C" void kelp_backend_cuda_set_deterministic(kelp_backend *be, bool deterministic)
-{
-    cuda_impl *c = cuda_of(be);
-    if (c->deterministic != deterministic) {
-        c->deterministic = deterministic;
-        cuda_conv_cache_clear(c);
-    }
 }

@@ -12,14 +12,17 @@ extern "C" {
 
 struct kelp_backend;
 
-/* A backend on CUDA device `device`: its own stream, cuBLAS and cuDNN handles bound to it, and a caching allocator.
- * Fails with KELP_ERR_INVALID_ARG when the device does not exist, KELP_ERR_BACKEND when a library call fails. */
-kelp_status kelp_backend_cuda_create(int device, struct kelp_backend **out);
+/* Numerics chosen once, at create: every cached algorithm choice depends on them. */
+typedef struct kelp_cuda_config {
+    bool deterministic; /* cuDNN algorithms whose results do not depend on scheduling only (two runs, same bits) */
+    bool allow_tf32;    /* cuBLAS and cuDNN may use TF32 tensor cores for fp32 data (10-bit mantissa products) */
+    bool autotune;      /* time cuDNN's candidates once per shape (cudnnFind*) instead of taking its heuristics */
+} kelp_cuda_config;
 
-/* Deterministic algorithm choice (the default): cuDNN convolutions use only algorithms whose results do not depend
- * on scheduling, so two runs give the same bits, as on the CPU. false allows faster non-deterministic ones. Clears
- * the per-shape algorithm cache. TODO: a field of kelp_ctx_options once the public API grows one. */
-void kelp_backend_cuda_set_deterministic(struct kelp_backend *be, bool deterministic);
+/* A backend on CUDA device `device`: its own stream, cuBLAS and cuDNN handles bound to it, and a caching allocator.
+ * config NULL: deterministic, fp32 (no TF32), heuristics. Fails with KELP_ERR_INVALID_ARG when the device does not
+ * exist, KELP_ERR_BACKEND when a library call fails. */
+kelp_status kelp_backend_cuda_create(int device, const kelp_cuda_config *config, struct kelp_backend **out);
 
 #ifdef __cplusplus
 }

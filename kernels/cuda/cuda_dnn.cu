@@ -1,11 +1,13 @@
 /* Convolution on cuDNN: NHWC activations and OHWI weights, which is cuDNN's NHWC filter layout (K, R, S, C/G), so
  * no copy or permutation is needed. Groups (depthwise included) are cuDNN's group count.
  *
- * Algorithms are chosen once per shape from cuDNN's heuristics (cudnnGet*_v7, which run nothing and allocate
- * nothing), restricted to FMA math (no TF32: results stay fp32, within rounding of the CPU's), to deterministic
- * algorithms unless the backend allows otherwise, and to a workspace budget. The choice and the cuDNN descriptors
- * are cached per kelp_conv_desc (a linear table: a model has tens of shapes, a lookup is nothing next to a
- * convolution).
+ * Algorithms are chosen once per shape and cached with the cuDNN descriptors per kelp_conv_desc (a linear table: a
+ * model has tens of shapes, a lookup is nothing next to a convolution). By default the choice is cuDNN's heuristics
+ * (cudnnGet*_v7, which run nothing and allocate nothing); with autotune it is cudnnFind*, which times every
+ * candidate once on buffers of its own, as PyTorch's cudnn.benchmark does. Either way the candidates are filtered
+ * alike: the math the backend allows (FMA only, so results stay fp32 within rounding of the CPU's, unless
+ * allow_tf32), deterministic algorithms unless the backend allows otherwise, and a workspace budget. The math type
+ * of each pass's choice is set on the descriptor before that pass runs, as cuDNN requires.
  *
  * Workspace: conv2d_workspace (the graph's planning call) chooses with a generous budget and reports the most any
  * of the three passes needs; the graph allocates the largest report of all its layers once. A layer may later run
@@ -32,6 +34,7 @@ struct cuda_conv_entry {
     cudnnConvolutionFwdAlgo_t fwd;
     cudnnConvolutionBwdDataAlgo_t data;
     cudnnConvolutionBwdFilterAlgo_t filter;
+    cudnnMathType_t fwd_math, data_math, filter_math;
     size_t fwd_bytes, data_bytes, filter_bytes;
 };
 
@@ -64,7 +67,9 @@ static bool same_geometry(const kelp_conv_desc *a, const kelp_conv_desc *b)
     return same_desc(&x, b);
 }
 
-static kelp_status make_descriptors(cuda_conv_entry *e)
+static cudnnMathType_t allowed_math(const cuda_impl *c) { return c->allow_tf32 ? CUDNN_DEFAULT_MATH : CUDNN_FMA_MATH; }
+
+static kelp_status make_descriptors(const cuda_impl *c, cuda_conv_entry *e)
 {
     const kelp_conv_desc *d = &e->d;
     KELP_CUDNN_TRY(cudnnCreateTensorDescriptor(&e->x));
@@ -78,8 +83,9 @@ static kelp_status make_descriptors(cuda_conv_entry *e)
     KELP_CUDNN_TRY(cudnnSetConvolution2dDescriptor(e->conv, d->pad_h, d->pad_w, d->stride_h, d->stride_w, d->dil_h,
                                                    d->dil_w, CUDNN_CROSS_CORRELATION, CUDNN_DATA_FLOAT));
     KELP_CUDNN_TRY(cudnnSetConvolutionGroupCount(e->conv, d->groups));
-    /* FMA only: the default math mode lets cuDNN use TF32 tensor cores on Ampere and later */
-    KELP_CUDNN_TRY(cudnnSetConvolutionMathType(e->conv, CUDNN_FMA_MATH));
+    /* What the candidates may use (PyTorch's rule for fp32 data): the default math mode lets cuDNN use TF32 tensor
+     * cores on Ampere and later, FMA keeps fp32 products. */
+    KELP_CUDNN_TRY(cudnnSetConvolutionMathType(e->conv, allowed_math(c)));
     int n, k, oh, ow;
     KELP_CUDNN_TRY(cudnnGetConvolution2dForwardOutputDim(e->conv, e->x, e->w, &n, &k, &oh, &ow));
     if (n != d->n || k != d->k || oh != d->oh || ow != d->ow)
@@ -89,11 +95,14 @@ static kelp_status make_descriptors(cuda_conv_entry *e)
     return KELP_OK;
 }
 
+/* fp32 data: FMA math multiplies in fp32; the default and tensor-op math types may use TF32 on Ampere and later.
+ * (CUDNN_TENSOR_OP_MATH_ALLOW_CONVERSION rounds to fp16 and is never taken.) */
 static bool acceptable(const cuda_impl *c, cudnnStatus_t status, cudnnMathType_t math, cudnnDeterminism_t det)
 {
     if (status != CUDNN_STATUS_SUCCESS)
         return false;
-    if (math != CUDNN_FMA_MATH && math != CUDNN_DEFAULT_MATH)
+    bool tf32 = math == CUDNN_DEFAULT_MATH || math == CUDNN_TENSOR_OP_MATH;
+    if (math != CUDNN_FMA_MATH && !(c->allow_tf32 && tf32))
         return false;
     return !c->deterministic || det == CUDNN_DETERMINISTIC;
 }
@@ -101,29 +110,60 @@ static bool acceptable(const cuda_impl *c, cudnnStatus_t status, cudnnMathType_t
 static kelp_status no_algorithm(const cuda_impl *c, const char *pass, const kelp_conv_desc *d, size_t budget)
 {
     return kelp_set_error(KELP_ERR_UNSUPPORTED,
-                          "conv2d (cuda) %s: no %scuDNN algorithm fits %zu bytes of workspace for x %dx%dx%dx%d, "
+                          "conv2d (cuda) %s: no %s%scuDNN algorithm fits %zu bytes of workspace for x %dx%dx%dx%d, "
                           "w %dx%dx%dx%d, groups %d (was the layer's workspace planned for this shape?)",
-                          pass, c->deterministic ? "deterministic " : "", budget, d->n, d->h, d->w, d->c, d->k, d->r,
-                          d->s, d->c / d->groups, d->groups);
+                          pass, c->deterministic ? "deterministic " : "", c->allow_tf32 ? "" : "FMA-math ", budget,
+                          d->n, d->h, d->w, d->c, d->k, d->r, d->s, d->c / d->groups, d->groups);
 }
+
+/* The first acceptable candidate within the budget, in cuDNN's order (heuristic rank, or measured time). The three
+ * passes' perf structs share their field names, so one template serves them; `workspace_of` asks cuDNN for a
+ * candidate's workspace (the heuristics' `memory` field is not filled), or returns `memory` for measured ones. */
+template <typename Perf, typename Algo, typename WorkspaceOf>
+static bool pick(const cuda_impl *c, const Perf *perf, int got, size_t budget, WorkspaceOf workspace_of, Algo *algo,
+                 cudnnMathType_t *math, size_t *bytes)
+{
+    for (int i = 0; i < got; i++) {
+        size_t need = 0;
+        if (!acceptable(c, perf[i].status, perf[i].mathType, perf[i].determinism) || !workspace_of(perf[i], &need) ||
+            need > budget)
+            continue;
+        *algo = perf[i].algo;
+        *math = perf[i].mathType;
+        *bytes = need;
+        return true;
+    }
+    return false;
+}
+
+/* Measured candidates carry their workspace. */
+template <typename Perf> static bool measured_memory(const Perf &p, size_t *bytes)
+{
+    *bytes = p.memory;
+    return true;
+}
+
+/* cudnnFind* fails only for reasons that leave the heuristics usable (most often: no memory for its own trial
+ * buffers), so a failed measurement falls back to them rather than failing the layer. */
+static bool measured(cudnnStatus_t status) { return status == CUDNN_STATUS_SUCCESS; }
 
 static kelp_status choose_forward(cuda_impl *c, cuda_conv_entry *e, size_t budget)
 {
     cudnnConvolutionFwdAlgoPerf_t perf[CUDNN_CONVOLUTION_FWD_ALGO_COUNT];
     int got = 0;
+    if (c->autotune && measured(cudnnFindConvolutionForwardAlgorithm(c->cudnn, e->x, e->w, e->conv, e->y,
+                                                                     CUDNN_CONVOLUTION_FWD_ALGO_COUNT, &got, perf)) &&
+        pick(c, perf, got, budget, measured_memory<cudnnConvolutionFwdAlgoPerf_t>, &e->fwd, &e->fwd_math,
+             &e->fwd_bytes))
+        return KELP_OK;
     KELP_CUDNN_TRY(cudnnGetConvolutionForwardAlgorithm_v7(c->cudnn, e->x, e->w, e->conv, e->y,
                                                           CUDNN_CONVOLUTION_FWD_ALGO_COUNT, &got, perf));
-    for (int i = 0; i < got; i++) {
-        size_t bytes = 0;
-        if (!acceptable(c, perf[i].status, perf[i].mathType, perf[i].determinism) ||
-            cudnnGetConvolutionForwardWorkspaceSize(c->cudnn, e->x, e->w, e->conv, e->y, perf[i].algo, &bytes) !=
-                CUDNN_STATUS_SUCCESS ||
-            bytes > budget)
-            continue;
-        e->fwd = perf[i].algo;
-        e->fwd_bytes = bytes;
+    auto size = [&](const cudnnConvolutionFwdAlgoPerf_t &p, size_t *bytes) {
+        return cudnnGetConvolutionForwardWorkspaceSize(c->cudnn, e->x, e->w, e->conv, e->y, p.algo, bytes) ==
+               CUDNN_STATUS_SUCCESS;
+    };
+    if (pick(c, perf, got, budget, size, &e->fwd, &e->fwd_math, &e->fwd_bytes))
         return KELP_OK;
-    }
     return no_algorithm(c, "forward", &e->d, budget);
 }
 
@@ -131,19 +171,20 @@ static kelp_status choose_backward_data(cuda_impl *c, cuda_conv_entry *e, size_t
 {
     cudnnConvolutionBwdDataAlgoPerf_t perf[CUDNN_CONVOLUTION_BWD_DATA_ALGO_COUNT];
     int got = 0;
+    if (c->autotune &&
+        measured(cudnnFindConvolutionBackwardDataAlgorithm(c->cudnn, e->w, e->y, e->conv, e->x,
+                                                           CUDNN_CONVOLUTION_BWD_DATA_ALGO_COUNT, &got, perf)) &&
+        pick(c, perf, got, budget, measured_memory<cudnnConvolutionBwdDataAlgoPerf_t>, &e->data, &e->data_math,
+             &e->data_bytes))
+        return KELP_OK;
     KELP_CUDNN_TRY(cudnnGetConvolutionBackwardDataAlgorithm_v7(c->cudnn, e->w, e->y, e->conv, e->x,
                                                                CUDNN_CONVOLUTION_BWD_DATA_ALGO_COUNT, &got, perf));
-    for (int i = 0; i < got; i++) {
-        size_t bytes = 0;
-        if (!acceptable(c, perf[i].status, perf[i].mathType, perf[i].determinism) ||
-            cudnnGetConvolutionBackwardDataWorkspaceSize(c->cudnn, e->w, e->y, e->conv, e->x, perf[i].algo, &bytes) !=
-                CUDNN_STATUS_SUCCESS ||
-            bytes > budget)
-            continue;
-        e->data = perf[i].algo;
-        e->data_bytes = bytes;
+    auto size = [&](const cudnnConvolutionBwdDataAlgoPerf_t &p, size_t *bytes) {
+        return cudnnGetConvolutionBackwardDataWorkspaceSize(c->cudnn, e->w, e->y, e->conv, e->x, p.algo, bytes) ==
+               CUDNN_STATUS_SUCCESS;
+    };
+    if (pick(c, perf, got, budget, size, &e->data, &e->data_math, &e->data_bytes))
         return KELP_OK;
-    }
     return no_algorithm(c, "backward data", &e->d, budget);
 }
 
@@ -151,19 +192,20 @@ static kelp_status choose_backward_filter(cuda_impl *c, cuda_conv_entry *e, size
 {
     cudnnConvolutionBwdFilterAlgoPerf_t perf[CUDNN_CONVOLUTION_BWD_FILTER_ALGO_COUNT];
     int got = 0;
+    if (c->autotune &&
+        measured(cudnnFindConvolutionBackwardFilterAlgorithm(c->cudnn, e->x, e->y, e->conv, e->w,
+                                                             CUDNN_CONVOLUTION_BWD_FILTER_ALGO_COUNT, &got, perf)) &&
+        pick(c, perf, got, budget, measured_memory<cudnnConvolutionBwdFilterAlgoPerf_t>, &e->filter,
+             &e->filter_math, &e->filter_bytes))
+        return KELP_OK;
     KELP_CUDNN_TRY(cudnnGetConvolutionBackwardFilterAlgorithm_v7(c->cudnn, e->x, e->y, e->conv, e->w,
                                                                  CUDNN_CONVOLUTION_BWD_FILTER_ALGO_COUNT, &got, perf));
-    for (int i = 0; i < got; i++) {
-        size_t bytes = 0;
-        if (!acceptable(c, perf[i].status, perf[i].mathType, perf[i].determinism) ||
-            cudnnGetConvolutionBackwardFilterWorkspaceSize(c->cudnn, e->x, e->y, e->conv, e->w, perf[i].algo,
-                                                           &bytes) != CUDNN_STATUS_SUCCESS ||
-            bytes > budget)
-            continue;
-        e->filter = perf[i].algo;
-        e->filter_bytes = bytes;
+    auto size = [&](const cudnnConvolutionBwdFilterAlgoPerf_t &p, size_t *bytes) {
+        return cudnnGetConvolutionBackwardFilterWorkspaceSize(c->cudnn, e->x, e->y, e->conv, e->w, p.algo, bytes) ==
+               CUDNN_STATUS_SUCCESS;
+    };
+    if (pick(c, perf, got, budget, size, &e->filter, &e->filter_math, &e->filter_bytes))
         return KELP_OK;
-    }
     return no_algorithm(c, "backward filter", &e->d, budget);
 }
 
@@ -196,7 +238,7 @@ static kelp_status check_desc(const kelp_conv_desc *d)
 
 static kelp_status fill_entry(cuda_impl *c, cuda_conv_entry *e, size_t budget)
 {
-    KELP_TRY(make_descriptors(e));
+    KELP_TRY(make_descriptors(c, e));
     KELP_TRY(choose_forward(c, e, budget));
     KELP_TRY(choose_backward_data(c, e, budget));
     KELP_TRY(choose_backward_filter(c, e, budget));
@@ -234,15 +276,14 @@ static kelp_status lookup(cuda_impl *c, const kelp_conv_desc *d, bool planning, 
     return KELP_OK;
 }
 
-/* The interface returns a size only; on failure the message stays set and 0 is returned, and the convolution
- * itself then fails with the same message. */
-size_t cuda_conv2d_workspace(kelp_backend *be, const kelp_conv_desc *d)
+kelp_status cuda_conv2d_workspace(kelp_backend *be, const kelp_conv_desc *d, size_t *out)
 {
     cuda_impl *c;
     cuda_conv_entry *e;
-    if (cuda_enter(be, &c) != KELP_OK || lookup(c, d, true, &e) != KELP_OK)
-        return 0;
-    return e->workspace;
+    KELP_TRY(cuda_enter(be, &c));
+    KELP_TRY(lookup(c, d, true, &e));
+    *out = e->workspace;
+    return KELP_OK;
 }
 
 static kelp_status need_workspace(size_t bytes, const void *workspace, const char *pass)
@@ -262,6 +303,7 @@ kelp_status cuda_conv2d_forward(kelp_backend *be, const kelp_conv_desc *d, const
     KELP_TRY(lookup(c, d, false, &e));
     KELP_TRY(need_workspace(e->fwd_bytes, workspace, "forward"));
     const float one = 1.0f, zero = 0.0f;
+    KELP_CUDNN_TRY(cudnnSetConvolutionMathType(e->conv, e->fwd_math));
     KELP_CUDNN_TRY(cudnnConvolutionForward(c->cudnn, &one, e->x, x, e->w, w, e->conv, e->fwd, workspace,
                                            e->fwd_bytes, &zero, e->y, y));
     if (bias)
@@ -279,6 +321,7 @@ kelp_status cuda_conv2d_backward_data(kelp_backend *be, const kelp_conv_desc *d,
     KELP_TRY(lookup(c, d, false, &e));
     KELP_TRY(need_workspace(e->data_bytes, workspace, "backward data"));
     const float one = 1.0f;
+    KELP_CUDNN_TRY(cudnnSetConvolutionMathType(e->conv, e->data_math));
     KELP_CUDNN_TRY(cudnnConvolutionBackwardData(c->cudnn, &one, e->w, w, e->y, dy, e->conv, e->data, workspace,
                                                 e->data_bytes, &one, e->x, dx));
     return KELP_OK;
@@ -296,6 +339,7 @@ kelp_status cuda_conv2d_backward_filter(kelp_backend *be, const kelp_conv_desc *
     if (db)
         KELP_TRY(cuda_bias_backward(be, (int64_t)d->n * d->oh * d->ow, d->k, dy, db));
     const float one = 1.0f;
+    KELP_CUDNN_TRY(cudnnSetConvolutionMathType(e->conv, e->filter_math));
     KELP_CUDNN_TRY(cudnnConvolutionBackwardFilter(c->cudnn, &one, e->x, x, e->y, dy, e->conv, e->filter, workspace,
                                                   e->filter_bytes, &one, e->w, dw));
     return KELP_OK;

@@ -28,7 +28,9 @@ typedef struct cuda_impl {
     cudaStream_t stream; /* every op of this backend runs on it, so memory reuse is stream-ordered */
     cublasHandle_t cublas;
     cudnnHandle_t cudnn;
-    bool deterministic;
+    bool deterministic; /* kelp_cuda_config, fixed at create */
+    bool allow_tf32;
+    bool autotune;
     /* caching allocator: every block ever cudaMalloc'ed, free or in use */
     cuda_block *blocks;
     int n_blocks, cap_blocks;
@@ -107,7 +109,7 @@ kelp_status cuda_upsample_forward(kelp_backend *be, const kelp_upsample_desc *d,
 kelp_status cuda_upsample_backward(kelp_backend *be, const kelp_upsample_desc *d, const float *dy, float *dx);
 
 /* ---- cuda_dnn.cu ---- */
-size_t cuda_conv2d_workspace(kelp_backend *be, const kelp_conv_desc *d);
+kelp_status cuda_conv2d_workspace(kelp_backend *be, const kelp_conv_desc *d, size_t *out);
 kelp_status cuda_conv2d_forward(kelp_backend *be, const kelp_conv_desc *d, const float *x, const float *w,
                                 const float *bias, float *y, void *workspace);
 kelp_status cuda_conv2d_backward_data(kelp_backend *be, const kelp_conv_desc *d, const float *dy, const float *w,

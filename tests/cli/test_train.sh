@@ -50,14 +50,14 @@ for item in r:
 
 # exact resume: stop after 13 steps, resume, and compare every step's loss with an uninterrupted run given the same
 # options as a JSON run config (so the config file is checked too); with dynamic loss scaling, whose state the
-# checkpoint carries
+# checkpoint carries. The GPU numerics flags, given to one run only, must change nothing on the CPU.
 python3 "$here/fashion_subset.py" "$src" "$tmp/tiny" 1500 10 0
 check "import tiny" quiet "$kelp" data import --format idx "$tmp/tiny/train-images.gz" "$tmp/tiny/train-labels.gz" \
   -o "$tmp/tiny.h5" --val-split 0.1
 small="--data $tmp/tiny.h5 --model small_resnet --epochs 2 --batch 128 --lr 0.05 --seed 5 --log-every 1 --pad-crop 2 --loss-scale"
 cat >"$tmp/run.json" <<JSON
 {"data": "$tmp/tiny.h5", "model": "small_resnet", "epochs": 2, "batch": 128, "lr": 0.05, "seed": 5,
- "log_every": 1, "pad_crop": 2, "loss_scale": true}
+ "log_every": 1, "pad_crop": 2, "loss_scale": true, "tf32": true, "autotune": true, "nondeterministic": true}
 JSON
 check "uninterrupted" quiet "$kelp" train --config "$tmp/run.json" --out "$tmp/a"
 check "stopped" quiet "$kelp" train $small --out "$tmp/b" --stop-after-steps 13

@@ -25,6 +25,9 @@ static kelp_backend *gpu;
 /* sums of a hundred products or more: convolution and GEMM */
 #define RTOL_SUM 1e-4
 #define ATOL_SUM 1e-4
+/* TF32 tensor-core products (allow_tf32) */
+#define RTOL_TF32 1e-3
+#define ATOL_TF32 1e-2
 
 static kelp_backend *cpu(void) { return test_cpu_backend(); }
 
@@ -175,9 +178,10 @@ static kelp_conv_desc conv_desc(int n, int h, int w, int c, int k, int r, int s,
     return d;
 }
 
-/* Forward, backward data and backward filter of d on both backends; the GPU's workspace is `gpu_ws` bytes (the
- * planned size of d or of a larger batch). */
-static void check_conv(const kelp_conv_desc *d, size_t gpu_ws, uint64_t seed, const char *name)
+/* Forward, backward data and backward filter of d on `be` and on the CPU, compared within rtol/atol; the GPU's
+ * workspace is `gpu_ws` bytes (the planned size of d or of a larger batch). */
+static void check_conv_on(kelp_backend *be, const kelp_conv_desc *d, size_t gpu_ws, uint64_t seed, const char *name,
+                          double rtol, double atol)
 {
     size_t nx = (size_t)d->n * d->h * d->w * d->c, nw = (size_t)d->k * d->r * d->s * (d->c / d->groups);
     size_t ny = (size_t)d->n * d->oh * d->ow * d->k;
@@ -188,27 +192,28 @@ static void check_conv(const kelp_conv_desc *d, size_t gpu_ws, uint64_t seed, co
     float *g_x = dev_from(x, nx), *g_w = dev_from(w, nw), *g_b = dev_from(bias, (size_t)d->k);
     float *g_dy = dev_from(dy, ny), *g_dx = dev_from(dx, nx), *g_dw = dev_from(dw, nw);
     float *g_db = dev_from(db, (size_t)d->k), *g_y = dev_nan(ny);
-    size_t cpu_ws = cpu()->iface->conv2d_workspace(cpu(), d);
+    size_t cpu_ws = 0;
+    TEST_OK(cpu()->iface->conv2d_workspace(cpu(), d, &cpu_ws));
     void *ws = cpu_ws ? aligned_alloc(64, (cpu_ws + 63) & ~(size_t)63) : NULL;
     void *g_ws = gpu_ws ? dev_alloc(gpu_ws) : NULL;
 
     TEST_OK(cpu()->iface->conv2d_forward(cpu(), d, x, w, bias, y, ws));
-    TEST_OK(gpu->iface->conv2d_forward(gpu, d, g_x, g_w, g_b, g_y, g_ws));
+    TEST_OK(be->iface->conv2d_forward(be, d, g_x, g_w, g_b, g_y, g_ws));
     char what[96];
     snprintf(what, sizeof what, "%s forward", name);
-    expect_close(g_y, y, ny, RTOL_SUM, ATOL_SUM, what);
+    expect_close(g_y, y, ny, rtol, atol, what);
 
     TEST_OK(cpu()->iface->conv2d_backward_data(cpu(), d, dy, w, dx, ws));
-    TEST_OK(gpu->iface->conv2d_backward_data(gpu, d, g_dy, g_w, g_dx, g_ws));
+    TEST_OK(be->iface->conv2d_backward_data(be, d, g_dy, g_w, g_dx, g_ws));
     snprintf(what, sizeof what, "%s backward data (accumulated)", name);
-    expect_close(g_dx, dx, nx, RTOL_SUM, ATOL_SUM, what);
+    expect_close(g_dx, dx, nx, rtol, atol, what);
 
     TEST_OK(cpu()->iface->conv2d_backward_filter(cpu(), d, x, dy, dw, db, ws));
-    TEST_OK(gpu->iface->conv2d_backward_filter(gpu, d, g_x, g_dy, g_dw, g_db, g_ws));
+    TEST_OK(be->iface->conv2d_backward_filter(be, d, g_x, g_dy, g_dw, g_db, g_ws));
     snprintf(what, sizeof what, "%s backward filter (accumulated)", name);
-    expect_close(g_dw, dw, nw, RTOL_SUM, ATOL_SUM, what);
+    expect_close(g_dw, dw, nw, rtol, atol, what);
     snprintf(what, sizeof what, "%s bias gradient (accumulated)", name);
-    expect_close(g_db, db, (size_t)d->k, RTOL_SUM, ATOL_SUM, what);
+    expect_close(g_db, db, (size_t)d->k, rtol, atol, what);
 
     void *bufs[] = {g_x, g_w, g_b, g_dy, g_dx, g_dw, g_db, g_y, g_ws};
     for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++)
@@ -216,9 +221,14 @@ static void check_conv(const kelp_conv_desc *d, size_t gpu_ws, uint64_t seed, co
     free(x), free(w), free(bias), free(dy), free(dx), free(dw), free(db), free(y), free(ws);
 }
 
-static void test_conv(void **state)
+static void check_conv(const kelp_conv_desc *d, size_t gpu_ws, uint64_t seed, const char *name)
 {
-    (void)state;
+    check_conv_on(gpu, d, gpu_ws, seed, name, RTOL_SUM, ATOL_SUM);
+}
+
+/* The convolution shapes of every model kind: plain, strided, pointwise, grouped, depthwise, dilated, a stem. */
+static void check_conv_cases(kelp_backend *be, double rtol, double atol)
+{
     struct {
         const char *name;
         kelp_conv_desc d;
@@ -232,9 +242,29 @@ static void test_conv(void **state)
         {"7x7 stem", conv_desc(2, 20, 18, 3, 16, 7, 7, 2, 3, 1, 1)},
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
-        size_t ws = gpu->iface->conv2d_workspace(gpu, &cases[i].d);
-        check_conv(&cases[i].d, ws, 100 + 10 * i, cases[i].name);
+        size_t ws = 0;
+        TEST_OK(be->iface->conv2d_workspace(be, &cases[i].d, &ws));
+        check_conv_on(be, &cases[i].d, ws, 100 + 10 * i, cases[i].name, rtol, atol);
     }
+}
+
+static void test_conv(void **state)
+{
+    (void)state;
+    check_conv_cases(gpu, RTOL_SUM, ATOL_SUM);
+}
+
+/* TF32 products keep 10 mantissa bits: about 1e-3 relative per product, and a sum of a few hundred products of
+ * values in [-1, 1] (magnitudes of about 5) stays within 1e-2 absolute. The algorithms are timed (cudnnFind) and
+ * may be non-deterministic, so this also runs the choices the fp32 default never makes. */
+static void test_conv_tf32_autotuned(void **state)
+{
+    (void)state;
+    kelp_cuda_config config = {.deterministic = false, .allow_tf32 = true, .autotune = true};
+    kelp_backend *fast = NULL;
+    TEST_OK(kelp_backend_cuda_create(0, &config, &fast));
+    check_conv_cases(fast, RTOL_TF32, ATOL_TF32);
+    kelp_backend_destroy(fast);
 }
 
 /* kelp_graph_set_batch: a graph planned for batch 4 runs batch 3 in the workspace it planned */
@@ -242,7 +272,8 @@ static void test_conv_smaller_batch_fits_plan(void **state)
 {
     (void)state;
     kelp_conv_desc planned = conv_desc(4, 14, 14, 32, 32, 3, 3, 1, 1, 1, 1);
-    size_t ws = gpu->iface->conv2d_workspace(gpu, &planned);
+    size_t ws = 0;
+    TEST_OK(gpu->iface->conv2d_workspace(gpu, &planned, &ws));
     kelp_conv_desc run = planned;
     run.n = 3;
     check_conv(&run, ws, 300, "batch 3 of a batch-4 plan");
@@ -627,7 +658,7 @@ static void test_devices_and_context(void **state)
 {
     (void)state;
     kelp_backend *be = NULL;
-    TEST_FAILS_WITH(kelp_backend_cuda_create(9999, &be), KELP_ERR_INVALID_ARG, "does not exist");
+    TEST_FAILS_WITH(kelp_backend_cuda_create(9999, NULL, &be), KELP_ERR_INVALID_ARG, "does not exist");
     kelp_ctx_options o = kelp_ctx_defaults();
     o.device = "cuda:9999";
     kelp_ctx *ctx = NULL;
@@ -648,7 +679,7 @@ int main(void)
         printf("SKIPPED: no CUDA device (kelp is built with CUDA, but no device is visible)\n");
         return 0;
     }
-    if (kelp_backend_cuda_create(0, &gpu) != KELP_OK) {
+    if (kelp_backend_cuda_create(0, NULL, &gpu) != KELP_OK) {
         fprintf(stderr, "cuda backend on device 0: %s\n", kelp_last_error());
         return 1;
     }
@@ -656,6 +687,7 @@ int main(void)
         cmocka_unit_test(test_memory_round_trip),
         cmocka_unit_test(test_gemm),
         cmocka_unit_test(test_conv),
+        cmocka_unit_test(test_conv_tf32_autotuned),
         cmocka_unit_test(test_conv_smaller_batch_fits_plan),
         cmocka_unit_test(test_bias),
         cmocka_unit_test(test_batchnorm),
