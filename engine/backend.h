@@ -31,6 +31,7 @@ typedef enum kelp_op {
     KELP_OP_SOFTMAX_XENT,
     KELP_OP_SGD,
     KELP_OP_ADAMW,
+    KELP_OP_PREPARE_IMAGES,
     KELP_OP_COUNT
 } kelp_op;
 
@@ -131,6 +132,12 @@ typedef struct kelp_backend_iface {
                             const float *grad, float *momentum_buf);
     kelp_status (*adamw_step)(kelp_backend *be, int64_t n, const kelp_adamw_params *p, float *param,
                               const float *grad, float *exp_avg, float *exp_avg_sq);
+
+    /* A batch's uint8 pixels from HOST memory to the network's input values in backend memory: the host ships
+     * bytes (a quarter of the floats) and the device normalizes. The caller may reuse `host_pixels` as soon as
+     * this returns; a device backend copies them on a stream of its own, overlapping the work already queued, and
+     * orders the normalization after the copy. */
+    kelp_status (*prepare_images)(kelp_backend *be, const kelp_prep_desc *d, const uint8_t *host_pixels, float *out);
 } kelp_backend_iface;
 
 struct kelp_backend {

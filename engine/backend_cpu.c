@@ -297,6 +297,13 @@ static kelp_status cpu_adamw(kelp_backend *be, int64_t n, const kelp_adamw_param
     return KELP_OK;
 }
 
+static kelp_status cpu_prepare_images(kelp_backend *be, const kelp_prep_desc *d, const uint8_t *host_pixels,
+                                      float *out)
+{
+    kelp_cpu_prepare_images(threads_of(be), d, host_pixels, out);
+    return KELP_OK;
+}
+
 static const kelp_backend_iface cpu_iface = {
     .name = "cpu",
     .destroy = cpu_destroy,
@@ -341,6 +348,7 @@ static const kelp_backend_iface cpu_iface = {
     .softmax_xent_backward = cpu_xent_backward,
     .sgd_step = cpu_sgd,
     .adamw_step = cpu_adamw,
+    .prepare_images = cpu_prepare_images,
 };
 
 kelp_status kelp_backend_cpu_create(int threads, kelp_backend **out)
@@ -382,6 +390,7 @@ const char *kelp_op_name(kelp_op op)
     static const char *const names[KELP_OP_COUNT] = {
         "gemm",    "conv2d",  "bias",     "batchnorm", "activation",  "elementwise", "pool2d", "global_avg_pool",
         "copy_rows", "layout", "upsample", "dropout",  "softmax_xent", "sgd",        "adamw",
+        "prepare_images",
     };
     return op < KELP_OP_COUNT ? names[op] : "unknown";
 }

@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "engine/checkpoint.h"
+#include "engine/feed.h"
 #include "engine/graph_internal.h"
 #include "engine/metrics.h"
 #include "io/loader.h"
@@ -169,15 +170,31 @@ static void softmax_rows(const float *logits, int rows, int classes, float *out)
     }
 }
 
-kelp_status kelp_classifier_run(kelp_classifier *c, const float *images, int n, float *probabilities)
+/* The forward of the n images already in the graph's input, to probabilities. */
+static kelp_status classify_input(kelp_classifier *c, int n, float *probabilities)
 {
-    KELP_TRY(kelp_graph_set_batch(c->g, n));
-    kelp_tensor *x = kelp_graph_input(c->g, 0), *y = kelp_graph_output(c->g, 0);
-    KELP_TRY(kelp_tensor_upload(x, images, kelp_tensor_bytes(x)));
+    kelp_tensor *y = kelp_graph_output(c->g, 0);
     KELP_TRY(kelp_graph_forward(c->g));
     KELP_TRY(kelp_tensor_download(y, c->logits, kelp_tensor_bytes(y)));
     softmax_rows(c->logits, n, c->classes, probabilities);
     return KELP_OK;
+}
+
+kelp_status kelp_classifier_run(kelp_classifier *c, const float *images, int n, float *probabilities)
+{
+    KELP_TRY(kelp_graph_set_batch(c->g, n));
+    kelp_tensor *x = kelp_graph_input(c->g, 0);
+    KELP_TRY(kelp_tensor_upload(x, images, kelp_tensor_bytes(x)));
+    return classify_input(c, n, probabilities);
+}
+
+/* A loader batch: on a device its pixels are shipped and normalized there (engine/feed.h). */
+static kelp_status classify_batch(kelp_classifier *c, const kelp_loader *loader, const kelp_batch *b,
+                                  float *probabilities)
+{
+    KELP_TRY(kelp_graph_set_batch(c->g, b->n));
+    KELP_TRY(kelp_feed_images(loader, b, kelp_graph_input(c->g, 0)));
+    return classify_input(c, b->n, probabilities);
 }
 
 kelp_status kelp_classifier_image(kelp_classifier *c, const uint8_t *pixels, int h, int w, int channels,
@@ -219,6 +236,7 @@ kelp_status kelp_classifier_evaluate(kelp_classifier *c, kelp_dataset *ds, kelp_
     lc.threads = loader_threads > 0 ? loader_threads : 1;
     memcpy(lc.mean, c->mean, sizeof lc.mean);
     memcpy(lc.std, c->std, sizeof lc.std);
+    lc.pixels_only = kelp_feed_pixels_only(kelp_graph_input(c->g, 0)->backend);
     kelp_loader *loader;
     KELP_TRY(kelp_loader_create(ds, &lc, &loader));
     float *probabilities = malloc((size_t)c->batch * (size_t)c->classes * sizeof(float));
@@ -226,7 +244,7 @@ kelp_status kelp_classifier_evaluate(kelp_classifier *c, kelp_dataset *ds, kelp_
                                   : kelp_set_error(KELP_ERR_NO_MEMORY, "evaluation: out of memory");
     const kelp_batch *b = NULL;
     while (s == KELP_OK && (s = kelp_loader_next(loader, &b)) == KELP_OK && b) {
-        s = kelp_classifier_run(c, b->images, b->n, probabilities);
+        s = classify_batch(c, loader, b, probabilities);
         if (s == KELP_OK && metrics)
             s = kelp_metrics_add(metrics, probabilities, b->labels, b->n);
         for (int i = 0; s == KELP_OK && each && i < b->n; i++)

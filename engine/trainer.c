@@ -12,6 +12,7 @@
 #include <time.h>
 
 #include "engine/checkpoint.h"
+#include "engine/feed.h"
 #include "engine/graph_internal.h"
 #include "engine/lr_schedule.h"
 #include "engine/optimizer.h"
@@ -314,17 +315,18 @@ static kelp_status open_loader(run *r, kelp_split split, bool training, kelp_loa
     c.seed = r->o.seed;
     c.threads = r->o.loader_threads > 0 ? r->o.loader_threads : 1;
     input_normalization(r->g, c.augment.out_c, c.mean, c.std);
+    c.pixels_only = kelp_feed_pixels_only(kelp_ctx_backend(r->ctx));
     return kelp_loader_create(r->data, &c, out);
 }
 
 /* ---- one step ---- */
 
-/* Copies a batch into the graph's input and labels. */
-static kelp_status feed(run *r, const kelp_batch *b)
+/* Puts a batch of `loader` into the graph's input and labels. */
+static kelp_status feed(run *r, const kelp_loader *loader, const kelp_batch *b)
 {
     KELP_TRY(kelp_graph_set_batch(r->g, b->n));
     kelp_tensor *x = kelp_graph_input(r->g, 0), *y = kelp_graph_label(r->g);
-    KELP_TRY(kelp_tensor_upload(x, b->images, kelp_tensor_bytes(x)));
+    KELP_TRY(kelp_feed_images(loader, b, x));
     return kelp_tensor_upload(y, b->labels, kelp_tensor_bytes(y));
 }
 
@@ -349,7 +351,7 @@ static int correct_predictions(run *r, const kelp_batch *b)
 static kelp_status train_step(run *r, const kelp_batch *b, double *loss, int *correct)
 {
     float value;
-    KELP_TRY(feed(r, b));
+    KELP_TRY(feed(r, r->train, b));
     KELP_TRY(kelp_graph_forward(r->g));
     KELP_TRY(kelp_graph_loss(r->g, &value));
     if (!isfinite(value))
@@ -398,7 +400,7 @@ static kelp_status validate(run *r, double *loss, double *accuracy)
     kelp_status s;
     while ((s = kelp_loader_next(r->val, &b)) == KELP_OK && b) {
         float value;
-        if ((s = feed(r, b)) != KELP_OK || (s = kelp_graph_forward(r->g)) != KELP_OK ||
+        if ((s = feed(r, r->val, b)) != KELP_OK || (s = kelp_graph_forward(r->g)) != KELP_OK ||
             (s = kelp_graph_loss(r->g, &value)) != KELP_OK)
             break;
         total_loss += (double)value * b->n;

@@ -11,6 +11,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "kernels/ops/prep.h"
+
 #define GOLDEN_GAMMA 0x9E3779B97F4A7C15ull
 
 /* Each op draws from its own counter range of the sample's stream. */
@@ -603,7 +605,7 @@ kelp_status kelp_augment_normalize(const uint8_t *pixels, size_t n_pixels, int c
             return kelp_set_error(KELP_ERR_INVALID_ARG, "normalize: channel %d has mean %g and std %g; the mean "
                                   "must be finite and the std finite and positive", ch, mean[ch], std[ch]);
         for (int v = 0; v < 256; v++)
-            lut[ch][v] = ((float)v / 255.0f - mean[ch]) / std[ch];
+            lut[ch][v] = kelp_normalize_pixel((uint8_t)v, mean[ch], std[ch]);
     }
     for (size_t i = 0; i < n_pixels; i++)
         for (int ch = 0; ch < c; ch++)

@@ -127,7 +127,7 @@ static kelp_status alloc_slot(kelp_loader *l, slot *s)
     bool detect = l->task == KELP_TASK_DETECT;
     kelp_batch *b = &s->batch;
     b->h = c->augment.out_h, b->w = c->augment.out_w, b->c = l->out_c, b->max_boxes = detect ? c->max_boxes : 0;
-    b->images = alloc_array(values, sizeof *b->images, true);
+    b->images = alloc_array(values, sizeof *b->images, !c->pixels_only);
     b->pixels = alloc_array(values, sizeof *b->pixels, true);
     b->indices = alloc_array(n, sizeof *b->indices, true);
     b->labels = alloc_array(n, sizeof *b->labels, l->task == KELP_TASK_CLASSIFY);
@@ -135,7 +135,7 @@ static kelp_status alloc_slot(kelp_loader *l, slot *s)
     b->boxes = alloc_array(boxes * 4, sizeof *b->boxes, detect);
     b->box_labels = alloc_array(boxes, sizeof *b->box_labels, detect);
     b->box_counts = alloc_array(n, sizeof *b->box_counts, detect);
-    if (!b->images || !b->pixels || !b->indices || (l->task == KELP_TASK_CLASSIFY && !b->labels) ||
+    if ((!c->pixels_only && !b->images) || !b->pixels || !b->indices || (l->task == KELP_TASK_CLASSIFY && !b->labels) ||
         (l->task == KELP_TASK_SEGMENT && !b->masks) || (detect && (!b->boxes || !b->box_labels || !b->box_counts)))
         return kelp_set_error(KELP_ERR_NO_MEMORY, "%s: loader: out of memory for a batch of %d images of %dx%dx%d",
                               kelp_dataset_path(l->ds), c->batch_size, b->h, b->w, b->c);
@@ -247,7 +247,8 @@ static kelp_status load_sample(kelp_loader *l, worker *w, kelp_batch *b, int i, 
     }
     uint64_t key = ((uint64_t)epoch << 32) | (uint64_t)index;
     KELP_TRY(kelp_augment_sample(&l->cfg.augment, l->cfg.seed, key, &in, &out));
-    KELP_TRY(kelp_augment_normalize(out.pixels, plane, b->c, l->cfg.mean, l->cfg.std, b->images + values * i));
+    if (b->images)
+        KELP_TRY(kelp_augment_normalize(out.pixels, plane, b->c, l->cfg.mean, l->cfg.std, b->images + values * i));
     b->indices[i] = index;
     if (b->labels)
         b->labels[i] = l->labels[index];
@@ -506,6 +507,8 @@ kelp_status kelp_loader_next(kelp_loader *l, const kelp_batch **batch)
     pthread_mutex_unlock(&l->lock);
     return status;
 }
+
+const kelp_loader_config *kelp_loader_config_of(const kelp_loader *l) { return &l->cfg; }
 
 void kelp_loader_position(kelp_loader *l, int64_t *epoch, int64_t *next_batch)
 {

@@ -61,6 +61,9 @@ typedef struct kelp_loader_config {
     float mean[KELP_AUGMENT_MAX_CHANNELS];     /* per output channel, on pixels scaled to [0, 1] */
     float std[KELP_AUGMENT_MAX_CHANNELS];
     int max_boxes;      /* detect: boxes kept per image; more is an error naming the record */
+    /* Batches carry pixels but no float images: the consumer normalizes them where it computes (a GPU's
+     * prepare_images), so the loader threads skip that work and the memory. */
+    bool pixels_only;
 } kelp_loader_config;
 
 /* batch_size images of out_h x out_w, 2 threads, prefetch 4, dataset order, short last batch, seed 0, eval-mode
@@ -71,7 +74,7 @@ typedef struct kelp_batch {
     int n;               /* images in this batch: batch_size, fewer in a short last batch */
     int h, w, c;
     int64_t epoch, number; /* which batch (0-based) of which epoch */
-    float *images;       /* (n,h,w,c): (pixel / 255 - mean) / std */
+    float *images;       /* (n,h,w,c): (pixel / 255 - mean) / std; NULL with pixels_only */
     uint8_t *pixels;     /* (n,h,w,c): the augmented pixels */
     int64_t *indices;    /* (n): dataset indices of the images */
     int32_t *labels;     /* classify: (n); NULL otherwise */
@@ -89,6 +92,9 @@ typedef struct kelp_loader kelp_loader;
 kelp_status kelp_loader_create(kelp_dataset *ds, const kelp_loader_config *cfg, kelp_loader **out);
 /* Stops and joins the workers (mid-epoch too) and frees everything. NULL is a no-op. */
 void kelp_loader_destroy(kelp_loader *loader);
+
+/* The configuration the loader runs with (its mean and std normalize the pixels). */
+const kelp_loader_config *kelp_loader_config_of(const kelp_loader *loader);
 
 /* Batches per epoch: count / batch_size, rounded up unless drop_last. */
 int64_t kelp_loader_batches_per_epoch(const kelp_loader *loader);

@@ -69,6 +69,14 @@ typedef struct kelp_xent_desc {
     int ignore_index; /* labels equal to it add nothing; PyTorch's default is -100 */
 } kelp_xent_desc;
 
+/* Input preparation: NHWC uint8 pixels with c channels to (pixel / 255 - mean[ch]) / std[ch] (kernels/ops/prep.h). */
+#define KELP_PREP_MAX_CHANNELS 4
+typedef struct kelp_prep_desc {
+    int64_t pixels; /* n * h * w */
+    int c;
+    float mean[KELP_PREP_MAX_CHANNELS], std[KELP_PREP_MAX_CHANNELS];
+} kelp_prep_desc;
+
 typedef struct kelp_sgd_params {
     float lr, momentum, dampening, weight_decay;
     bool nesterov;

@@ -154,4 +154,7 @@ void kelp_cpu_sgd_step(int threads, int64_t n, const kelp_sgd_params *p, float *
 void kelp_cpu_adamw_step(int threads, int64_t n, const kelp_adamw_params *p, float *param, const float *grad,
                          float *exp_avg, float *exp_avg_sq);
 
+/* ---- input preparation: out = (pixel / 255 - mean) / std per channel (kernels/ops/prep.h) ---- */
+void kelp_cpu_prepare_images(int threads, const kelp_prep_desc *d, const uint8_t *pixels, float *out);
+
 #endif

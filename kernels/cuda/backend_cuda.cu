@@ -3,9 +3,10 @@
  * cuda_loss_optim.cu; each implements its CPU twin's exact semantics (kernels/cpu), backward ops accumulating.
  *
  * Everything runs on one stream per backend, with cuBLAS and cuDNN bound to it. Because of that, memory returned
- * to the caching allocator can be handed out again at once: any later use is queued behind the earlier one. The host
- * waits only where the interface returns a value to it (download, sum_squares, the loss's label check) and in
- * synchronize. */
+ * to the caching allocator can be handed out again at once: any later use is queued behind the earlier one. The one
+ * exception is prepare_images' copies (cuda_prep.cu), on a copy stream into buffers of their own, ordered by
+ * events. The host waits only where the interface returns a value to it (download, sum_squares, the loss's label
+ * check) and in synchronize. */
 #include <stdlib.h>
 #include <string.h>
 
@@ -143,6 +144,7 @@ static void cuda_destroy(kelp_backend *be)
     cudaSetDevice(c->device);
     if (c->stream)
         cudaStreamSynchronize(c->stream);
+    cuda_prep_destroy(c);
     cuda_conv_cache_clear(c);
     free(c->conv_cache);
     if (c->cudnn)
@@ -303,6 +305,7 @@ static void fill_iface(kelp_backend_iface *t)
     t->softmax_xent_backward = cuda_xent_backward;
     t->sgd_step = cuda_sgd_step;
     t->adamw_step = cuda_adamw_step;
+    t->prepare_images = cuda_prepare_images;
 }
 
 /* Handles, stream, pinned buffer and cuBLAS workspace; on failure the caller destroys what exists. */

@@ -23,6 +23,17 @@ typedef struct cuda_block {
 
 typedef struct cuda_conv_entry cuda_conv_entry; /* cuda_dnn.cu */
 
+/* One staging buffer pair of prepare_images (cuda_prep.cu): page-locked host bytes, their device copy, and the
+ * events that order their reuse. */
+typedef struct cuda_prep_slot {
+    void *host, *device;
+    size_t bytes;
+    cudaEvent_t copied;   /* on the copy stream, after the copy out of `host` into `device` */
+    cudaEvent_t consumed; /* on the compute stream, after the kernel that read `device` */
+    bool used;
+} cuda_prep_slot;
+#define CUDA_PREP_SLOTS 2
+
 typedef struct cuda_impl {
     int device;
     cudaStream_t stream; /* every op of this backend runs on it, so memory reuse is stream-ordered */
@@ -41,6 +52,10 @@ typedef struct cuda_impl {
     void *host_pinned; /* small page-locked buffer for scalars read back by the host */
     cuda_conv_entry *conv_cache;
     int n_conv, cap_conv;
+    /* prepare_images: its own copy stream (created at first use) and staging ring */
+    cudaStream_t copy_stream;
+    cuda_prep_slot prep[CUDA_PREP_SLOTS];
+    int prep_next;
 } cuda_impl;
 
 #define CUDA_THREADS 256
@@ -141,5 +156,9 @@ kelp_status cuda_sgd_step(kelp_backend *be, int64_t n, const kelp_sgd_params *p,
                           float *momentum_buf);
 kelp_status cuda_adamw_step(kelp_backend *be, int64_t n, const kelp_adamw_params *p, float *param,
                             const float *grad, float *exp_avg, float *exp_avg_sq);
+
+/* ---- cuda_prep.cu ---- */
+kelp_status cuda_prepare_images(kelp_backend *be, const kelp_prep_desc *d, const uint8_t *host_pixels, float *out);
+void cuda_prep_destroy(cuda_impl *c);
 
 #endif

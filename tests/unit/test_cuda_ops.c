@@ -652,6 +652,47 @@ static void test_optimizers(void **state)
     free(p), free(g), free(buf), free(m), free(v);
 }
 
+/* ---- input preparation ---- */
+
+/* Pixels shipped and normalized on the device equal the CPU's bit for bit (the same formula, kernels/ops/prep.h).
+ * Each host buffer is overwritten the moment the call returns, as the interface allows, and the batches change
+ * size, so the staging ring turns over and grows while earlier batches may still be in flight. */
+static void test_prepare_images(void **state)
+{
+    (void)state;
+    kelp_prep_desc d = {.c = 3, .mean = {0.485f, 0.456f, 0.406f}, .std = {0.229f, 0.224f, 0.225f}};
+    enum { ROUNDS = 5 };
+    const int64_t pixels[ROUNDS] = {7, 64 * 64, 3, 2 * 224 * 224, 100};
+    float *want[ROUNDS], *got[ROUNDS];
+    for (int r = 0; r < ROUNDS; r++) {
+        size_t n = (size_t)pixels[r] * 3;
+        uint8_t *host = malloc(n);
+        assert_non_null(host);
+        for (size_t i = 0; i < n; i++)
+            host[i] = (uint8_t)(i * 31 + (size_t)r * 7);
+        d.pixels = pixels[r];
+        want[r] = host_alloc(n);
+        TEST_OK(cpu()->iface->prepare_images(cpu(), &d, host, want[r]));
+        got[r] = dev_nan(n);
+        TEST_OK(gpu->iface->prepare_images(gpu, &d, host, got[r]));
+        memset(host, 0xAB, n);
+        free(host);
+    }
+    for (int r = 0; r < ROUNDS; r++) {
+        char what[48];
+        snprintf(what, sizeof what, "prepare_images, batch %d", r);
+        expect_close(got[r], want[r], (size_t)pixels[r] * 3, 0, 0, what);
+        dev_free(got[r]);
+        free(want[r]);
+    }
+    uint8_t one = 0;
+    float *out = dev_nan(8);
+    d.pixels = 1;
+    d.c = KELP_PREP_MAX_CHANNELS + 1;
+    TEST_FAILS_WITH(gpu->iface->prepare_images(gpu, &d, &one, out), KELP_ERR_INVALID_ARG, "channels");
+    dev_free(out);
+}
+
 /* ---- creation and the context ---- */
 
 static void test_devices_and_context(void **state)
@@ -700,6 +741,7 @@ int main(void)
         cmocka_unit_test(test_dropout),
         cmocka_unit_test(test_softmax_xent),
         cmocka_unit_test(test_optimizers),
+        cmocka_unit_test(test_prepare_images),
         cmocka_unit_test(test_devices_and_context),
     };
     int failed = cmocka_run_group_tests(tests, NULL, NULL);

@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "engine/feed.h"
 #include "io/dataset.h"
 #include "io/loader.h"
 #include "ref/test_util.h"
@@ -186,6 +187,63 @@ static void test_every_index_once_per_epoch(void **state)
         assert_null(b->boxes);
         kelp_loader_destroy(l);
     }
+    kelp_dataset_close(ds);
+    remove(path);
+}
+
+/* pixels_only (a GPU's loader): the same pixels and no floats; the backend's prepare_images, through
+ * kelp_feed_images, then gives exactly the loader's own floats, with ImageNet's mean and std (inexact divisions). */
+static void test_pixels_only_feeds_the_same_values(void **state)
+{
+    (void)state;
+    const char *path = test_temp_path(".h5");
+    spec sp = {KELP_TASK_CLASSIFY, 11, 9, 10, 3, true};
+    kelp_dataset *ds = open_dataset(path, &sp);
+    kelp_loader_config cfg;
+    train_config(&cfg, 4, 2);
+    const float mean[3] = {0.485f, 0.456f, 0.406f}, std[3] = {0.229f, 0.224f, 0.225f};
+    memcpy(cfg.mean, mean, sizeof mean);
+    memcpy(cfg.std, std, sizeof std);
+    kelp_loader *with_floats = make_loader(ds, &cfg);
+    cfg.pixels_only = true;
+    kelp_loader *pixels_only = make_loader(ds, &cfg);
+    assert_false(kelp_feed_pixels_only(test_cpu_backend()));
+
+    enum { VALUES = 4 * 8 * 8 * 3 };
+    static float fed[VALUES], fed_floats[VALUES];
+    kelp_tensor x = {.dtype = KELP_F32, .data = fed, .backend = test_cpu_backend()};
+    kelp_tensor x_floats = x;
+    x_floats.data = fed_floats;
+    TEST_OK(kelp_loader_start_epoch(with_floats, 1, 0));
+    TEST_OK(kelp_loader_start_epoch(pixels_only, 1, 0));
+    int batches = 0;
+    for (;;) {
+        const kelp_batch *a, *b;
+        TEST_OK(kelp_loader_next(with_floats, &a));
+        TEST_OK(kelp_loader_next(pixels_only, &b));
+        if (!a) {
+            assert_null(b);
+            break;
+        }
+        assert_non_null(b);
+        assert_non_null(a->images);
+        assert_null(b->images);
+        assert_int_equal(a->n, b->n);
+        size_t values = (size_t)a->n * 8 * 8 * 3;
+        assert_memory_equal(a->pixels, b->pixels, values);
+        x.shape = x_floats.shape = kelp_shape4(a->n, 8, 8, 3);
+        TEST_OK(kelp_feed_images(pixels_only, b, &x));
+        TEST_OK(kelp_feed_images(with_floats, a, &x_floats));
+        assert_memory_equal(fed, a->images, values * sizeof(float));
+        assert_memory_equal(fed_floats, a->images, values * sizeof(float));
+        /* an input of another size is refused, not overrun */
+        x.shape = kelp_shape4(a->n, 8, 7, 3);
+        TEST_FAILS_WITH(kelp_feed_images(pixels_only, b, &x), KELP_ERR_SHAPE, "feed");
+        batches++;
+    }
+    assert_int_equal(batches, 3);
+    kelp_loader_destroy(with_floats);
+    kelp_loader_destroy(pixels_only);
     kelp_dataset_close(ds);
     remove(path);
 }
@@ -469,6 +527,7 @@ int main(void)
     H5Eset_auto2(H5E_DEFAULT, NULL, NULL); /* corrupt_image_chunk's HDF5 calls must not print */
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_every_index_once_per_epoch),
+        cmocka_unit_test(test_pixels_only_feeds_the_same_values),
         cmocka_unit_test(test_order_depends_only_on_seed_and_epoch),
         cmocka_unit_test(test_resume_continues_the_same_batches),
         cmocka_unit_test(test_short_last_batch_in_dataset_order),
