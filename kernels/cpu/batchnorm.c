@@ -30,7 +30,7 @@ static void channel_mean(int64_t rows, int c, int nc, const float *restrict x, d
         for (int j = 0; j < nc; j++)
             mean[j] += x[r * c + j];
     for (int j = 0; j < nc; j++)
-        mean[j] /= (double)rows;
+        mean[j] = kelp_bn_mean(mean[j], rows);
 }
 
 KELP_VECTOR_CLONES
@@ -45,7 +45,7 @@ static void channel_biased_var(int64_t rows, int c, int nc, const float *restric
             var[j] += d * d;
         }
     for (int j = 0; j < nc; j++)
-        var[j] /= (double)rows;
+        var[j] = kelp_bn_biased_var(var[j], rows);
 }
 
 KELP_VECTOR_CLONES
@@ -72,12 +72,8 @@ void kelp_cpu_batchnorm_forward_train(int threads, int64_t rows, int c, const fl
         channel_biased_var(rows, c, nc, x + c0, mean, var);
         for (int j = 0; j < nc; j++) {
             int ch = c0 + j;
-            double invstd = kelp_bn_invstd(var[j], eps);
-            save_mean[ch] = (float)mean[j];
-            save_invstd[ch] = (float)invstd;
-            running_mean[ch] = kelp_bn_running_mean(running_mean[ch], mean[j], momentum);
-            running_var[ch] = kelp_bn_running_var(running_var[ch], var[j], rows, momentum);
-            scale[j] = (float)(gamma[ch] * invstd);
+            kelp_bn_train_channel(mean[j], var[j], rows, gamma[ch], momentum, eps, &running_mean[ch],
+                                  &running_var[ch], &save_mean[ch], &save_invstd[ch], &scale[j]);
         }
         normalize_block(rows, c, nc, x + c0, save_mean + c0, scale, beta + c0, y + c0);
     }
@@ -94,7 +90,7 @@ void kelp_cpu_batchnorm_forward_infer(int threads, int64_t rows, int c, const fl
         int c0 = b * CHANNEL_BLOCK, nc = block_width(c, b);
         float scale[CHANNEL_BLOCK];
         for (int j = 0; j < nc; j++)
-            scale[j] = (float)(gamma[c0 + j] * kelp_bn_invstd(running_var[c0 + j], eps));
+            scale[j] = kelp_bn_scale(gamma[c0 + j], kelp_bn_invstd(running_var[c0 + j], eps));
         normalize_block(rows, c, nc, x + c0, running_mean + c0, scale, beta + c0, y + c0);
     }
 }
@@ -137,18 +133,19 @@ void kelp_cpu_batchnorm_backward(int threads, int64_t rows, int c, const float *
         backward_sums(rows, c, nc, x + c0, dy + c0, save_mean + c0, sum_dy, sum_dy_xmu);
         for (int j = 0; j < nc; j++) {
             if (dgamma)
-                dgamma[c0 + j] += (float)(sum_dy_xmu[j] * save_invstd[c0 + j]);
+                dgamma[c0 + j] += kelp_bn_dgamma(sum_dy_xmu[j], save_invstd[c0 + j]);
             if (dbeta)
-                dbeta[c0 + j] += (float)sum_dy[j];
+                dbeta[c0 + j] += kelp_bn_dbeta(sum_dy[j]);
         }
         if (!dx)
             continue;
         float k[CHANNEL_BLOCK], mean_dy[CHANNEL_BLOCK], proj[CHANNEL_BLOCK];
         for (int j = 0; j < nc; j++) {
-            double invstd = save_invstd[c0 + j];
-            k[j] = (float)(gamma[c0 + j] * invstd);
-            mean_dy[j] = (float)(sum_dy[j] / (double)rows);
-            proj[j] = (float)(sum_dy_xmu[j] * invstd * invstd / (double)rows);
+            kelp_bn_dx_factors f = kelp_bn_backward_factors(sum_dy[j], sum_dy_xmu[j], gamma[c0 + j],
+                                                            save_invstd[c0 + j], rows);
+            k[j] = f.k;
+            mean_dy[j] = f.mean_dy;
+            proj[j] = f.proj;
         }
         input_grad_block(rows, c, nc, x + c0, dy + c0, save_mean + c0, k, mean_dy, proj, dx + c0);
     }
@@ -169,10 +166,10 @@ void kelp_cpu_batchnorm_backward_infer(int threads, int64_t rows, int c, const f
         for (int j = 0; j < nc; j++) {
             double invstd = kelp_bn_invstd(running_var[c0 + j], eps);
             if (dgamma)
-                dgamma[c0 + j] += (float)(sum_dy_xmu[j] * invstd);
+                dgamma[c0 + j] += kelp_bn_dgamma(sum_dy_xmu[j], invstd);
             if (dbeta)
-                dbeta[c0 + j] += (float)sum_dy[j];
-            k[j] = (float)(gamma[c0 + j] * invstd);
+                dbeta[c0 + j] += kelp_bn_dbeta(sum_dy[j]);
+            k[j] = kelp_bn_scale(gamma[c0 + j], invstd);
         }
         if (!dx)
             continue;

@@ -16,11 +16,10 @@ void kelp_cpu_dropout_forward(int threads, int64_t n, float p, uint64_t seed, ui
     if (n <= 0)
         return;
     float scale = kelp_dropout_scale(p);
-    uint64_t end = offset + (uint64_t)n;
-    int64_t first = (int64_t)(offset >> 2), blocks = (int64_t)((end - 1) >> 2) - first + 1;
+    kelp_dropout_range r = kelp_dropout_blocks(offset, n);
 #pragma omp parallel for num_threads(threads) if (n >= PARALLEL_MIN) schedule(static)
-    for (int64_t b = 0; b < blocks; b++)
-        kelp_dropout_block(seed, (uint64_t)(first + b), offset, end, p, scale, x, y, mask);
+    for (int64_t b = 0; b < r.count; b++)
+        kelp_dropout_block(seed, r.first + (uint64_t)b, offset, r.end, p, scale, x, y, mask);
 }
 
 // dy (n), mask (n) -> dx (n) +=

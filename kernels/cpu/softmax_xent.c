@@ -37,8 +37,8 @@ static row_terms softmax_row(const kelp_xent_desc *d, const float *x, const floa
     return t;
 }
 
-/* When every row is ignored PyTorch returns NaN (0/0); kelp returns 0 with a zero gradient, so a crop made only of
- * ignored pixels does not poison the weights. */
+/* When every row is ignored the loss is 0, not PyTorch's NaN (kelp_xent_loss). On an invalid label loss and norm
+ * are left untouched. */
 // logits (M,K), labels (M) -> loss (1), probs (M,K), norm (1)
 int kelp_cpu_softmax_xent_forward(int threads, const kelp_xent_desc *d, const float *logits, const int32_t *labels,
                                   const float *class_weights, float *loss, float *probs, float *norm)
@@ -63,23 +63,19 @@ int kelp_cpu_softmax_xent_forward(int threads, const kelp_xent_desc *d, const fl
     }
     if (invalid)
         return -1;
-    double eps = d->label_smoothing;
-    *loss = weight > 0.0 ? (float)(((1.0 - eps) * nll + eps / (double)k_count * smooth) / weight) : 0.0f;
+    *loss = kelp_xent_loss(d, nll, smooth, weight);
     *norm = (float)weight;
     return 0;
 }
 
-/* norm is 0 only when every row is ignored, and then no row reaches the division's result. */
 // probs (M,K), labels (M) -> dlogits (M,K) +=
 void kelp_cpu_softmax_xent_backward(int threads, const kelp_xent_desc *d, const float *probs,
                                     const int32_t *labels, const float *class_weights, const float *norm,
                                     float dloss, float *dlogits)
 {
     int64_t rows = d->rows, k_count = d->classes;
-    float w_sum = 0.0f;
-    for (int k = 0; k < d->classes; k++)
-        w_sum += kelp_xent_class_weight(class_weights, k);
-    float scale = dloss / *norm;
+    float w_sum = kelp_xent_weight_sum(class_weights, d->classes);
+    float scale = kelp_xent_grad_scale(dloss, *norm);
 #pragma omp parallel for num_threads(threads) if (rows * k_count >= PARALLEL_MIN) schedule(static)
     for (int64_t i = 0; i < rows; i++) {
         int32_t label = labels[i];

@@ -1,6 +1,7 @@
 /* Nearest and bilinear (align_corners=False) upsampling on NHWC with PyTorch's coordinate maps (kernels/ops).
  * Forward gathers per output row. Backward is written as a gather too: each task owns one input row and collects
- * every output row that reads it, so overlapping bilinear taps never race and no atomics are needed. */
+ * every output row that reads it (kelp_upsample_readers, the CUDA backward's search), in increasing order, so
+ * overlapping bilinear taps never race and no atomics are needed. */
 #include "kernels/cpu/cpu_kernels.h"
 
 #include <string.h>
@@ -74,7 +75,9 @@ void kelp_cpu_upsample_backward(int threads, const kelp_upsample_desc *d, const 
     for (int n = 0; n < d->n; n++)
         for (int ih = 0; ih < d->h; ih++) {
             float *dx_row = dx + ((int64_t)n * d->h + ih) * d->w * d->c;
-            for (int oh = 0; oh < d->oh; oh++) {
+            int oh0, oh1;
+            kelp_upsample_readers(d->kind, ih, d->scale_h, d->h, d->oh, &oh0, &oh1);
+            for (int oh = oh0; oh <= oh1; oh++) {
                 float weight;
                 if (kelp_upsample_row_weight(d, oh, ih, &weight))
                     scatter_row(d, weight, dy + ((int64_t)n * d->oh + oh) * d->ow * d->c, dx_row);

@@ -1,9 +1,9 @@
 /* Batch norm over rows (N*H*W, C), custom rather than cuDNN: kelp's semantics are PyTorch's CPU ones (statistics
  * in double, two passes, NULL dx/dgamma/dbeta for inputs or parameters without gradient, a backward through the
  * running statistics for frozen layers), which cuDNN's fused calls do not all offer. Per-channel sums come from
- * cuda_column_sums (double, fixed chunk order: deterministic); small per-channel kernels then apply the formulas of
- * kernels/cpu/batchnorm.c (its kernels/ops/batchnorm.h helpers, and per-channel lines written out as it writes
- * them), and an elementwise kernel normalizes. */
+ * cuda_column_sums (double, fixed chunk order: deterministic); small per-channel kernels then apply the per-channel
+ * formulas of kernels/ops/batchnorm.h, which kernels/cpu/batchnorm.c calls too, and an elementwise kernel
+ * normalizes. */
 #include "kernels/cuda/cuda_internal.h"
 #include "kernels/ops/batchnorm.h"
 
@@ -34,7 +34,7 @@ __global__ void bn_mean_kernel(int c, int64_t rows, const double *sums, double *
 {
     int ch = blockIdx.x * blockDim.x + threadIdx.x;
     if (ch < c)
-        mean[ch] = sums[ch] / (double)rows;
+        mean[ch] = kelp_bn_mean(sums[ch], rows);
 }
 
 /* save_mean, save_invstd, running statistics and the float scale, from the mean and the centred sum of squares */
@@ -45,20 +45,15 @@ __global__ void bn_train_stats_kernel(int c, int64_t rows, const double *mean, c
     int ch = blockIdx.x * blockDim.x + threadIdx.x;
     if (ch >= c)
         return;
-    double var = sq_sums[ch] / (double)rows;
-    double invstd = kelp_bn_invstd(var, eps);
-    save_mean[ch] = (float)mean[ch];
-    save_invstd[ch] = (float)invstd;
-    running_mean[ch] = kelp_bn_running_mean(running_mean[ch], mean[ch], momentum);
-    running_var[ch] = kelp_bn_running_var(running_var[ch], var, rows, momentum);
-    scale[ch] = (float)(gamma[ch] * invstd);
+    kelp_bn_train_channel(mean[ch], kelp_bn_biased_var(sq_sums[ch], rows), rows, gamma[ch], momentum, eps,
+                          &running_mean[ch], &running_var[ch], &save_mean[ch], &save_invstd[ch], &scale[ch]);
 }
 
 __global__ void bn_infer_scale_kernel(int c, const float *gamma, const float *running_var, float eps, float *scale)
 {
     int ch = blockIdx.x * blockDim.x + threadIdx.x;
     if (ch < c)
-        scale[ch] = (float)(gamma[ch] * kelp_bn_invstd(running_var[ch], eps));
+        scale[ch] = kelp_bn_scale(gamma[ch], kelp_bn_invstd(running_var[ch], eps));
 }
 
 __global__ void bn_apply_kernel(int64_t n, int c, const float *x, const float *mean, const float *scale,
@@ -123,14 +118,15 @@ __global__ void bn_backward_stats_kernel(int c, int64_t rows, const double *sums
     int ch = blockIdx.x * blockDim.x + threadIdx.x;
     if (ch >= c)
         return;
-    double sum_dy = sums[ch], sum_dy_xmu = sums[c + ch], invstd = save_invstd[ch];
+    double sum_dy = sums[ch], sum_dy_xmu = sums[c + ch];
     if (dgamma)
-        dgamma[ch] += (float)(sum_dy_xmu * invstd);
+        dgamma[ch] += kelp_bn_dgamma(sum_dy_xmu, save_invstd[ch]);
     if (dbeta)
-        dbeta[ch] += (float)sum_dy;
-    k[ch] = (float)(gamma[ch] * invstd);
-    mean_dy[ch] = (float)(sum_dy / (double)rows);
-    proj[ch] = (float)(sum_dy_xmu * invstd * invstd / (double)rows);
+        dbeta[ch] += kelp_bn_dbeta(sum_dy);
+    kelp_bn_dx_factors f = kelp_bn_backward_factors(sum_dy, sum_dy_xmu, gamma[ch], save_invstd[ch], rows);
+    k[ch] = f.k;
+    mean_dy[ch] = f.mean_dy;
+    proj[ch] = f.proj;
 }
 
 __global__ void bn_dx_kernel(int64_t n, int c, const float *x, const float *dy, const float *mean, const float *k,
@@ -175,10 +171,10 @@ __global__ void bn_backward_infer_stats_kernel(int c, const double *sums, const 
         return;
     double invstd = kelp_bn_invstd(running_var[ch], eps);
     if (dgamma)
-        dgamma[ch] += (float)(sums[c + ch] * invstd);
+        dgamma[ch] += kelp_bn_dgamma(sums[c + ch], invstd);
     if (dbeta)
-        dbeta[ch] += (float)sums[ch];
-    k[ch] = (float)(gamma[ch] * invstd);
+        dbeta[ch] += kelp_bn_dbeta(sums[ch]);
+    k[ch] = kelp_bn_scale(gamma[ch], invstd);
 }
 
 __global__ void bn_dx_infer_kernel(int64_t n, int c, const float *dy, const float *k, float *dx)

@@ -380,10 +380,9 @@ kelp_status cuda_dropout_forward(kelp_backend *be, int64_t n, float p, uint64_t 
     KELP_TRY(cuda_enter(be, &c));
     if (n <= 0)
         return KELP_OK;
-    uint64_t end = offset + (uint64_t)n, first = offset >> 2;
-    int64_t blocks = (int64_t)(((end - 1) >> 2) - first + 1);
-    dropout_forward_kernel<<<cuda_grid(blocks), CUDA_THREADS, 0, c->stream>>>(
-        blocks, first, offset, end, p, kelp_dropout_scale(p), seed, x, y, mask);
+    kelp_dropout_range r = kelp_dropout_blocks(offset, n);
+    dropout_forward_kernel<<<cuda_grid(r.count), CUDA_THREADS, 0, c->stream>>>(
+        r.count, r.first, offset, r.end, p, kelp_dropout_scale(p), seed, x, y, mask);
     KELP_CUDA_LAUNCHED(dropout_forward_kernel);
     return KELP_OK;
 }

@@ -101,6 +101,8 @@ __global__ void xent_rows_kernel(kelp_xent_desc d, const float *logits, const in
     partials[blockIdx.x] = total;
 }
 
+/* Sums the block partials in block order. loss and norm are written only when every label is valid: a failed call
+ * leaves them as they were, as the CPU's does (the host learns of the failure from *invalid after the wait). */
 __global__ void xent_finish_kernel(int blocks, kelp_xent_desc d, const xent_partial *partials, float *loss,
                                    float *norm, int *invalid)
 {
@@ -112,10 +114,11 @@ __global__ void xent_finish_kernel(int blocks, kelp_xent_desc d, const xent_part
         weight += partials[b].weight;
         bad |= partials[b].invalid;
     }
-    double eps = d.label_smoothing;
-    *loss = weight > 0.0 ? (float)(((1.0 - eps) * nll + eps / (double)d.classes * smooth) / weight) : 0.0f;
-    *norm = (float)weight;
     *invalid = bad;
+    if (bad)
+        return;
+    *loss = kelp_xent_loss(&d, nll, smooth, weight);
+    *norm = (float)weight;
 }
 
 // logits (M,K), labels (M) -> loss (1), probs (M,K) for counted rows, norm (1)
@@ -144,13 +147,10 @@ kelp_status cuda_xent_forward(kelp_backend *be, const kelp_xent_desc *d, const f
     return KELP_OK;
 }
 
-/* sum_k w[k] in class order, in float, as the CPU sums it */
+/* w_sum for the backward, one thread in class order as the CPU sums it */
 __global__ void xent_weight_sum_kernel(int classes, const float *w, float *out)
 {
-    float s = 0.0f;
-    for (int k = 0; k < classes; k++)
-        s += kelp_xent_class_weight(w, k);
-    *out = s;
+    *out = kelp_xent_weight_sum(w, classes);
 }
 
 // probs (M,K), labels (M) -> dlogits (M,K) +=; dloss and norm are device scalars
@@ -158,7 +158,7 @@ __global__ void xent_backward_kernel(kelp_xent_desc d, const float *probs, const
                                      const float *norm, const float *dloss, const float *w_sum, float *dlogits)
 {
     const int64_t total = d.rows * d.classes;
-    const float scale = *dloss / *norm;
+    const float scale = kelp_xent_grad_scale(*dloss, *norm);
     GRID_STRIDE(i, total)
     {
         int64_t row = i / d.classes;

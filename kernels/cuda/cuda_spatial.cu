@@ -191,47 +191,6 @@ __global__ void upsample_forward_kernel(kelp_upsample_desc d, const float *x, fl
     }
 }
 
-/* The lowest and highest input index output `dst` reads along one axis. Both never decrease as dst grows, which lets
- * backward find the outputs that read an input by binary search instead of scanning every output. */
-__device__ int up_low_src(kelp_upsample_kind kind, int dst, float scale, int in, int out)
-{
-    if (kind == KELP_UPSAMPLE_NEAREST)
-        return kelp_upsample_nearest_src(dst, scale, in, out);
-    return kelp_upsample_linear_taps(dst, scale, in, out).i0;
-}
-
-__device__ int up_high_src(kelp_upsample_kind kind, int dst, float scale, int in, int out)
-{
-    if (kind == KELP_UPSAMPLE_NEAREST)
-        return kelp_upsample_nearest_src(dst, scale, in, out);
-    return kelp_upsample_linear_taps(dst, scale, in, out).i1;
-}
-
-/* The outputs [*lo, *hi] that may read input i: from the first whose highest tap reaches i to the last whose lowest
- * tap does not pass it. Outputs inside the range that skip i are filtered by the caller. */
-__device__ void up_readers(kelp_upsample_kind kind, int i, float scale, int in, int out, int *lo, int *hi)
-{
-    int a = 0, b = out;
-    while (a < b) {
-        int mid = (a + b) / 2;
-        if (up_high_src(kind, mid, scale, in, out) >= i)
-            b = mid;
-        else
-            a = mid + 1;
-    }
-    *lo = a;
-    a = 0;
-    b = out;
-    while (a < b) {
-        int mid = (a + b) / 2;
-        if (up_low_src(kind, mid, scale, in, out) > i)
-            b = mid;
-        else
-            a = mid + 1;
-    }
-    *hi = a - 1;
-}
-
 // dy (N,OH,OW,C) -> dx (N,H,W,C) +=; the CPU's scatter_row additions, gathered per dx element in the same order
 __global__ void upsample_backward_kernel(kelp_upsample_desc d, const float *dy, float *dx)
 {
@@ -242,8 +201,8 @@ __global__ void upsample_backward_kernel(kelp_upsample_desc d, const float *dy, 
         int64_t pixel = i / d.c;
         int iw = (int)(pixel % d.w), ih = (int)(pixel / d.w % d.h), n = (int)(pixel / ((int64_t)d.w * d.h));
         int oh0, oh1, ow0, ow1;
-        up_readers(d.kind, ih, d.scale_h, d.h, d.oh, &oh0, &oh1);
-        up_readers(d.kind, iw, d.scale_w, d.w, d.ow, &ow0, &ow1);
+        kelp_upsample_readers(d.kind, ih, d.scale_h, d.h, d.oh, &oh0, &oh1);
+        kelp_upsample_readers(d.kind, iw, d.scale_w, d.w, d.ow, &ow0, &ow1);
         float v = dx[i];
         for (int oh = oh0; oh <= oh1; oh++) {
             float weight;

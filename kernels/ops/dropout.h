@@ -14,6 +14,22 @@ KELP_HD bool kelp_dropout_keep(float u, float p) { return u >= p; }
 /* Survivors are scaled so that the expected output equals the input (inverted dropout, as PyTorch). */
 KELP_HD float kelp_dropout_scale(float p) { return 1.0f / (1.0f - p); }
 
+/* The Philox blocks a call of n >= 1 elements at stream offset `offset` touches: blocks first .. first + count - 1,
+ * those holding indices offset .. end - 1 (end = offset + n). */
+typedef struct kelp_dropout_range {
+    uint64_t first, end;
+    int64_t count;
+} kelp_dropout_range;
+
+KELP_HD kelp_dropout_range kelp_dropout_blocks(uint64_t offset, int64_t n)
+{
+    kelp_dropout_range r;
+    r.end = offset + (uint64_t)n;
+    r.first = offset >> 2;
+    r.count = (int64_t)(((r.end - 1) >> 2) - r.first + 1);
+    return r;
+}
+
 /* The elements of one Philox block: indices block*4 .. block*4+3 of the stream, those in [offset, end) being
  * elements index - offset of x, y and mask. One block's four draws serve four elements (the first and last blocks
  * of a call may be partial), so kernels loop over blocks, not elements. */

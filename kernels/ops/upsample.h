@@ -53,6 +53,51 @@ KELP_HD kelp_linear_taps kelp_upsample_linear_taps(int dst, float scale, int in_
     return t;
 }
 
+/* The lowest and highest input index output `dst` reads along one axis (equal for nearest). Both never decrease as
+ * dst grows (float rounding is monotonic and the clamps keep order), which lets the backward find the outputs that
+ * read an input by binary search instead of scanning every output. */
+KELP_HD int kelp_upsample_low_src(kelp_upsample_kind kind, int dst, float scale, int in_size, int out_size)
+{
+    if (kind == KELP_UPSAMPLE_NEAREST)
+        return kelp_upsample_nearest_src(dst, scale, in_size, out_size);
+    return kelp_upsample_linear_taps(dst, scale, in_size, out_size).i0;
+}
+
+KELP_HD int kelp_upsample_high_src(kelp_upsample_kind kind, int dst, float scale, int in_size, int out_size)
+{
+    if (kind == KELP_UPSAMPLE_NEAREST)
+        return kelp_upsample_nearest_src(dst, scale, in_size, out_size);
+    return kelp_upsample_linear_taps(dst, scale, in_size, out_size).i1;
+}
+
+/* The outputs [*lo, *hi] along one axis that read input i: from the first whose highest tap reaches i to the last
+ * whose lowest tap does not pass it (*lo > *hi when none does, as for inputs a downscale skips). The highest tap is
+ * at most one past the lowest, so every output in the range reads i, with one tap or both; a caller that filters
+ * by tap anyway loses nothing. out_size >= 1. */
+KELP_HD void kelp_upsample_readers(kelp_upsample_kind kind, int i, float scale, int in_size, int out_size, int *lo,
+                                   int *hi)
+{
+    int a = 0, b = out_size;
+    while (a < b) {
+        int mid = (a + b) / 2;
+        if (kelp_upsample_high_src(kind, mid, scale, in_size, out_size) >= i)
+            b = mid;
+        else
+            a = mid + 1;
+    }
+    *lo = a;
+    a = 0;
+    b = out_size;
+    while (a < b) {
+        int mid = (a + b) / 2;
+        if (kelp_upsample_low_src(kind, mid, scale, in_size, out_size) > i)
+            b = mid;
+        else
+            a = mid + 1;
+    }
+    *hi = a - 1;
+}
+
 /* The weight with which output row oh reads input row ih (0 when it does not read it), and whether it reads it
  * (the backward, gathered per input row). */
 KELP_HD bool kelp_upsample_row_weight(const kelp_upsample_desc *d, int oh, int ih, float *weight)

@@ -26,6 +26,28 @@ KELP_HD float kelp_xent_class_weight(const float *class_weights, int k)
     return class_weights ? class_weights[k] : 1.0f;
 }
 
+/* sum_k w[k], in class order and in float: the backward's w_sum (K for no class weights). */
+KELP_HD float kelp_xent_weight_sum(const float *class_weights, int classes)
+{
+    float s = 0.0f;
+    for (int k = 0; k < classes; k++)
+        s += kelp_xent_class_weight(class_weights, k);
+    return s;
+}
+
+/* The mean loss from the sums over the counted rows of w[y] * -logp[y] (nll), of sum_k w[k] * -logp[k] (smooth)
+ * and of w[y] (weight), in double. When every row is ignored PyTorch returns NaN (0/0); kelp returns 0, so a crop
+ * made only of ignored pixels does not poison the weights (its gradient is zero too: no row is counted). */
+KELP_HD float kelp_xent_loss(const kelp_xent_desc *d, double nll, double smooth, double weight)
+{
+    double eps = d->label_smoothing;
+    return weight > 0.0 ? (float)(((1.0 - eps) * nll + eps / (double)d->classes * smooth) / weight) : 0.0f;
+}
+
+/* The factor of every counted row's gradient: dloss over the forward's norm (the summed weight, as a float). norm
+ * is 0 only when every row is ignored, and then no row reaches the result. */
+KELP_HD float kelp_xent_grad_scale(float dloss, float norm) { return dloss / norm; }
+
 /* d/d logit[c] of (1-eps) * w[y] * -logp[y] + eps/K * sum_k w[k] * -logp[k] for one counted row, before the
  * division by the summed weight of all counted rows. p = softmax(logits)[c], w_sum = sum_k w[k]. */
 KELP_HD float kelp_xent_grad(const kelp_xent_desc *d, float p, bool is_label, float w_label, float w_c, float w_sum)

@@ -608,6 +608,11 @@ static void check_xent(int64_t rows, int classes, float smoothing, bool weighted
     TEST_OK(gpu->iface->upload(gpu, g_labels, labels, (size_t)rows * sizeof *labels));
     TEST_FAILS_WITH(gpu->iface->softmax_xent_forward(gpu, &d, g_logits, g_labels, g_w, g_loss, g_probs, g_norm),
                     KELP_ERR_INVALID_ARG, "outside");
+    /* ... and leaves the loss and the norm as they were */
+    snprintf(what, sizeof what, "%s loss after an invalid label", name);
+    expect_close(g_loss, &loss, 1, RTOL, ATOL, what);
+    snprintf(what, sizeof what, "%s norm after an invalid label", name);
+    expect_close(g_norm, &norm, 1, RTOL, ATOL, what);
 
     void *bufs[] = {g_logits, g_w, g_probs, g_labels, g_loss, g_norm, g_dloss, g_dlogits};
     for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++)

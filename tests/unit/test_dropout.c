@@ -5,6 +5,7 @@
 #include <string.h>
 
 #include "kernels/cpu/cpu_kernels.h"
+#include "kernels/ops/dropout.h"
 #include "kernels/ops/rng.h"
 #include "ref/layer_harness.h"
 
@@ -111,6 +112,23 @@ static void test_kernel_offsets_and_threads(void **state)
     free(m2);
 }
 
+/* The block range both backends launch over: exactly the Philox blocks (4 indices each) that hold offset .. end - 1. */
+static void test_block_range(void **state)
+{
+    (void)state;
+    const uint64_t bases[] = {0, 1000, (uint64_t)1 << 40};
+    for (size_t b = 0; b < sizeof bases / sizeof bases[0]; b++)
+        for (uint64_t offset = bases[b]; offset < bases[b] + 12; offset++)
+            for (int64_t n = 1; n <= 40; n++) {
+                kelp_dropout_range r = kelp_dropout_blocks(offset, n);
+                uint64_t last = r.first + (uint64_t)r.count - 1;
+                assert_true(r.end == offset + (uint64_t)n);
+                assert_true(r.count >= 1);
+                assert_true(r.first * 4 <= offset && offset < r.first * 4 + 4);
+                assert_true(last * 4 <= r.end - 1 && r.end - 1 < last * 4 + 4);
+            }
+}
+
 static void test_eval_is_identity(void **state)
 {
     (void)state;
@@ -176,6 +194,7 @@ int main(void)
         cmocka_unit_test(test_mask_follows_the_rng_rule),
         cmocka_unit_test(test_same_seed_same_mask),
         cmocka_unit_test(test_kernel_offsets_and_threads),
+        cmocka_unit_test(test_block_range),
         cmocka_unit_test(test_eval_is_identity),
         cmocka_unit_test(test_backward_uses_mask),
         cmocka_unit_test(test_gradcheck_training),

@@ -5,6 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "kernels/cpu/cpu_kernels.h"
 #include "ref/layer_harness.h"
 #include "ref/ref_elem.h"
 
@@ -117,6 +118,18 @@ static void test_invalid_label_fails(void **state)
     }
 }
 
+/* The kernel's contract, which the CUDA backend's loss follows too: a failed call leaves loss and norm as they were. */
+static void test_invalid_label_leaves_outputs(void **state)
+{
+    (void)state;
+    kelp_xent_desc d = {4, 3, 0.1f, -100};
+    const float logits[12] = {0.5f, -1, 2, 0, 0, 0, 1, 2, 3, -3, 0.25f, 1};
+    const int32_t labels[4] = {0, -100, 3, 1};
+    float probs[12], loss = 7.0f, norm = 9.0f;
+    assert_int_not_equal(kelp_cpu_softmax_xent_forward(1, &d, logits, labels, NULL, &loss, probs, &norm), 0);
+    assert_true(loss == 7.0f && norm == 9.0f);
+}
+
 /* PyTorch gives NaN here; kelp gives 0 and no gradient. */
 static void test_all_ignored_gives_zero(void **state)
 {
@@ -222,6 +235,7 @@ int main(void)
         cmocka_unit_test(test_gradcheck),
         cmocka_unit_test(test_rank4_logits),
         cmocka_unit_test(test_invalid_label_fails),
+        cmocka_unit_test(test_invalid_label_leaves_outputs),
         cmocka_unit_test(test_all_ignored_gives_zero),
         cmocka_unit_test(test_smaller_batch_than_planned),
         cmocka_unit_test(test_labels_must_be_int32),

@@ -3,6 +3,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 
+#include "kernels/ops/upsample.h"
 #include "ref/layer_harness.h"
 #include "ref/ref_spatial.h"
 
@@ -185,6 +186,56 @@ static void test_backward_accumulates(void **state)
     }
 }
 
+/* kelp_upsample_readers, which both backward passes search with (the CUDA one per dx element, the CPU one per
+ * input row), must give exactly the outputs that read each input: one missed would drop a gradient term on the GPU
+ * (and on the CPU). Checked against a scan of every output, for both kinds, every size pair up to 24 -> 40, with
+ * the scale of a `size` (in / out), of a `scale_factor` (1 / f, output floor(in * f)) and, so that the search's
+ * monotonicity is exercised beyond the layer's pairs, arbitrary scales with any output size. */
+static void check_readers(kelp_upsample_kind kind, int in, int out, float scale)
+{
+    for (int i = 0; i < in; i++) {
+        int lo, hi;
+        kelp_upsample_readers(kind, i, scale, in, out, &lo, &hi);
+        for (int dst = 0; dst < out; dst++) {
+            int low = kelp_upsample_low_src(kind, dst, scale, in, out);
+            int high = kelp_upsample_high_src(kind, dst, scale, in, out);
+            bool reads = low == i || high == i, in_range = dst >= lo && dst <= hi;
+            if (reads != in_range)
+                fail_msg("%s in %d out %d scale %.9g: input %d, output %d (taps %d, %d) %s, readers [%d, %d]",
+                         kind == KELP_UPSAMPLE_NEAREST ? "nearest" : "bilinear", in, out, (double)scale, i, dst,
+                         low, high, reads ? "reads it" : "does not read it", lo, hi);
+        }
+        if (lo > hi + 1)
+            fail_msg("in %d out %d scale %.9g: input %d, readers [%d, %d] cross", in, out, (double)scale, i, lo, hi);
+    }
+}
+
+static void test_readers_match_scan(void **state)
+{
+    (void)state;
+    const double factors[] = {0.3, 0.5, 0.7, 0.75, 1.0, 1.1, 4.0 / 3.0, 1.5, 1.7, 2.0, 2.1, 2.5, 3.0, 3.3, 4.0};
+    const float scales[] = {0.05f, 0.1f, 0.3333333f, 0.49f, 0.5f, 0.51f, 0.9999f, 1.0f, 1.0001f, 1.9f, 2.0f, 3.7f};
+    for (int k = 0; k < 2; k++) {
+        kelp_upsample_kind kind = k == 0 ? KELP_UPSAMPLE_NEAREST : KELP_UPSAMPLE_BILINEAR;
+        for (int in = 1; in <= 24; in++) {
+            for (int out = 1; out <= 40; out++) {
+                check_readers(kind, in, out, (float)in / (float)out);
+                for (size_t s = 0; s < sizeof scales / sizeof scales[0]; s++)
+                    check_readers(kind, in, out, scales[s]);
+            }
+            for (size_t f = 0; f < sizeof factors / sizeof factors[0]; f++) {
+                int out = (int)(in * factors[f]);
+                if (out >= 1)
+                    check_readers(kind, in, out, (float)(1.0 / factors[f]));
+            }
+        }
+        /* large axes, where float coordinates are coarsest */
+        const int big[][2] = {{511, 1024}, {1000, 1500}, {1024, 512}, {777, 1999}, {2048, 4097}};
+        for (size_t b = 0; b < sizeof big / sizeof big[0]; b++)
+            check_readers(kind, big[b][0], big[b][1], (float)big[b][0] / (float)big[b][1]);
+    }
+}
+
 static void expect_setup_fails(const char *json, kelp_shape shape, kelp_status status, const char *needle)
 {
     test_layer t;
@@ -220,6 +271,7 @@ int main(void)
         cmocka_unit_test(test_upsample_gradcheck),
         cmocka_unit_test(test_upsample_smaller_batch),
         cmocka_unit_test(test_backward_accumulates),
+        cmocka_unit_test(test_readers_match_scan),
         cmocka_unit_test(test_upsample_invalid),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
