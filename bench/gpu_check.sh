@@ -5,8 +5,9 @@
 #   2. test_cuda_ops: every backend op on the GPU against the CPU backend (poisoned outputs, NaN never passes)
 #   3. the same under compute-sanitizer memcheck
 #   4. the Fashion-MNIST demo recipe trained on the GPU (small_resnet, 5 epochs) and evaluated
-#   5. each model of $GPU_MODELS (resnet18 resnet50) at 224x224: kelp training and inference images/s against
-#      PyTorch eager (channels_last; fp32 and bf16 autocast) and torch.compile, in the same run
+#   5. each model of $GPU_MODELS (resnet18 resnet50) at 224x224: kelp training and inference images/s, strict fp32
+#      and TF32 (--tf32 --autotune --nondeterministic), against PyTorch eager (channels_last; strict fp32, TF32 and
+#      bf16 autocast) and torch.compile, in the same run
 # Output: the log on stdout and in $OUT/gpu_check.log (or ./gpu_check.log); the benchmark JSON in $OUT/bench/.
 # Usage: bench/gpu_check.sh [--quick]   (--quick: the op tests and a 1-epoch training only)
 set -uo pipefail
@@ -60,10 +61,14 @@ if [ "$quick" = 0 ]; then
     step "5. $model 224x224: kelp against PyTorch, same run"
     "$kelp" model show "$model" >"$dir/$model.json"
     for batch in 256 1; do
-      must "$kelp" bench "$model" --device cuda --batch "$batch" --mode $([ $batch = 1 ] && echo infer || echo all) \
-        --json >"$out/bench/kelp_${model}_b$batch.json"
+      for numerics in fp32 tf32; do
+        flags=()
+        [ "$numerics" = tf32 ] && flags=(--tf32 --autotune --nondeterministic)
+        must "$kelp" bench "$model" --device cuda --batch "$batch" --mode $([ $batch = 1 ] && echo infer || echo all) \
+          "${flags[@]}" --json >"$out/bench/kelp_${model}_${numerics}_b$batch.json"
+      done
     done
-    for amp in none bf16; do
+    for amp in none tf32 bf16; do
       for extra in "" --compile; do
         name=torch_${model}_${amp}${extra:+_compile}
         for mode in train infer; do

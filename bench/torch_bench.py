@@ -52,7 +52,9 @@ def parse_args():
     p.add_argument("--layout", choices=["channels_last", "contiguous"], default="channels_last",
                    help="memory format of the model and input (channels_last: NHWC, kelp's layout)")
     p.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
-    p.add_argument("--amp", choices=["none", "bf16", "fp16"], default="none", help="autocast (CUDA)")
+    p.add_argument("--amp", choices=["none", "tf32", "bf16", "fp16"], default="none",
+                   help="CUDA numerics: none = strict fp32 (TF32 off, unlike PyTorch's cuDNN default), tf32 = TF32 "
+                        "tensor cores for convolutions and matmuls (kelp --tf32), bf16/fp16 = autocast")
     p.add_argument("--compile", action="store_true", help="torch.compile the model")
     a = p.parse_args()
     for name, low in (("batch", 1), ("threads", 0), ("warmup", 0), ("iters", 1)):
@@ -116,10 +118,13 @@ def main():
     sync = torch.cuda.synchronize if args.device == "cuda" else (lambda: None)
     if args.device == "cuda":
         torch.backends.cudnn.benchmark = True
+        # strict fp32 unless asked: PyTorch lets cuDNN use TF32 by default, kelp only with --tf32
+        torch.backends.cudnn.allow_tf32 = args.amp == "tf32"
+        torch.backends.cuda.matmul.allow_tf32 = args.amp == "tf32"
     model = make_model(args, spec).to(dev, memory_format=fmt)
     x = torch.rand(args.batch, c, h, w, device=dev).contiguous(memory_format=fmt)
     run = torch.compile(model) if args.compile else model
-    amp_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(args.amp)
+    amp_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(args.amp)  # tf32 is no autocast
 
     def autocast():
         return torch.autocast(args.device, dtype=amp_dtype, enabled=amp_dtype is not None)
