@@ -3,11 +3,13 @@
  * DEEPaaS `train` endpoint calls, so a module retrains itself with the engine it predicts with. */
 #include <cjson/cJSON.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <glob.h>
 #include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -19,7 +21,44 @@
 #include "io/path.h"
 #include "kelp/predictor.h"
 
-/* Run directories of `out` that a killed fine-tuning left behind (checkpoints with optimizer state). */
+/* One fine-tuning of `out` at a time: the bundle's REST server runs several worker processes, and a second `train`
+ * would otherwise delete the first one's run directory and race it for `out`. The lock is flock() on `out`.lock:
+ * it belongs to the open file description, so it also shuts out a second call from this process, and the kernel
+ * drops it when its holder dies, so a killed run never leaves `out` locked. The file itself stays: removed, a run
+ * that had just opened it would lock the deleted file while the next one locks a new file, and both would run.
+ * Refused at once, never waited for: a request should learn that the model is busy, not hang for a training. */
+static kelp_status lock_output(const char *out, int *fd)
+{
+    char path[PATH_MAX];
+    *fd = -1;
+    if (snprintf(path, sizeof path, "%s.lock", out) >= (int)sizeof path)
+        return kelp_set_error(KELP_ERR_INVALID_ARG, "%s.lock: path too long", out);
+    int f = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0666);
+    if (f < 0)
+        return kelp_set_error(KELP_ERR_IO, "%s: cannot open the fine-tuning lock: %s", path, strerror(errno));
+    if (flock(f, LOCK_EX | LOCK_NB) != 0) {
+        int e = errno;
+        close(f);
+        if (e == EWOULDBLOCK)
+            return kelp_set_error(KELP_ERR_IO, "%s: another fine-tuning writing it is running (%s is locked); try "
+                                               "again when it has finished", out, path);
+        return kelp_set_error(KELP_ERR_IO, "%s: cannot lock: %s", path, strerror(e));
+    }
+    *fd = f;
+    return KELP_OK;
+}
+
+/* Unlocked explicitly, not only closed: a child the caller forked meanwhile shares the lock and would keep it. */
+static void unlock_output(int fd)
+{
+    if (fd < 0)
+        return;
+    flock(fd, LOCK_UN);
+    close(fd);
+}
+
+/* Run directories of `out` that a killed fine-tuning left behind (checkpoints with optimizer state). Called only
+ * under the lock, when any run directory there belongs to a process that is gone. */
 static void remove_stale_runs(const char *out)
 {
     char pattern[PATH_MAX];
@@ -138,6 +177,9 @@ kelp_status kelp_finetune(const char *path, const kelp_finetune_options *options
     kelp_status s = KELP_OK;
     if (!run_dir || !result)
         s = kelp_set_error(KELP_ERR_NO_MEMORY, "kelp_finetune: out of memory");
+    int lock = -1;
+    if (s == KELP_OK)
+        s = lock_output(options->out, &lock);
     if (s == KELP_OK) {
         remove_stale_runs(options->out);
         snprintf(run_dir, n, "%s.train-XXXXXX", options->out);
@@ -153,6 +195,7 @@ kelp_status kelp_finetune(const char *path, const kelp_finetune_options *options
     }
     if (s == KELP_OK && result_json && !(*result_json = cJSON_PrintUnformatted(result)))
         s = kelp_set_error(KELP_ERR_NO_MEMORY, "kelp_finetune: out of memory");
+    unlock_output(lock);
     cJSON_Delete(result);
     free(run_dir);
     free(checkpoint);

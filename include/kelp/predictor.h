@@ -104,11 +104,13 @@ typedef struct kelp_finetune_options {
 kelp_finetune_options kelp_finetune_defaults(void);
 
 /* Trains in a temporary run directory beside `out` (`out`.train-XXXXXX, removed afterwards; stale ones left by a
- * killed run are removed first) and writes the best epoch's weights to `out`. *result_json (free with kelp_free;
- * may be NULL) receives {"epochs", "scored_split", "top1", "top5", "images", "weights"}: the scores on the test
- * split, or val, or train, whichever the dataset has first. The dataset's class names become the model's: a zoo
- * model gets a new head when their number differs; a JSON model file needs the same number. One fine-tuning at a
- * time per process (HDF5 is not thread-safe). */
+ * killed run are removed first) and writes the best epoch's weights to `out`. Holds an advisory lock (flock) on
+ * `out`.lock, created beside `out` and left there, for the whole run: while another fine-tuning of the same `out`
+ * runs, in any process, it fails at once with KELP_ERR_IO and a message naming `out`. *result_json (free with
+ * kelp_free; may be NULL) receives {"epochs", "scored_split", "top1", "top5", "images", "weights"}: the scores on the
+ * test split, or val, or train, whichever the dataset has first. The dataset's class names become the model's: a zoo
+ * model gets a new head when their number differs; a JSON model file needs the same number. One fine-tuning at a time
+ * per process (HDF5 is not thread-safe). */
 kelp_status kelp_finetune(const char *path, const kelp_finetune_options *options, char **result_json);
 
 #ifdef __cplusplus

@@ -1,13 +1,16 @@
 /* The public inference API (kelp/predictor.h) that libkelp.so exports: a checkpoint and a bundle directory open
  * alike; pixels, encoded bytes and files give the same answer; results are sorted, self-contained and outlive the
- * predictor; bad input is refused with its status and a message; fine-tuning writes new weights and cleans up. Runs
- * under the sanitizers in CI, where the Python side of the bundle cannot. */
+ * predictor; bad input is refused with its status and a message; fine-tuning writes new weights, cleans up, and
+ * refuses to start while another one of the same output runs. Runs under the sanitizers in CI, where the Python side
+ * of the bundle cannot. */
 #include <cjson/cJSON.h>
+#include <fcntl.h>
 #include <glob.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -276,6 +279,57 @@ static void test_finetune_replaces_the_weights_and_cleans_up(void **state)
     assert_non_null(strstr(kelp_last_error(), "cuda:99"));
 }
 
+/* The lock of OUT.lock, taken as another fine-tuning (another DEEPaaS worker) holds it: flock locks belong to an
+ * open file description, so a second open in this process conflicts exactly like another process. -1 when busy. */
+static int lock_like_another_run(const char *out)
+{
+    char path[720];
+    snprintf(path, sizeof path, "%s.lock", out);
+    int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0666);
+    assert_true(fd >= 0);
+    if (flock(fd, LOCK_EX | LOCK_NB) != 0) {
+        close(fd);
+        return -1;
+    }
+    return fd;
+}
+
+static void test_finetune_is_refused_while_another_runs(void **state)
+{
+    (void)state;
+    char out[700], live[720];
+    snprintf(out, sizeof out, "%s/model/weights.safetensors", bundle);
+    snprintf(live, sizeof live, "%s.train-BBBBBB", out); /* the running fine-tuning's directory */
+    assert_int_equal(mkdir(live, 0777), 0);
+    kelp_finetune_options o = kelp_finetune_defaults();
+    o.data = data_path;
+    o.out = out;
+    o.batch = 15;
+    int held = lock_like_another_run(out);
+    assert_true(held >= 0);
+    char *result = (char *)1;
+    TEST_FAILS_WITH(kelp_finetune(bundle, &o, &result), KELP_ERR_IO, "another fine-tuning");
+    assert_null(result);
+    assert_non_null(strstr(kelp_last_error(), out)); /* says which output is busy */
+    struct stat st;
+    assert_int_equal(stat(live, &st), 0); /* the other run's directory is left alone */
+    close(held);
+
+    /* its owner gone, the directory is stale: the next fine-tuning removes it */
+    TEST_OK(kelp_finetune(bundle, &o, NULL));
+    assert_int_equal(stat(live, &st), -1);
+    held = lock_like_another_run(out); /* and released the lock */
+    assert_true(held >= 0);
+    close(held);
+
+    /* a failed fine-tuning releases it too */
+    o.data = "/nonexistent/data.h5";
+    TEST_FAILS_WITH(kelp_finetune(bundle, &o, NULL), KELP_ERR_IO, "/nonexistent/data.h5");
+    held = lock_like_another_run(out);
+    assert_true(held >= 0);
+    close(held);
+}
+
 static void test_onnx_is_written(void **state)
 {
     (void)state;
@@ -299,6 +353,7 @@ int main(void)
         cmocka_unit_test(test_pixels_bytes_file_and_bundle_agree),
         cmocka_unit_test(test_bad_input_is_refused),
         cmocka_unit_test(test_finetune_replaces_the_weights_and_cleans_up),
+        cmocka_unit_test(test_finetune_is_refused_while_another_runs),
         cmocka_unit_test(test_onnx_is_written),
     };
     return cmocka_run_group_tests(tests, setup, NULL);

@@ -168,7 +168,10 @@ def get_train_args():
 
 def train(**kwargs):
     """Fine-tunes the bundled model on the dataset and replaces model/weights.safetensors with the best epoch (and
-    model/model.onnx, when the bundle has one). DEEPaaS wraps the answer as {"output": ..., "finish_date": ...}."""
+    model/model.onnx, when the bundle has one). DEEPaaS wraps the answer as {"output": ..., "finish_date": ...}.
+    One training at a time, whichever worker runs it: the engine locks model/weights.safetensors.lock, and a second
+    `train` fails at once with a message that names the weights and says another fine-tuning is running (DEEPaaS
+    shows it as the training's status "error" and its "message")."""
     data = Path(kwargs["data"])
     if not data.is_file():
         raise BadRequest(_http_reason("%s: no such dataset file on the server" % data))

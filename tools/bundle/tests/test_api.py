@@ -1,5 +1,6 @@
 """Tests of the bundle's DEEPaaS API, run in the bundle directory: python3 -m unittest discover -s tests
 They call api.py directly as DEEPaaS would (needs deepaas installed: pip install -e .)."""
+import fcntl
 import importlib
 import json
 import os
@@ -80,6 +81,17 @@ class ApiTest(unittest.TestCase):
             api.predict(image=f, top_k=1)
         self.assertFalse(os.path.exists(f.filename))
         self.assertIsInstance(pickle.loads(pickle.dumps(caught.exception)), web.HTTPRequestEntityTooLarge)
+
+    def test_train_while_another_runs_fails_at_once_naming_the_weights(self):
+        # the lock another worker's training holds (engine/finetune.c: flock on the weights' .lock file)
+        with open(str(api.WEIGHTS) + ".lock", "a") as held:
+            fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            with self.assertRaises(web.HTTPException) as caught:
+                api.train(data=str(api.INFO_FILE), epochs=1)  # any existing file: refused before it is read
+        # DEEPaaS gets it from the worker by pickle and answers str() of it as the training's "message"
+        message = str(pickle.loads(pickle.dumps(caught.exception)))
+        self.assertIn("another fine-tuning", message)
+        self.assertIn(str(api.WEIGHTS), message)
 
 
 if __name__ == "__main__":
