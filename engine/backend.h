@@ -61,11 +61,16 @@ typedef struct kelp_backend_iface {
     kelp_status (*conv2d_workspace)(kelp_backend *be, const kelp_conv_desc *d, size_t *out);
     kelp_status (*conv2d_forward)(kelp_backend *be, const kelp_conv_desc *d, const float *x, const float *w,
                                   const float *bias, float *y, void *workspace);
-    /* Optional (NULL: inference graphs run the layers one by one): the forward convolution with its outputs put
-     * through an epilogue before they are stored, for the batch norm and ReLU folded into it (graph_fuse.c). The
-     * graph computes the epilogue's scale and shift in host memory, which is the CPU backend's. */
+    /* Optional, with batchnorm_fold (NULL: inference graphs run the layers one by one): the forward convolution
+     * with its outputs put through an epilogue before they are stored, for the batch norm and ReLU folded into it
+     * (graph_fuse.c). The epilogue's scale and shift are backend memory, from batchnorm_fold or the conv's bias. */
     kelp_status (*conv2d_forward_fused)(kelp_backend *be, const kelp_conv_desc *d, const float *x, const float *w,
                                         const kelp_conv_epilogue *ep, float *y, void *workspace);
+    /* A batch norm's inference map as scale and shift per channel on a convolution's sum (kernels/ops/batchnorm.h,
+     * kelp_bn_fold); conv_bias NULL when the convolution has none. */
+    kelp_status (*batchnorm_fold)(kelp_backend *be, int c, const float *gamma, const float *beta,
+                                  const float *running_mean, const float *running_var, float eps,
+                                  const float *conv_bias, float *scale, float *shift);
     kelp_status (*conv2d_backward_data)(kelp_backend *be, const kelp_conv_desc *d, const float *dy,
                                         const float *w, float *dx, void *workspace);
     kelp_status (*conv2d_backward_filter)(kelp_backend *be, const kelp_conv_desc *d, const float *x,

@@ -10,6 +10,7 @@
 #endif
 
 #include "kernels/cpu/cpu_kernels.h"
+#include "kernels/ops/batchnorm.h"
 
 typedef struct cpu_impl {
     int threads;
@@ -304,6 +305,16 @@ static kelp_status cpu_prepare_images(kelp_backend *be, const kelp_prep_desc *d,
     return KELP_OK;
 }
 
+static kelp_status cpu_bn_fold(kelp_backend *be, int c, const float *gamma, const float *beta, const float *mean,
+                               const float *var, float eps, const float *conv_bias, float *scale, float *shift)
+{
+    (void)be;
+    for (int k = 0; k < c; k++)
+        kelp_bn_fold(gamma[k], beta[k], mean[k], var[k], eps, conv_bias ? (double)conv_bias[k] : 0.0, &scale[k],
+                     &shift[k]);
+    return KELP_OK;
+}
+
 static const kelp_backend_iface cpu_iface = {
     .name = "cpu",
     .destroy = cpu_destroy,
@@ -319,6 +330,7 @@ static const kelp_backend_iface cpu_iface = {
     .conv2d_workspace = cpu_conv2d_workspace,
     .conv2d_forward = cpu_conv2d_forward,
     .conv2d_forward_fused = cpu_conv2d_forward_fused,
+    .batchnorm_fold = cpu_bn_fold,
     .conv2d_backward_data = cpu_conv2d_backward_data,
     .conv2d_backward_filter = cpu_conv2d_backward_filter,
     .bias_add = cpu_bias_add,

@@ -505,7 +505,8 @@ void kelp_graph_destroy(kelp_graph *g)
     free(g->input_values);
     free(g->output_values);
     free(g->profile);
-    free(g->fold);
+    if (g->fold)
+        be->iface->free(be, g->fold);
     cJSON_Delete(g->model);
     free(g);
 }

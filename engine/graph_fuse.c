@@ -10,8 +10,9 @@
  * without training (training graphs keep every layer: backward needs their inputs), on a backend with the fused
  * op. Each inner value must have that one reader and not be an output of the graph. The chain's last value is
  * written when its head runs, so the memory plan gives it a life from there (graph_plan.c), and the inner values
- * get no memory. The coefficients come from the parameters at every forward, never cached: loading weights or
- * writing a parameter between two forwards needs nothing more. */
+ * get no memory. The coefficients come from the parameters at every forward (the backend's batchnorm_fold, in its
+ * own memory: on a GPU a kernel of C threads), never cached: loading weights or writing a parameter between two
+ * forwards needs nothing more. */
 #include <stdlib.h>
 
 #include "engine/graph_internal.h"
@@ -36,7 +37,7 @@ static bool is_clamp(const kelp_layer_type *t) { return t == &kelp_layer_relu ||
 
 kelp_status kelp_graph_plan_fusion(kelp_graph *g)
 {
-    if (g->options.training || !g->be->iface->conv2d_forward_fused)
+    if (g->options.training || !g->be->iface->conv2d_forward_fused || !g->be->iface->batchnorm_fold)
         return KELP_OK;
     int64_t widest = 0;
     for (int head = 0; head < g->n_nodes; head++) {
@@ -63,8 +64,8 @@ kelp_status kelp_graph_plan_fusion(kelp_graph *g)
         const int64_t channels = g->values[h->out].shape.dims[3];
         widest = channels > widest ? channels : widest;
     }
-    if (widest && !(g->fold = malloc(2 * (size_t)widest * sizeof(float))))
-        return kelp_set_error(KELP_ERR_NO_MEMORY, "graph: out of memory for the fused layers");
+    if (widest)
+        KELP_TRY(g->be->iface->alloc(g->be, 2 * (size_t)widest * sizeof(float), (void **)&g->fold));
     return KELP_OK;
 }
 
@@ -85,7 +86,7 @@ kelp_status kelp_graph_forward_fused(kelp_graph *g, int head)
             kelp_layer_io bn;
             kelp_graph_fill_io(g, index, &bn, false);
             const int64_t k = conv.out->shape.dims[3];
-            kelp_batch_norm_fold(&bn, bias, g->fold, g->fold + k);
+            KELP_TRY(kelp_batch_norm_fold(&bn, bias, g->fold, g->fold + k));
             ep.scale = g->fold;
             ep.shift = g->fold + k;
         } else {

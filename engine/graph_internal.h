@@ -78,7 +78,7 @@ struct kelp_graph {
     uint64_t step;               /* forward passes in training mode: seeds dropout */
     float loss_scale;            /* the loss gradient's seed in backward: 1 unless mixed precision scales it */
     kelp_node_timing *profile;   /* one per node while profiling is on, NULL otherwise */
-    float *fold;                 /* host scratch for a fused chain's scale and shift (graph_fuse.c) */
+    float *fold;                 /* backend scratch for a fused chain's scale and shift (graph_fuse.c) */
 };
 
 /* Inference fusion (graph_fuse.c): in a graph built without training, finds conv2d -> batch_norm -> relu chains

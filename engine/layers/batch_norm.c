@@ -8,7 +8,6 @@
 #include "engine/json_attr.h"
 #include "engine/layer.h"
 #include "engine/layers/fold.h"
-#include "kernels/ops/batchnorm.h"
 
 typedef struct bn_attrs {
     float eps, momentum;
@@ -114,17 +113,13 @@ static kelp_status bn_forward(const kelp_layer_io *io)
     return count_batch(be, p[BN_NUM_BATCHES]);
 }
 
-void kelp_batch_norm_fold(const kelp_layer_io *io, const float *conv_bias, float *scale, float *shift)
+kelp_status kelp_batch_norm_fold(const kelp_layer_io *io, const float *conv_bias, float *scale, float *shift)
 {
     const float eps = ((const bn_attrs *)io->attrs)->eps;
     kelp_tensor *const *p = io->param;
-    const float *gamma = f32(p[BN_WEIGHT]), *beta = f32(p[BN_BIAS]), *mean = f32(p[BN_RUNNING_MEAN]),
-                *var = f32(p[BN_RUNNING_VAR]);
-    for (int64_t k = 0; k < kelp_shape_numel(&p[BN_WEIGHT]->shape); k++) {
-        /* the scale batchnorm_forward_infer uses, to the bit */
-        scale[k] = (float)(gamma[k] * kelp_bn_invstd(var[k], eps));
-        shift[k] = (float)((double)beta[k] + ((conv_bias ? (double)conv_bias[k] : 0.0) - mean[k]) * scale[k]);
-    }
+    int c = (int)kelp_shape_numel(&p[BN_WEIGHT]->shape);
+    return io->be->iface->batchnorm_fold(io->be, c, f32(p[BN_WEIGHT]), f32(p[BN_BIAS]), f32(p[BN_RUNNING_MEAN]),
+                                         f32(p[BN_RUNNING_VAR]), eps, conv_bias, scale, shift);
 }
 
 static float *grad_or_null(kelp_tensor *t) { return t ? t->data : NULL; }

@@ -10,8 +10,8 @@ extern const kelp_layer_type kelp_layer_conv2d, kelp_layer_batch_norm, kelp_laye
 kelp_status kelp_conv2d_forward_fused(const kelp_layer_io *io, const kelp_conv_epilogue *ep);
 
 /* A batch_norm node in inference as y = x * scale + shift per channel, on x = a convolution's sum plus conv_bias
- * (NULL: none): scale = gamma / sqrt(running_var + eps), shift = beta + (conv_bias - running_mean) * scale, from
- * parameters in host memory. */
-void kelp_batch_norm_fold(const kelp_layer_io *io, const float *conv_bias, float *scale, float *shift);
+ * (NULL: none): scale = gamma / sqrt(running_var + eps), shift = beta + (conv_bias - running_mean) * scale, into
+ * backend memory (the backend's batchnorm_fold). */
+kelp_status kelp_batch_norm_fold(const kelp_layer_io *io, const float *conv_bias, float *scale, float *shift);
 
 #endif

@@ -2,6 +2,7 @@
  * per-channel epilogue of a convolution whose kernel did not apply it in registers. */
 #include "kernels/cpu/cpu_kernels.h"
 #include "kernels/cpu/simd.h"
+#include "kernels/ops/conv.h"
 
 /* Columns per gradient task: one cache line of floats, so threads never share a line of dy or db. */
 #define BIAS_COLUMN_BLOCK 16
@@ -22,7 +23,7 @@ static void epilogue_rows(int64_t rows, int c, const kelp_conv_epilogue *ep, flo
 {
     for (int64_t i = 0; i < rows; i++)
         for (int j = 0; j < c; j++)
-            y[i * c + j] = kelp_cpu_epilogue_value(ep, j, y[i * c + j]);
+            y[i * c + j] = kelp_conv_epilogue_value(ep, j, y[i * c + j]);
 }
 
 void kelp_cpu_conv_epilogue(int threads, int64_t rows, int c, const kelp_conv_epilogue *ep, float *y)

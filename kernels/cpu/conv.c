@@ -275,7 +275,7 @@ static void depthwise_forward(int threads, const kelp_conv_desc *d, const float 
                     }
                 }
                 for (int c = 0; c < C; c++)
-                    yp[c] = kelp_cpu_epilogue_value(ep, c, yp[c]);
+                    yp[c] = kelp_conv_epilogue_value(ep, c, yp[c]);
             }
 }
 

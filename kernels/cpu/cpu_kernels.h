@@ -75,16 +75,6 @@ void kelp_cpu_conv_winograd_backward_filter(int threads, const kelp_conv_desc *d
 void kelp_cpu_bias_add(int threads, int64_t rows, int c, const float *bias, float *y);
 /* y (rows, C) = a convolution's epilogue applied to y (kernels/descs.h) */
 void kelp_cpu_conv_epilogue(int threads, int64_t rows, int c, const kelp_conv_epilogue *ep, float *y);
-static inline float kelp_cpu_epilogue_value(const kelp_conv_epilogue *ep, int k, float v)
-{
-    v = ep->scale ? v * ep->scale[k] : v;
-    v = ep->shift ? v + ep->shift[k] : v;
-    if (ep->clamp == KELP_CLAMP_RELU) /* the activations' comparisons (kernels/ops/activation.h) */
-        return v > 0.0f ? v : 0.0f;
-    if (ep->clamp == KELP_CLAMP_RELU6)
-        return v < 0.0f ? 0.0f : v > 6.0f ? 6.0f : v;
-    return v;
-}
 void kelp_cpu_bias_backward(int threads, int64_t rows, int c, const float *dy, float *db);
 
 /* ---- batch norm over rows (N*H*W, C); PyTorch semantics: biased variance to normalize, unbiased variance into the

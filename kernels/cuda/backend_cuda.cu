@@ -276,6 +276,8 @@ static void fill_iface(kelp_backend_iface *t)
     t->gemm = cuda_gemm;
     t->conv2d_workspace = cuda_conv2d_workspace;
     t->conv2d_forward = cuda_conv2d_forward;
+    t->conv2d_forward_fused = cuda_conv2d_forward_fused;
+    t->batchnorm_fold = cuda_bn_fold;
     t->conv2d_backward_data = cuda_conv2d_backward_data;
     t->conv2d_backward_filter = cuda_conv2d_backward_filter;
     t->bias_add = cuda_bias_add;

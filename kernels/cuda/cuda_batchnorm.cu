@@ -110,6 +110,29 @@ kelp_status cuda_bn_forward_infer(kelp_backend *be, int64_t rows, int c, const f
     return apply(ci, rows, c, x, running_mean, scale, beta, y);
 }
 
+__global__ void bn_fold_kernel(int c, const float *gamma, const float *beta, const float *mean, const float *var,
+                               float eps, const float *conv_bias, float *scale, float *shift)
+{
+    int ch = blockIdx.x * blockDim.x + threadIdx.x;
+    if (ch < c)
+        kelp_bn_fold(gamma[ch], beta[ch], mean[ch], var[ch], eps, conv_bias ? (double)conv_bias[ch] : 0.0,
+                     &scale[ch], &shift[ch]);
+}
+
+// gamma, beta, running stats (C), conv_bias (C) or NULL -> scale, shift (C): inference fusion (graph_fuse.c)
+kelp_status cuda_bn_fold(kelp_backend *be, int c, const float *gamma, const float *beta, const float *running_mean,
+                         const float *running_var, float eps, const float *conv_bias, float *scale, float *shift)
+{
+    cuda_impl *ci;
+    KELP_TRY(cuda_enter(be, &ci));
+    if (c <= 0)
+        return KELP_OK;
+    bn_fold_kernel<<<channel_grid(c), CUDA_THREADS, 0, ci->stream>>>(c, gamma, beta, running_mean, running_var, eps,
+                                                                     conv_bias, scale, shift);
+    KELP_CUDA_LAUNCHED(bn_fold_kernel);
+    return KELP_OK;
+}
+
 /* dgamma, dbeta += and the per-channel factors of dx; sums = [sum dy | sum dy*(x-mean)] */
 __global__ void bn_backward_stats_kernel(int c, int64_t rows, const double *sums, const float *gamma,
                                          const float *save_invstd, float *dgamma, float *dbeta, float *k,

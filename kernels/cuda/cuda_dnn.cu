@@ -311,6 +311,16 @@ kelp_status cuda_conv2d_forward(kelp_backend *be, const kelp_conv_desc *d, const
     return KELP_OK;
 }
 
+/* Inference fusion: cuDNN's convolution, then the folded batch norm and clamp in one pass over y, instead of the
+ * bias, batch-norm and ReLU passes. (cudnnConvolutionBiasActivationForward would fold it all into the convolution,
+ * but takes one scale for every channel and so would need the weights rescaled at every forward.) */
+kelp_status cuda_conv2d_forward_fused(kelp_backend *be, const kelp_conv_desc *d, const float *x, const float *w,
+                                      const kelp_conv_epilogue *ep, float *y, void *workspace)
+{
+    KELP_TRY(cuda_conv2d_forward(be, d, x, w, NULL, y, workspace));
+    return cuda_conv_epilogue(cuda_of(be), (int64_t)d->n * d->oh * d->ow, d->k, ep, y);
+}
+
 // dy (N,OH,OW,K), w (K,R,S,C/G) -> dx (N,H,W,C) +=
 kelp_status cuda_conv2d_backward_data(kelp_backend *be, const kelp_conv_desc *d, const float *dy, const float *w,
                                       float *dx, void *workspace)

@@ -4,6 +4,7 @@
  * into their outputs. */
 #include "kernels/cuda/cuda_internal.h"
 #include "kernels/ops/activation.h"
+#include "kernels/ops/conv.h"
 #include "kernels/ops/dropout.h"
 
 /* ---- activations and vector arithmetic ---- */
@@ -256,6 +257,23 @@ kelp_status cuda_bias_add(kelp_backend *be, int64_t rows, int c, const float *bi
         return KELP_OK;
     bias_add_kernel<<<cuda_grid(n), CUDA_THREADS, 0, ci->stream>>>(n, c, bias, y);
     KELP_CUDA_LAUNCHED(bias_add_kernel);
+    return KELP_OK;
+}
+
+/* The epilogue struct travels by value; its scale and shift point into device memory. */
+__global__ void conv_epilogue_kernel(int64_t n, int c, kelp_conv_epilogue ep, float *y)
+{
+    GRID_STRIDE(i, n) y[i] = kelp_conv_epilogue_value(&ep, (int)(i % c), y[i]);
+}
+
+// y (rows, C) = epilogue(y), in place
+kelp_status cuda_conv_epilogue(cuda_impl *ci, int64_t rows, int c, const kelp_conv_epilogue *ep, float *y)
+{
+    int64_t n = rows * c;
+    if (n <= 0 || (!ep->scale && !ep->shift && ep->clamp == KELP_CLAMP_NONE))
+        return KELP_OK;
+    conv_epilogue_kernel<<<cuda_grid(n), CUDA_THREADS, 0, ci->stream>>>(n, c, *ep, y);
+    KELP_CUDA_LAUNCHED(conv_epilogue_kernel);
     return KELP_OK;
 }
 

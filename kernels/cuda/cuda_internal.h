@@ -95,6 +95,8 @@ kelp_status cuda_scale(kelp_backend *be, int64_t n, float alpha, float *x);
 kelp_status cuda_sum_squares(kelp_backend *be, int64_t n, const float *x, double *out);
 kelp_status cuda_bias_add(kelp_backend *be, int64_t rows, int c, const float *bias, float *y);
 kelp_status cuda_bias_backward(kelp_backend *be, int64_t rows, int c, const float *dy, float *db);
+/* y (rows, C) = a fused convolution's epilogue applied in place (kernels/ops/conv.h) */
+kelp_status cuda_conv_epilogue(cuda_impl *ci, int64_t rows, int c, const kelp_conv_epilogue *ep, float *y);
 kelp_status cuda_copy_rows(kelp_backend *be, int64_t rows, int cols, const float *src, int src_stride, float *dst,
                            int dst_stride, bool accumulate);
 kelp_status cuda_nhwc_to_nchw(kelp_backend *be, int n, int h, int w, int c, const float *x, float *y);
@@ -127,6 +129,8 @@ kelp_status cuda_upsample_backward(kelp_backend *be, const kelp_upsample_desc *d
 kelp_status cuda_conv2d_workspace(kelp_backend *be, const kelp_conv_desc *d, size_t *out);
 kelp_status cuda_conv2d_forward(kelp_backend *be, const kelp_conv_desc *d, const float *x, const float *w,
                                 const float *bias, float *y, void *workspace);
+kelp_status cuda_conv2d_forward_fused(kelp_backend *be, const kelp_conv_desc *d, const float *x, const float *w,
+                                      const kelp_conv_epilogue *ep, float *y, void *workspace);
 kelp_status cuda_conv2d_backward_data(kelp_backend *be, const kelp_conv_desc *d, const float *dy, const float *w,
                                       float *dx, void *workspace);
 kelp_status cuda_conv2d_backward_filter(kelp_backend *be, const kelp_conv_desc *d, const float *x, const float *dy,
@@ -143,6 +147,8 @@ kelp_status cuda_bn_forward_infer(kelp_backend *be, int64_t rows, int c, const f
 kelp_status cuda_bn_backward(kelp_backend *be, int64_t rows, int c, const float *x, const float *dy,
                              const float *gamma, const float *save_mean, const float *save_invstd, float *dx,
                              float *dgamma, float *dbeta);
+kelp_status cuda_bn_fold(kelp_backend *be, int c, const float *gamma, const float *beta, const float *running_mean,
+                         const float *running_var, float eps, const float *conv_bias, float *scale, float *shift);
 kelp_status cuda_bn_backward_infer(kelp_backend *be, int64_t rows, int c, const float *x, const float *dy,
                                    const float *gamma, const float *running_mean, const float *running_var, float eps,
                                    float *dx, float *dgamma, float *dbeta);

@@ -48,6 +48,15 @@ KELP_HD void kelp_bn_train_channel(double mean, double biased_var, int64_t rows,
 
 KELP_HD float kelp_bn_apply(float x, float mean, float scale, float shift) { return (x - mean) * scale + shift; }
 
+/* Inference fusion: one channel of a batch norm as y = sum * scale + shift on a convolution's sum, whose own bias
+ * (0 when it has none) the shift absorbs. The scale is batchnorm_forward_infer's to the bit. */
+KELP_HD void kelp_bn_fold(float gamma, float beta, float running_mean, float running_var, float eps, double conv_bias,
+                          float *scale, float *shift)
+{
+    *scale = kelp_bn_scale(gamma, kelp_bn_invstd(running_var, eps));
+    *shift = (float)((double)beta + (conv_bias - running_mean) * *scale);
+}
+
 /* A channel's parameter gradients from sum(dy) and sum(dy * (x - mean)), before they are added: dgamma is the second
  * times invstd, dbeta the first. The same in training and through the running statistics (only mean and invstd
  * differ). */

@@ -5,6 +5,7 @@
 
 #include <stdint.h>
 
+#include "kernels/descs.h"
 #include "kernels/ops/hd.h"
 
 /* Output size of a convolution; 0 when the dilated kernel does not fit the padded input. */
@@ -30,6 +31,19 @@ KELP_HD int kelp_conv_tap_source(int i, int tap, int stride, int pad, int dil, i
         return -1;
     int o = span / stride;
     return o < out_size ? o : -1;
+}
+
+/* A fused inference convolution's epilogue on output channel k's sum (kelp_conv_epilogue): scale, shift, clamp,
+ * with the activations' comparisons (kernels/ops/activation.h). */
+KELP_HD float kelp_conv_epilogue_value(const kelp_conv_epilogue *ep, int k, float v)
+{
+    v = ep->scale ? v * ep->scale[k] : v;
+    v = ep->shift ? v + ep->shift[k] : v;
+    if (ep->clamp == KELP_CLAMP_RELU)
+        return v > 0.0f ? v : 0.0f;
+    if (ep->clamp == KELP_CLAMP_RELU6)
+        return v < 0.0f ? 0.0f : v > 6.0f ? 6.0f : v;
+    return v;
 }
 
 #endif

@@ -267,6 +267,47 @@ static void test_conv_tf32_autotuned(void **state)
     kelp_backend_destroy(fast);
 }
 
+/* Inference fusion: a batch norm (after a biased convolution) folded into per-channel scale and shift on each
+ * backend, then the convolution with that epilogue and each clamp, against the CPU's. */
+static void test_conv_fused(void **state)
+{
+    (void)state;
+    kelp_conv_desc d = conv_desc(2, 9, 7, 16, 24, 3, 3, 1, 1, 1, 1);
+    const int k = d.k;
+    float *gamma = host_random(k, 500, 0.5f, 1.5f), *beta = host_random(k, 501, -1, 1);
+    float *mean = host_random(k, 502, -1, 1), *var = host_random(k, 503, 0.5f, 2), *bias = host_random(k, 504, -1, 1);
+    float *scale = host_nan(k), *shift = host_nan(k);
+    TEST_OK(cpu()->iface->batchnorm_fold(cpu(), k, gamma, beta, mean, var, 1e-5f, bias, scale, shift));
+    float *g_gamma = dev_from(gamma, k), *g_beta = dev_from(beta, k), *g_mean = dev_from(mean, k);
+    float *g_var = dev_from(var, k), *g_bias = dev_from(bias, k), *g_scale = dev_nan(k), *g_shift = dev_nan(k);
+    TEST_OK(gpu->iface->batchnorm_fold(gpu, k, g_gamma, g_beta, g_mean, g_var, 1e-5f, g_bias, g_scale, g_shift));
+    expect_close(g_scale, scale, k, RTOL, ATOL, "batchnorm_fold scale");
+    expect_close(g_shift, shift, k, RTOL, ATOL, "batchnorm_fold shift");
+
+    size_t nx = (size_t)d.n * d.h * d.w * d.c, nw = (size_t)d.k * d.r * d.s * d.c, ny = (size_t)d.n * d.oh * d.ow * k;
+    float *x = host_random(nx, 505, -1, 1), *w = host_random(nw, 506, -1, 1), *y = host_nan(ny);
+    float *g_x = dev_from(x, nx), *g_w = dev_from(w, nw), *g_y = dev_nan(ny);
+    size_t cpu_ws = 0, gpu_ws = 0;
+    TEST_OK(cpu()->iface->conv2d_workspace(cpu(), &d, &cpu_ws));
+    TEST_OK(gpu->iface->conv2d_workspace(gpu, &d, &gpu_ws));
+    void *ws = cpu_ws ? aligned_alloc(64, (cpu_ws + 63) & ~(size_t)63) : NULL;
+    void *g_ws = gpu_ws ? dev_alloc(gpu_ws) : NULL;
+    const kelp_clamp_kind clamps[] = {KELP_CLAMP_NONE, KELP_CLAMP_RELU, KELP_CLAMP_RELU6};
+    for (size_t i = 0; i < sizeof clamps / sizeof clamps[0]; i++) {
+        kelp_conv_epilogue ep = {scale, shift, clamps[i]}, g_ep = {g_scale, g_shift, clamps[i]};
+        TEST_OK(cpu()->iface->conv2d_forward_fused(cpu(), &d, x, w, &ep, y, ws));
+        TEST_OK(gpu->iface->conv2d_forward_fused(gpu, &d, g_x, g_w, &g_ep, g_y, g_ws));
+        char what[64];
+        snprintf(what, sizeof what, "fused convolution, clamp %d", (int)clamps[i]);
+        expect_close(g_y, y, ny, RTOL_SUM, ATOL_SUM, what);
+    }
+    void *bufs[] = {g_gamma, g_beta, g_mean, g_var, g_bias, g_scale, g_shift, g_x, g_w, g_y, g_ws};
+    for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++)
+        dev_free(bufs[i]);
+    free(gamma), free(beta), free(mean), free(var), free(bias), free(scale), free(shift);
+    free(x), free(w), free(y), free(ws);
+}
+
 /* kelp_graph_set_batch: a graph planned for batch 4 runs batch 3 in the workspace it planned */
 static void test_conv_smaller_batch_fits_plan(void **state)
 {
@@ -734,6 +775,7 @@ int main(void)
         cmocka_unit_test(test_gemm),
         cmocka_unit_test(test_conv),
         cmocka_unit_test(test_conv_tf32_autotuned),
+        cmocka_unit_test(test_conv_fused),
         cmocka_unit_test(test_conv_smaller_batch_fits_plan),
         cmocka_unit_test(test_bias),
         cmocka_unit_test(test_batchnorm),
