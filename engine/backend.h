@@ -39,6 +39,12 @@ const char *kelp_op_name(kelp_op op);
 
 typedef struct kelp_backend kelp_backend;
 
+/* A device backend's memory, in bytes: what its allocations hold now and at most since create, and what it has
+ * reserved from the device (its caching allocator keeps freed blocks). */
+typedef struct kelp_device_memory {
+    size_t in_use, peak, reserved;
+} kelp_device_memory;
+
 typedef struct kelp_backend_iface {
     const char *name;
     void (*destroy)(kelp_backend *be);
@@ -52,6 +58,8 @@ typedef struct kelp_backend_iface {
     kelp_status (*upload)(kelp_backend *be, void *dst, const void *host_src, size_t bytes);
     kelp_status (*download)(kelp_backend *be, void *host_dst, const void *src, size_t bytes);
     kelp_status (*synchronize)(kelp_backend *be);
+    /* Optional (NULL on the CPU, whose memory the process's peak RSS measures). */
+    void (*memory_stats)(kelp_backend *be, kelp_device_memory *out);
 
     /* GEMM, row-major: C = alpha op(A) op(B) + beta C */
     kelp_status (*gemm)(kelp_backend *be, bool trans_a, bool trans_b, int m, int n, int k, float alpha,

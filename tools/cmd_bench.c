@@ -10,7 +10,7 @@
  *   inference  {forward_ms (median), images_per_s}                       unless --mode train
  *   latency    {batch: 1, median_ms, p99_ms}                             unless --mode train
  *   memory     {training|inference: {params, grads, optimizer_state, buffers, activations, workspace, total},
- *               peak_rss}
+ *               peak_rss, and on a GPU device_peak (the allocator's most bytes in use) and device_reserved}
  *   layers     {graph: "training"|"inference", runs, total_ms, forward_ms, backward_ms, step_ms,
  *               nodes: [{name, type, forward_ms, backward_ms, forward_flops, backward_flops, forward_gflops,
  *                        backward_gflops, folded}]}                       with --layers
@@ -65,6 +65,8 @@ typedef struct results {
     kelp_graph_memory training_memory, inference_memory;
     size_t optimizer_bytes;
     size_t peak_rss;
+    bool device_memory; /* a device backend reported device_peak and device_reserved */
+    size_t device_peak, device_reserved;
     layer_profile layers;
 } results;
 
@@ -391,6 +393,9 @@ static void print_text(const bench_options *o, const results *r)
     if (o->infer)
         print_memory("inference", &r->inference_memory, 0);
     printf("peak RSS:  %.1f MiB\n", r->peak_rss / (1024.0 * 1024.0));
+    if (r->device_memory)
+        printf("device:    %.1f MiB at most in use, %.1f MiB reserved\n", r->device_peak / (1024.0 * 1024.0),
+               r->device_reserved / (1024.0 * 1024.0));
     if (o->layers)
         print_layers(&r->layers, o->train);
 }
@@ -473,6 +478,10 @@ static int print_json(const bench_options *o, const results *r)
         cJSON_AddItemToObject(memory, "inference", memory_json(&r->inference_memory, 0));
     }
     cJSON_AddNumberToObject(memory, "peak_rss", (double)r->peak_rss);
+    if (r->device_memory) {
+        cJSON_AddNumberToObject(memory, "device_peak", (double)r->device_peak);
+        cJSON_AddNumberToObject(memory, "device_reserved", (double)r->device_reserved);
+    }
     cJSON_AddItemToObject(j, "memory", memory);
     if (o->layers)
         cJSON_AddItemToObject(j, "layers", layers_json(&r->layers, o->iters));
@@ -582,6 +591,14 @@ static int run_bench(const bench_options *o, const char *json, results *r)
     s = o->infer ? inference(ctx, json, o, r) : KELP_OK;
     if (s == KELP_OK && o->train)
         s = training(ctx, json, o, r);
+    kelp_backend *be = kelp_ctx_backend(ctx);
+    if (be->iface->memory_stats) {
+        kelp_device_memory m;
+        be->iface->memory_stats(be, &m);
+        r->device_memory = true;
+        r->device_peak = m.peak;
+        r->device_reserved = m.reserved;
+    }
     kelp_ctx_destroy(ctx);
     r->peak_rss = peak_rss_bytes();
     return s == KELP_OK ? 0 : bench_fail(o->model);

@@ -48,10 +48,12 @@ static void release_free_blocks(cuda_impl *c)
 {
     int kept = 0;
     for (int i = 0; i < c->n_blocks; i++) {
-        if (c->blocks[i].in_use)
+        if (c->blocks[i].in_use) {
             c->blocks[kept++] = c->blocks[i];
-        else
+        } else {
             cudaFree(c->blocks[i].ptr);
+            c->reserved -= c->blocks[i].bytes;
+        }
     }
     c->n_blocks = kept;
 }
@@ -68,7 +70,14 @@ static kelp_status add_block(cuda_impl *c, void *ptr, size_t bytes)
     }
     cuda_block b = {ptr, bytes, true};
     c->blocks[c->n_blocks++] = b;
+    c->reserved += bytes;
     return KELP_OK;
+}
+
+static void count_in_use(cuda_impl *c, size_t bytes)
+{
+    c->in_use += bytes;
+    c->peak_in_use = c->in_use > c->peak_in_use ? c->in_use : c->peak_in_use;
 }
 
 kelp_status cuda_alloc_impl(cuda_impl *c, size_t bytes, void **out)
@@ -79,6 +88,7 @@ kelp_status cuda_alloc_impl(cuda_impl *c, size_t bytes, void **out)
     cuda_block *hit = find_free(c, rounded);
     if (hit) {
         hit->in_use = true;
+        count_in_use(c, hit->bytes);
         *out = hit->ptr;
         return KELP_OK;
     }
@@ -98,6 +108,7 @@ kelp_status cuda_alloc_impl(cuda_impl *c, size_t bytes, void **out)
         cudaFree(p);
         return s;
     }
+    count_in_use(c, rounded);
     *out = p;
     return KELP_OK;
 }
@@ -108,6 +119,8 @@ void cuda_free_impl(cuda_impl *c, void *ptr)
         return;
     for (int i = 0; i < c->n_blocks; i++)
         if (c->blocks[i].ptr == ptr) {
+            if (c->blocks[i].in_use)
+                c->in_use -= c->blocks[i].bytes;
             c->blocks[i].in_use = false;
             return;
         }
@@ -160,6 +173,15 @@ static void cuda_destroy(kelp_backend *be)
         cudaStreamDestroy(c->stream);
     free(c);
     free(be);
+}
+
+/* The caching allocator's figures; prepare_images' two staging buffers (cuda_prep.cu) are outside it. */
+static void cuda_memory_stats(kelp_backend *be, kelp_device_memory *out)
+{
+    cuda_impl *c = cuda_of(be);
+    out->in_use = c->in_use;
+    out->peak = c->peak_in_use;
+    out->reserved = c->reserved;
 }
 
 static bool cuda_supports(kelp_backend *be, kelp_op op, kelp_dtype dtype)
@@ -273,6 +295,7 @@ static void fill_iface(kelp_backend_iface *t)
     t->upload = cuda_upload;
     t->download = cuda_download;
     t->synchronize = cuda_synchronize;
+    t->memory_stats = cuda_memory_stats;
     t->gemm = cuda_gemm;
     t->conv2d_workspace = cuda_conv2d_workspace;
     t->conv2d_forward = cuda_conv2d_forward;

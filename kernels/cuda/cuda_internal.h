@@ -45,6 +45,7 @@ typedef struct cuda_impl {
     /* caching allocator: every block ever cudaMalloc'ed, free or in use */
     cuda_block *blocks;
     int n_blocks, cap_blocks;
+    size_t in_use, peak_in_use, reserved; /* bytes of blocks handed out, their most, and all blocks */
     /* per-op scratch (reduction partials, per-channel factors); grows, never shrinks */
     void *scratch;
     size_t scratch_bytes;

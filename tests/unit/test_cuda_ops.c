@@ -130,10 +130,18 @@ static void test_memory_round_trip(void **state)
     memset(want, 0, 100 * sizeof(float));
     expect_close(d2, want, n, 0, 0, "memset");
     TEST_OK(gpu->iface->synchronize(gpu));
-    /* a freed block is reused for the same size class rather than reallocated */
+    /* a freed block is reused for the same size class rather than reallocated, and the figures follow */
+    kelp_device_memory before, freed, after;
+    gpu->iface->memory_stats(gpu, &before);
     dev_free(d2);
+    gpu->iface->memory_stats(gpu, &freed);
     float *d3 = dev_alloc(n * sizeof(float));
+    gpu->iface->memory_stats(gpu, &after);
     assert_ptr_equal(d3, d2);
+    assert_true(freed.in_use + n * sizeof(float) <= before.in_use);
+    assert_int_equal(after.in_use, before.in_use);
+    assert_int_equal(after.reserved, before.reserved);
+    assert_true(after.peak >= after.in_use && after.reserved >= after.in_use);
     dev_free(d3);
     dev_free(d);
     free(h);
