@@ -109,6 +109,8 @@ typedef struct kelp_backend_iface {
     kelp_status (*add)(kelp_backend *be, int64_t n, const float *a, const float *b, float *y);
     kelp_status (*axpy)(kelp_backend *be, int64_t n, float alpha, const float *x, float *y);
     kelp_status (*scale)(kelp_backend *be, int64_t n, float alpha, float *x);
+    /* *counter += delta on one int64 in backend memory, without a round trip (batch norm's num_batches_tracked). */
+    kelp_status (*counter_add)(kelp_backend *be, int64_t *counter, int64_t delta);
     /* Sum of squares, returned on the host (synchronizes). */
     kelp_status (*sum_squares)(kelp_backend *be, int64_t n, const float *x, double *out);
 

@@ -315,6 +315,13 @@ static kelp_status cpu_bn_fold(kelp_backend *be, int c, const float *gamma, cons
     return KELP_OK;
 }
 
+static kelp_status cpu_counter_add(kelp_backend *be, int64_t *counter, int64_t delta)
+{
+    (void)be;
+    *counter += delta;
+    return KELP_OK;
+}
+
 static const kelp_backend_iface cpu_iface = {
     .name = "cpu",
     .destroy = cpu_destroy,
@@ -344,6 +351,7 @@ static const kelp_backend_iface cpu_iface = {
     .add = cpu_add,
     .axpy = cpu_axpy,
     .scale = cpu_scale,
+    .counter_add = cpu_counter_add,
     .sum_squares = cpu_sum_squares,
     .pool2d_forward = cpu_pool_forward,
     .pool2d_backward = cpu_pool_backward,

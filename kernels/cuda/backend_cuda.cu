@@ -314,6 +314,7 @@ static void fill_iface(kelp_backend_iface *t)
     t->add = cuda_add;
     t->axpy = cuda_axpy;
     t->scale = cuda_scale;
+    t->counter_add = cuda_counter_add;
     t->sum_squares = cuda_sum_squares;
     t->pool2d_forward = cuda_pool2d_forward;
     t->pool2d_backward = cuda_pool2d_backward;

@@ -260,6 +260,17 @@ kelp_status cuda_bias_add(kelp_backend *be, int64_t rows, int c, const float *bi
     return KELP_OK;
 }
 
+__global__ void counter_add_kernel(int64_t *counter, int64_t delta) { *counter += delta; }
+
+kelp_status cuda_counter_add(kelp_backend *be, int64_t *counter, int64_t delta)
+{
+    cuda_impl *ci;
+    KELP_TRY(cuda_enter(be, &ci));
+    counter_add_kernel<<<1, 1, 0, ci->stream>>>(counter, delta);
+    KELP_CUDA_LAUNCHED(counter_add_kernel);
+    return KELP_OK;
+}
+
 /* The epilogue struct travels by value; its scale and shift point into device memory. */
 __global__ void conv_epilogue_kernel(int64_t n, int c, kelp_conv_epilogue ep, float *y)
 {

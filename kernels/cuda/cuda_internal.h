@@ -94,6 +94,7 @@ kelp_status cuda_add(kelp_backend *be, int64_t n, const float *a, const float *b
 kelp_status cuda_axpy(kelp_backend *be, int64_t n, float alpha, const float *x, float *y);
 kelp_status cuda_scale(kelp_backend *be, int64_t n, float alpha, float *x);
 kelp_status cuda_sum_squares(kelp_backend *be, int64_t n, const float *x, double *out);
+kelp_status cuda_counter_add(kelp_backend *be, int64_t *counter, int64_t delta);
 kelp_status cuda_bias_add(kelp_backend *be, int64_t rows, int c, const float *bias, float *y);
 kelp_status cuda_bias_backward(kelp_backend *be, int64_t rows, int c, const float *dy, float *db);
 /* y (rows, C) = a fused convolution's epilogue applied in place (kernels/ops/conv.h) */

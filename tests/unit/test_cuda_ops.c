@@ -143,6 +143,14 @@ static void test_memory_round_trip(void **state)
     assert_int_equal(after.reserved, before.reserved);
     assert_true(after.peak >= after.in_use && after.reserved >= after.in_use);
     dev_free(d3);
+    /* a counter in device memory counts there */
+    int64_t count = 41;
+    int64_t *g_count = dev_from_bytes(&count, sizeof count);
+    TEST_OK(gpu->iface->counter_add(gpu, g_count, 1));
+    TEST_OK(gpu->iface->counter_add(gpu, g_count, -3));
+    TEST_OK(gpu->iface->download(gpu, &count, g_count, sizeof count));
+    assert_int_equal(count, 39);
+    dev_free(g_count);
     dev_free(d);
     free(h);
     free(want);
