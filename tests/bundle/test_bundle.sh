@@ -166,6 +166,18 @@ check "POST train completes and GET says done" test "$status" = done
 check "  with the test accuracy" bash -c "grep -q '\"top1\"' '$tmp/status.json' || { cat '$tmp/status.json'; false; }"
 check "  and new weights" test "$(sha256sum <"$bundle/model/weights.safetensors")" != "$before"
 check "predict after training" test "$(code -F "image=@$img" "$url/fashion-mnist/predict/")" = 200
+check "  metadata gives the fine-tuning's metrics" "$py" -c "
+import json, sys
+def answer(j):  # the train call's own answer, wherever DEEPaaS nests it in the status
+    if isinstance(j, dict):
+        if 'scored_split' in j:
+            return j
+        return next((a for a in map(answer, j.values()) if a), None)
+out = answer(json.load(open('$tmp/status.json')))
+meta = json.load(open('$bundle/model/bundle.json'))['metrics']
+assert meta['source'] == 'train' and meta['data'] == '$tmp/tiny.h5', meta
+assert meta['top1'] == out['top1'] and meta['images'] == out['images'] and meta['split'] == out['scored_split'], (meta, out)
+"
 kill "$server_pid"
 wait "$server_pid" 2>/dev/null
 stop_server

@@ -166,9 +166,22 @@ def get_train_args():
     }
 
 
+def _record_training(model, result, data):
+    """bundle.json describes the weights now served: their class names, and the fine-tuning's own evaluation in
+    place of `kelp export`'s (which measured the weights that were replaced)."""
+    metrics = {"top1": result["top1"], "top5": result["top5"], "images": result["images"],
+               "split": result["scored_split"], "data": str(data), "source": "train"}
+    info = dict(INFO, classes=model.class_names, metrics=metrics)
+    fd, tmp = tempfile.mkstemp(dir=INFO_FILE.parent, prefix=".bundle.json.")
+    with os.fdopen(fd, "w") as f:
+        f.write(json.dumps(info, indent=2) + "\n")
+    os.replace(tmp, INFO_FILE)
+
+
 def train(**kwargs):
     """Fine-tunes the bundled model on the dataset and replaces model/weights.safetensors with the best epoch (and
-    model/model.onnx, when the bundle has one). DEEPaaS wraps the answer as {"output": ..., "finish_date": ...}.
+    model/model.onnx, when the bundle has one), and records the new class names and the fine-tuning's test metrics in
+    model/bundle.json. DEEPaaS wraps the answer as {"output": ..., "finish_date": ...}.
     One training at a time, whichever worker runs it: the engine locks model/weights.safetensors.lock, and a second
     `train` fails at once with a message that names the weights and says another fine-tuning is running (DEEPaaS
     shows it as the training's status "error" and its "message")."""
@@ -189,11 +202,5 @@ def train(**kwargs):
         except _kelp.KelpError as e:
             onnx.unlink()
             result["onnx"] = "removed, could not be rewritten: %s" % e
-    classes = model.class_names
-    if classes != INFO["classes"]:
-        info = dict(INFO, classes=classes)
-        fd, tmp = tempfile.mkstemp(dir=INFO_FILE.parent, prefix=".bundle.json.")
-        with os.fdopen(fd, "w") as f:
-            f.write(json.dumps(info, indent=2) + "\n")
-        os.replace(tmp, INFO_FILE)
+    _record_training(model, result, data)
     return result
