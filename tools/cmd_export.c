@@ -16,6 +16,7 @@
 #include "engine/checkpoint.h"
 #include "engine/classifier.h"
 #include "engine/onnx_export.h"
+#include "engine/trainer.h"
 #include "io/atomic_file.h"
 #include "io/path.h"
 #include "io/text_file.h"
@@ -199,20 +200,23 @@ static kelp_status write_bundle(kelp_ctx *ctx, const char *checkpoint, const bun
     bundle_info b = *info;
     char *model = NULL, *config = NULL;
     KELP_TRY(kelp_checkpoint_model(weights, &model, &config));
-    cJSON *model_json = cJSON_Parse(model), *config_json = cJSON_Parse(config);
+    cJSON *model_json = cJSON_Parse(model);
+    /* the run's batch and optimizer, read as the trainer reads them (its defaults where the run said nothing) */
+    kelp_train_options defaults, run;
+    kelp_train_options_defaults(&defaults);
+    void *keep = NULL;
+    kelp_status s = kelp_train_options_from_config(config, weights, &defaults, &run, &keep);
     free(config);
     kelp_classifier *c = NULL;
     cJSON *metrics = NULL;
-    kelp_status s = kelp_classifier_load(ctx, weights, 1, &c);
+    if (s == KELP_OK)
+        s = kelp_classifier_load(ctx, weights, 1, &c);
     if (s == KELP_OK) {
         b.classes = kelp_classifier_class_names(c);
         b.class_count = kelp_classifier_classes(c);
         kelp_classifier_input(c, &b.input_h, &b.input_w, &b.input_c);
-        const cJSON *batch = cJSON_GetObjectItem(config_json, "batch"),
-                    *optimizer = cJSON_GetObjectItem(config_json, "optimizer");
-        b.train_batch = cJSON_IsNumber(batch) ? batch->valueint : 32;
-        s = measure_memory(ctx, model, kelp_classifier_graph(c), b.train_batch,
-                           cJSON_IsString(optimizer) && strcmp(optimizer->valuestring, "adamw") == 0,
+        b.train_batch = run.batch;
+        s = measure_memory(ctx, model, kelp_classifier_graph(c), b.train_batch, strcmp(run.optimizer, "adamw") == 0,
                            &b.infer_mib, &b.train_mib);
     }
     if (s == KELP_OK && data)
@@ -249,7 +253,7 @@ static kelp_status write_bundle(kelp_ctx *ctx, const char *checkpoint, const bun
     }
     free(model);
     cJSON_Delete(model_json);
-    cJSON_Delete(config_json);
+    kelp_train_config_free(keep);
     cJSON_Delete(metrics);
     kelp_classifier_destroy(c);
     return s;
