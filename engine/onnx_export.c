@@ -22,6 +22,7 @@
 
 #include "engine/graph_internal.h"
 #include "engine/json_attr.h"
+#include "engine/layers/attrs.h"
 #include "engine/layers/conv_common.h"
 #include "io/atomic_file.h"
 #include "onnx.pb-c.h"
@@ -430,15 +431,6 @@ static kelp_status unsupported(exporter *ex, const kelp_node *n, const char *fmt
     return ex->status;
 }
 
-/* Field values the graph already validated, read again from the node's JSON (layers keep their attrs private). */
-static kelp_status json_float(exporter *ex, const kelp_node *n, int i, const char *field, float *out)
-{
-    kelp_status s = kelp_json_float(ex->json[i], field, -INFINITY, INFINITY, out);
-    if (s != KELP_OK)
-        fail(ex, kelp_wrap_error(s, "%s: node '%s': ", ex->path, n->name));
-    return s;
-}
-
 static kelp_status export_conv(exporter *ex, int i)
 {
     const kelp_node *n = &ex->g->nodes[i];
@@ -463,14 +455,12 @@ static kelp_status export_conv(exporter *ex, int i)
 static kelp_status export_batch_norm(exporter *ex, int i)
 {
     const kelp_node *n = &ex->g->nodes[i];
-    float eps = 1e-5f, momentum = 0.1f;
-    KELP_TRY(json_float(ex, n, i, "eps", &eps));
-    KELP_TRY(json_float(ex, n, i, "momentum", &momentum));
+    const kelp_bn_attrs *a = n->attrs;
     const char *in[5] = {in_name(ex, n, 0), param_input(ex, n, "weight"), param_input(ex, n, "bias"),
                          param_input(ex, n, "running_mean"), param_input(ex, n, "running_var")};
     Onnx__NodeProto *op = add_node(ex, "BatchNormalization", n->name, in, 5, out_name(ex, n));
-    attr_float(ex, op, "epsilon", eps);
-    attr_float(ex, op, "momentum", 1.0f - momentum);
+    attr_float(ex, op, "epsilon", a->eps);
+    attr_float(ex, op, "momentum", 1.0f - a->momentum);
     return done(ex);
 }
 
@@ -485,9 +475,8 @@ static kelp_status export_activation(exporter *ex, int i)
     } else if (strcmp(type, "sigmoid") == 0) {
         add_node(ex, "Sigmoid", n->name, &x, 1, y);
     } else if (strcmp(type, "leaky_relu") == 0) {
-        float slope = 0.01f;
-        KELP_TRY(json_float(ex, n, i, "negative_slope", &slope));
-        attr_float(ex, add_node(ex, "LeakyRelu", n->name, &x, 1, y), "alpha", slope);
+        const kelp_act_attrs *a = n->attrs;
+        attr_float(ex, add_node(ex, "LeakyRelu", n->name, &x, 1, y), "alpha", a->alpha);
     } else if (strcmp(type, "relu6") == 0) {
         const char *in[3] = {x, const_scalar(ex, n, "min", 0.0f), const_scalar(ex, n, "max", 6.0f)};
         add_node(ex, "Clip", n->name, in, 3, y);
@@ -514,31 +503,6 @@ static kelp_status export_activation(exporter *ex, int i)
     return done(ex);
 }
 
-typedef struct pool_fields {
-    int kernel[2], stride[2], pad[2];
-    bool ceil_mode, count_include_pad;
-} pool_fields;
-
-static kelp_status read_pool_fields(exporter *ex, const kelp_node *n, int i, pool_fields *f)
-{
-    const cJSON *json = ex->json[i];
-    *f = (pool_fields){.count_include_pad = true}; /* the layer's defaults; absent fields keep them */
-    kelp_status s = kelp_json_pair(json, "kernel_size", 1, INT_MAX, f->kernel);
-    f->stride[0] = f->kernel[0];
-    f->stride[1] = f->kernel[1];
-    if (s == KELP_OK)
-        s = kelp_json_pair(json, "stride", 1, INT_MAX, f->stride);
-    if (s == KELP_OK)
-        s = kelp_json_pair(json, "padding", 0, INT_MAX, f->pad);
-    if (s == KELP_OK)
-        s = kelp_json_bool(json, "ceil_mode", &f->ceil_mode);
-    if (s == KELP_OK)
-        s = kelp_json_bool(json, "count_include_pad", &f->count_include_pad);
-    if (s != KELP_OK)
-        fail(ex, kelp_wrap_error(s, "%s: node '%s': ", ex->path, n->name));
-    return s;
-}
-
 /* Beyond the symmetric padding, the rows (or columns) that PyTorch's ceil_mode reads past the input's end: the
  * last window, which PyTorch keeps only when it starts inside the input or its left padding, may overhang. */
 static int ceil_overhang(int64_t in, int64_t out, int kernel, int stride, int pad)
@@ -549,7 +513,7 @@ static int ceil_overhang(int64_t in, int64_t out, int kernel, int stride, int pa
 
 /* PyTorch's divisors of a ceil-mode average pooling that counts its padding but not the overhang, as factors that
  * turn an average over the whole k x k window into it: k*k / ((min(h0 + kh, H + ph) - h0) * (same for w)). */
-static float *divisor_factors(exporter *ex, const pool_fields *f, const kelp_shape *x, const kelp_shape *y)
+static float *divisor_factors(exporter *ex, const kelp_pool_attrs *f, const kelp_shape *x, const kelp_shape *y)
 {
     int64_t oh = y->dims[1], ow = y->dims[2];
     float *factor = pool_array(ex, (size_t)(oh * ow), sizeof *factor);
@@ -573,8 +537,7 @@ static float *divisor_factors(exporter *ex, const pool_fields *f, const kelp_sha
 static kelp_status export_pool(exporter *ex, int i)
 {
     const kelp_node *n = &ex->g->nodes[i];
-    pool_fields f;
-    KELP_TRY(read_pool_fields(ex, n, i, &f));
+    const kelp_pool_attrs f = *(const kelp_pool_attrs *)n->attrs;
     const kelp_shape *x = in_shape(ex, n, 0), *y = &ex->g->values[n->out].shape;
     int eh = ceil_overhang(x->dims[1], y->dims[1], f.kernel[0], f.stride[0], f.pad[0]);
     int ew = ceil_overhang(x->dims[2], y->dims[2], f.kernel[1], f.stride[1], f.pad[1]);

@@ -4,29 +4,25 @@
 
 #include "engine/json_attr.h"
 #include "engine/layer.h"
-
-typedef struct act_attrs {
-    kelp_act_kind kind;
-    float alpha; /* leaky_relu's negative slope */
-} act_attrs;
+#include "engine/layers/attrs.h"
 
 static kelp_status parse_relu(const cJSON *json, void *attrs)
 {
     (void)json;
-    ((act_attrs *)attrs)->kind = KELP_ACT_RELU;
+    ((kelp_act_attrs *)attrs)->kind = KELP_ACT_RELU;
     return KELP_OK;
 }
 
 static kelp_status parse_relu6(const cJSON *json, void *attrs)
 {
     (void)json;
-    ((act_attrs *)attrs)->kind = KELP_ACT_RELU6;
+    ((kelp_act_attrs *)attrs)->kind = KELP_ACT_RELU6;
     return KELP_OK;
 }
 
 static kelp_status parse_leaky_relu(const cJSON *json, void *attrs)
 {
-    act_attrs *a = attrs;
+    kelp_act_attrs *a = attrs;
     a->kind = KELP_ACT_LEAKY_RELU;
     a->alpha = 0.01f;
     return kelp_json_float(json, "negative_slope", -INFINITY, INFINITY, &a->alpha);
@@ -35,21 +31,21 @@ static kelp_status parse_leaky_relu(const cJSON *json, void *attrs)
 static kelp_status parse_silu(const cJSON *json, void *attrs)
 {
     (void)json;
-    ((act_attrs *)attrs)->kind = KELP_ACT_SILU;
+    ((kelp_act_attrs *)attrs)->kind = KELP_ACT_SILU;
     return KELP_OK;
 }
 
 static kelp_status parse_sigmoid(const cJSON *json, void *attrs)
 {
     (void)json;
-    ((act_attrs *)attrs)->kind = KELP_ACT_SIGMOID;
+    ((kelp_act_attrs *)attrs)->kind = KELP_ACT_SIGMOID;
     return KELP_OK;
 }
 
 /* Only the exact erf form exists in the kernels; the tanh approximation would silently change a model's outputs. */
 static kelp_status parse_gelu(const cJSON *json, void *attrs)
 {
-    ((act_attrs *)attrs)->kind = KELP_ACT_GELU;
+    ((kelp_act_attrs *)attrs)->kind = KELP_ACT_GELU;
     const char *approximate = "none";
     KELP_TRY(kelp_json_string(json, "approximate", &approximate));
     if (strcmp(approximate, "none") != 0)
@@ -70,7 +66,7 @@ static kelp_status infer(const void *attrs, const kelp_shape *in, int n_in, kelp
 // x (any shape) -> y (same shape)
 static kelp_status forward(const kelp_layer_io *io)
 {
-    const act_attrs *a = io->attrs;
+    const kelp_act_attrs *a = io->attrs;
     int64_t n = kelp_shape_numel(&io->out->shape);
     return io->be->iface->activation_forward(io->be, a->kind, a->alpha, n, io->in[0]->data, io->out->data);
 }
@@ -79,7 +75,7 @@ static kelp_status backward(const kelp_layer_io *io)
 {
     if (!io->din[0])
         return KELP_OK;
-    const act_attrs *a = io->attrs;
+    const kelp_act_attrs *a = io->attrs;
     int64_t n = kelp_shape_numel(&io->out->shape);
     return io->be->iface->activation_backward(io->be, a->kind, a->alpha, n, io->in[0]->data, io->out->data,
                                               io->dout->data, io->din[0]->data);
@@ -92,7 +88,7 @@ static const char *const gelu_fields[] = {"approximate", NULL};
 #define ACTIVATION_LAYER(type_name, field_list, parse_fn)                                                    \
     {                                                                                                        \
         .name = type_name, .min_inputs = 1, .max_inputs = 1, .fields = field_list,                           \
-        .attrs_size = sizeof(act_attrs), .parse = parse_fn, .infer = infer, .forward = forward,              \
+        .attrs_size = sizeof(kelp_act_attrs), .parse = parse_fn, .infer = infer, .forward = forward,              \
         .backward = backward,                                                                                \
     }
 

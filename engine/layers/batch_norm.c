@@ -7,11 +7,8 @@
 
 #include "engine/json_attr.h"
 #include "engine/layer.h"
+#include "engine/layers/attrs.h"
 #include "engine/layers/fold.h"
-
-typedef struct bn_attrs {
-    float eps, momentum;
-} bn_attrs;
 
 enum { BN_WEIGHT = 0, BN_BIAS, BN_RUNNING_MEAN, BN_RUNNING_VAR, BN_NUM_BATCHES, BN_PARAM_COUNT };
 
@@ -19,7 +16,7 @@ static const char *const bn_fields[] = {"eps", "momentum", NULL};
 
 static kelp_status bn_parse(const cJSON *json, void *attrs)
 {
-    bn_attrs *a = attrs;
+    kelp_bn_attrs *a = attrs;
     a->eps = 1e-5f;
     a->momentum = 0.1f;
     KELP_TRY(kelp_json_float(json, "eps", 0.0, 1.0, &a->eps));
@@ -88,7 +85,7 @@ static kelp_status count_batch(kelp_backend *be, kelp_tensor *counter)
 
 static kelp_status bn_forward(const kelp_layer_io *io)
 {
-    const bn_attrs *a = io->attrs;
+    const kelp_bn_attrs *a = io->attrs;
     kelp_backend *be = io->be;
     const kelp_tensor *x = io->in[0];
     int c = (int)channels_of(&x->shape);
@@ -113,7 +110,7 @@ static kelp_status bn_forward(const kelp_layer_io *io)
 
 kelp_status kelp_batch_norm_fold(const kelp_layer_io *io, const float *conv_bias, float *scale, float *shift)
 {
-    const float eps = ((const bn_attrs *)io->attrs)->eps;
+    const float eps = ((const kelp_bn_attrs *)io->attrs)->eps;
     kelp_tensor *const *p = io->param;
     int c = (int)kelp_shape_numel(&p[BN_WEIGHT]->shape);
     return io->be->iface->batchnorm_fold(io->be, c, f32(p[BN_WEIGHT]), f32(p[BN_BIAS]), f32(p[BN_RUNNING_MEAN]),
@@ -135,7 +132,7 @@ static kelp_status bn_backward(const kelp_layer_io *io)
     if (!io->training)
         return be->iface->batchnorm_backward_infer(be, rows, c, f32(x), f32(io->dout), f32(io->param[BN_WEIGHT]),
                                                    f32(io->param[BN_RUNNING_MEAN]), f32(io->param[BN_RUNNING_VAR]),
-                                                   ((const bn_attrs *)io->attrs)->eps, dx, dgamma, dbeta);
+                                                   ((const kelp_bn_attrs *)io->attrs)->eps, dx, dgamma, dbeta);
     const float *save_mean = io->state, *save_invstd = save_mean + c;
     return be->iface->batchnorm_backward(be, kelp_shape_numel(&x->shape) / c, c, f32(x), f32(io->dout),
                                          f32(io->param[BN_WEIGHT]), save_mean, save_invstd, dx, dgamma, dbeta);
@@ -146,7 +143,7 @@ const kelp_layer_type kelp_layer_batch_norm = {
     .min_inputs = 1,
     .max_inputs = 1,
     .fields = bn_fields,
-    .attrs_size = sizeof(bn_attrs),
+    .attrs_size = sizeof(kelp_bn_attrs),
     .parse = bn_parse,
     .infer = bn_infer,
     .params = bn_params,

@@ -5,23 +5,18 @@
 
 #include "engine/json_attr.h"
 #include "engine/layer.h"
+#include "engine/layers/attrs.h"
 
 /* Bounds that keep every window product and index inside int. */
 #define POOL_KERNEL_MAX 4096
 #define POOL_STRIDE_MAX 4096
-
-typedef struct pool_attrs {
-    kelp_pool_kind kind;
-    int kernel[2], stride[2], pad[2];
-    bool ceil_mode, count_include_pad;
-} pool_attrs;
 
 static const char *const max_pool_fields[] = {"kernel_size", "stride", "padding", "ceil_mode", NULL};
 static const char *const avg_pool_fields[] = {"kernel_size", "stride", "padding", "ceil_mode", "count_include_pad",
                                               NULL};
 static const char *const no_fields[] = {NULL};
 
-static kelp_status parse_window(const cJSON *json, pool_attrs *a)
+static kelp_status parse_window(const cJSON *json, kelp_pool_attrs *a)
 {
     KELP_TRY(kelp_json_require(json, "kernel_size"));
     KELP_TRY(kelp_json_pair(json, "kernel_size", 1, POOL_KERNEL_MAX, a->kernel));
@@ -39,14 +34,14 @@ static kelp_status parse_window(const cJSON *json, pool_attrs *a)
 
 static kelp_status max_pool_parse(const cJSON *json, void *attrs)
 {
-    pool_attrs *a = attrs;
+    kelp_pool_attrs *a = attrs;
     a->kind = KELP_POOL_MAX;
     return parse_window(json, a);
 }
 
 static kelp_status avg_pool_parse(const cJSON *json, void *attrs)
 {
-    pool_attrs *a = attrs;
+    kelp_pool_attrs *a = attrs;
     a->kind = KELP_POOL_AVG;
     a->count_include_pad = true;
     KELP_TRY(parse_window(json, a));
@@ -80,7 +75,7 @@ static kelp_status check_nhwc(const kelp_shape *in, const char *layer)
 static kelp_status pool_infer(const void *attrs, const kelp_shape *in, int n_in, kelp_shape *out)
 {
     (void)n_in;
-    const pool_attrs *a = attrs;
+    const kelp_pool_attrs *a = attrs;
     const char *layer = a->kind == KELP_POOL_MAX ? "max_pool2d" : "avg_pool2d";
     KELP_TRY(check_nhwc(&in[0], layer));
     int64_t oh = pool_out_size(in[0].dims[1], a->kernel[0], a->stride[0], a->pad[0], a->ceil_mode);
@@ -106,7 +101,7 @@ static size_t max_pool_state(const void *attrs, const kelp_shape *in, int n_in, 
     return (size_t)kelp_shape_numel(out) * sizeof(int32_t);
 }
 
-static kelp_pool_desc pool_desc(const pool_attrs *a, const kelp_tensor *x, const kelp_tensor *y)
+static kelp_pool_desc pool_desc(const kelp_pool_attrs *a, const kelp_tensor *x, const kelp_tensor *y)
 {
     kelp_pool_desc d = {
         .kind = a->kind,
@@ -129,7 +124,7 @@ static kelp_pool_desc pool_desc(const pool_attrs *a, const kelp_tensor *x, const
 
 static int32_t *argmax_of(const kelp_layer_io *io)
 {
-    const pool_attrs *a = io->attrs;
+    const kelp_pool_attrs *a = io->attrs;
     return a->kind == KELP_POOL_MAX ? io->state : NULL;
 }
 
@@ -152,7 +147,7 @@ const kelp_layer_type kelp_layer_max_pool2d = {
     .min_inputs = 1,
     .max_inputs = 1,
     .fields = max_pool_fields,
-    .attrs_size = sizeof(pool_attrs),
+    .attrs_size = sizeof(kelp_pool_attrs),
     .parse = max_pool_parse,
     .infer = pool_infer,
     .state = max_pool_state,
@@ -165,7 +160,7 @@ const kelp_layer_type kelp_layer_avg_pool2d = {
     .min_inputs = 1,
     .max_inputs = 1,
     .fields = avg_pool_fields,
-    .attrs_size = sizeof(pool_attrs),
+    .attrs_size = sizeof(kelp_pool_attrs),
     .parse = avg_pool_parse,
     .infer = pool_infer,
     .forward = pool_forward,
