@@ -6,7 +6,7 @@
 #   3. the same under compute-sanitizer memcheck
 #   4. the Fashion-MNIST demo recipe trained on the GPU (small_resnet, 5 epochs) and evaluated
 #   5. each model of $GPU_MODELS (resnet18 resnet50) at 224x224: kelp training and inference images/s, strict fp32
-#      and TF32 (--tf32 --autotune --nondeterministic), against PyTorch eager (channels_last; strict fp32, TF32 and
+#      and TF32 (--tf32 --autotune --nondeterministic), inference with and without CUDA graphs, against PyTorch eager (channels_last; strict fp32, TF32 and
 #      bf16 autocast) and torch.compile, in the same run
 # Output: the log on stdout and in $OUT/gpu_check.log (or ./gpu_check.log); the benchmark JSON in $OUT/bench/.
 # Usage: bench/gpu_check.sh [--quick]   (--quick: the op tests and a 1-epoch training only)
@@ -61,9 +61,10 @@ if [ "$quick" = 0 ]; then
     step "5. $model 224x224: kelp against PyTorch, same run"
     "$kelp" model show "$model" >"$dir/$model.json"
     for batch in 256 1; do
-      for numerics in fp32 tf32; do
+      for numerics in fp32 tf32 fp32_nographs; do
         flags=()
         [ "$numerics" = tf32 ] && flags=(--tf32 --autotune --nondeterministic)
+        [ "$numerics" = fp32_nographs ] && flags=(--no-cuda-graphs)
         must "$kelp" bench "$model" --device cuda --batch "$batch" --mode $([ $batch = 1 ] && echo infer || echo all) \
           "${flags[@]}" --json >"$out/bench/kelp_${model}_${numerics}_b$batch.json"
       done

@@ -60,6 +60,14 @@ typedef struct kelp_backend_iface {
     kelp_status (*synchronize)(kelp_backend *be);
     /* Optional (NULL on the CPU, whose memory the process's peak RSS measures). */
     void (*memory_stats)(kelp_backend *be, kelp_device_memory *out);
+    /* Optional (NULL: no capture; graph_replay.c): the work queued between capture_begin and capture_end is
+     * recorded instead of run (CUDA graphs), and `replay` queues all of it again in one call. capture_end always
+     * ends the capture; with `out` NULL it discards what was recorded. A replay whose recorded memory the backend
+     * has since moved fails with KELP_ERR_UNSUPPORTED and must be captured again. */
+    kelp_status (*capture_begin)(kelp_backend *be);
+    kelp_status (*capture_end)(kelp_backend *be, void **out);
+    kelp_status (*replay)(kelp_backend *be, void *recorded);
+    void (*replay_destroy)(kelp_backend *be, void *recorded);
 
     /* GEMM, row-major: C = alpha op(A) op(B) + beta C */
     kelp_status (*gemm)(kelp_backend *be, bool trans_a, bool trans_b, int m, int n, int k, float alpha,

@@ -507,6 +507,7 @@ void kelp_graph_destroy(kelp_graph *g)
     free(g->profile);
     if (g->fold)
         be->iface->free(be, g->fold);
+    kelp_graph_replay_drop(g);
     cJSON_Delete(g->model);
     free(g);
 }

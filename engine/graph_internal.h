@@ -79,12 +79,23 @@ struct kelp_graph {
     float loss_scale;            /* the loss gradient's seed in backward: 1 unless mixed precision scales it */
     kelp_node_timing *profile;   /* one per node while profiling is on, NULL otherwise */
     float *fold;                 /* backend scratch for a fused chain's scale and shift (graph_fuse.c) */
+    /* replayed inference forwards (graph_replay.c) */
+    void *replay;                /* the backend's recording of a forward at replay_batch, or NULL */
+    int replay_batch, warm_batch; /* warm_batch: the batch of the last plain forward (0: none yet) */
+    bool replay_off;             /* capture failed or is not offered: plain forwards from now on */
 };
 
 /* Inference fusion (graph_fuse.c): in a graph built without training, finds conv2d -> batch_norm -> relu chains
  * (before memory planning: their inner values get no memory), and runs one as a single convolution. */
 kelp_status kelp_graph_plan_fusion(kelp_graph *g);
 kelp_status kelp_graph_forward_fused(kelp_graph *g, int head);
+/* Every node's forward, in order, one call each (graph_run.c). */
+kelp_status kelp_graph_forward_nodes(kelp_graph *g);
+/* An inference forward through a recorded replay where the backend offers one (graph_replay.c); false when the
+ * graph cannot be replayed and the caller runs kelp_graph_forward_nodes. */
+bool kelp_graph_replayable(const kelp_graph *g);
+kelp_status kelp_graph_forward_replayed(kelp_graph *g);
+void kelp_graph_replay_drop(kelp_graph *g);
 /* Whether a value is one of the graph's outputs (graph_run.c). */
 bool kelp_graph_is_output(const kelp_graph *g, int value);
 /* The layer arguments of node `index` (graph_run.c); backward adds the gradients. */

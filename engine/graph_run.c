@@ -140,6 +140,11 @@ static kelp_status forward_node(kelp_graph *g, int index)
 
 kelp_status kelp_graph_forward(kelp_graph *g)
 {
+    return kelp_graph_replayable(g) ? kelp_graph_forward_replayed(g) : kelp_graph_forward_nodes(g);
+}
+
+kelp_status kelp_graph_forward_nodes(kelp_graph *g)
+{
     for (int i = 0; i < g->n_nodes; i++) {
         if (g->nodes[i].fused) /* run by its chain's head (graph_fuse.c) */
             continue;

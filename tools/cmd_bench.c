@@ -37,6 +37,7 @@ typedef struct bench_options {
     int batch, threads, warmup, iters;
     bool train, infer, layers, json;
     bool allow_tf32, nondeterministic, autotune; /* GPU numerics, as kelp train's flags */
+    bool no_cuda_graphs;                         /* inference forwards queued kernel by kernel */
 } bench_options;
 
 typedef struct timing {
@@ -82,7 +83,7 @@ static void bench_help(void)
 {
     puts("Usage: kelp bench MODEL|MODEL.json [--batch N] [--input HxW] [--threads N] [--warmup N] [--iters N]\n"
          "                  [--mode train|infer|all] [--layers] [--json] [--device cpu|cuda[:N]]\n"
-         "                  [--tf32] [--nondeterministic] [--autotune]\n"
+         "                  [--tf32] [--nondeterministic] [--autotune] [--no-cuda-graphs]\n"
          "\n"
          "Runs a zoo model or a model file on random data and prints:\n"
          "  training   images/s of a step (forward, zero_grad, backward, SGD momentum step) at --batch\n"
@@ -99,7 +100,8 @@ static void bench_help(void)
          "  --json       one JSON object instead (keys in tools/cmd_bench.c and docs/benchmarks.md)\n"
          "  --device D   cpu (default) or cuda[:N]\n"
          "  GPU numerics (the CPU ignores them): --tf32 TF32 tensor cores, --nondeterministic faster cuDNN\n"
-         "             algorithms allowed, --autotune each convolution's algorithms timed once (cudnn.benchmark)\n"
+         "             algorithms allowed, --autotune each convolution's algorithms timed once (cudnn.benchmark),\n"
+         "             --no-cuda-graphs inference forwards queued kernel by kernel instead of replayed\n"
          "\n"
          "Times are medians over --iters runs after --warmup runs; p99 is the ceil(0.99 n)-th smallest.");
 }
@@ -378,6 +380,8 @@ static void print_text(const bench_options *o, const results *r)
     printf(", batch %d, %s%s%s%s, %d threads, %d warmup + %d timed runs\n", o->batch, o->device,
            gpu && o->allow_tf32 ? " tf32" : "", gpu && o->nondeterministic ? " nondeterministic" : "",
            gpu && o->autotune ? " autotuned" : "", r->threads, o->warmup, o->iters);
+    if (gpu && o->no_cuda_graphs)
+        printf("(inference forwards queued kernel by kernel: --no-cuda-graphs)\n");
     if (o->train)
         printf("training:  %10.1f images/s  (%.2f ms per step of %d: forward, zero_grad, backward, SGD step)\n",
                images_per_s(o->batch, r->training.median_ms), r->training.median_ms, o->batch);
@@ -452,6 +456,7 @@ static int print_json(const bench_options *o, const results *r)
     cJSON_AddBoolToObject(j, "tf32", o->allow_tf32);
     cJSON_AddBoolToObject(j, "deterministic", !o->nondeterministic);
     cJSON_AddBoolToObject(j, "autotune", o->autotune);
+    cJSON_AddBoolToObject(j, "cuda_graphs", !o->no_cuda_graphs);
     cJSON_AddNumberToObject(j, "threads", r->threads);
     cJSON_AddNumberToObject(j, "batch", o->batch);
     cJSON *input = cJSON_AddArrayToObject(j, "input");
@@ -507,7 +512,8 @@ static int parse_args(int argc, char **argv, bench_options *o)
         {"layers", no_argument, 0, 'l'},       {"json", no_argument, 0, 'j'},
         {"device", required_argument, 0, 'd'}, {"help", no_argument, 0, 'h'},
         {"tf32", no_argument, 0, '3'},         {"nondeterministic", no_argument, 0, 'N'},
-        {"autotune", no_argument, 0, 'A'},     {0, 0, 0, 0}};
+        {"autotune", no_argument, 0, 'A'},     {"no-cuda-graphs", no_argument, 0, 'G'},
+        {0, 0, 0, 0}};
     *o = (bench_options){.device = "cpu", .batch = 16, .warmup = 2, .iters = 10, .train = true, .infer = true};
     int opt;
     while ((opt = getopt_long(argc, argv, "h", options, NULL)) != -1) {
@@ -556,6 +562,9 @@ static int parse_args(int argc, char **argv, bench_options *o)
         case 'A':
             o->autotune = true;
             break;
+        case 'G':
+            o->no_cuda_graphs = true;
+            break;
         case 'h':
             bench_help();
             return -1;
@@ -578,6 +587,7 @@ static int run_bench(const bench_options *o, const char *json, results *r)
     co.allow_tf32 = o->allow_tf32;
     co.deterministic = !o->nondeterministic;
     co.autotune = o->autotune;
+    co.cuda_graphs = !o->no_cuda_graphs;
     kelp_ctx *ctx;
     kelp_status s = kelp_ctx_create(&co, &ctx);
     if (s == KELP_ERR_INVALID_ARG) /* not a device name at all */

@@ -37,6 +37,8 @@ typedef struct kelp_ctx_options {
     bool deterministic; /* only algorithms whose results do not depend on scheduling; default true */
     bool autotune;      /* choose each convolution's algorithms by timing them once (cudnn.benchmark); default
                          * false: cuDNN's heuristics */
+    bool cuda_graphs;   /* inference forwards after the first two at a batch size replay a recorded CUDA graph
+                         * (one launch instead of one per kernel); default true */
 } kelp_ctx_options;
 
 kelp_ctx_options kelp_ctx_defaults(void);

@@ -136,6 +136,7 @@ kelp_status cuda_scratch(cuda_impl *c, size_t bytes, void **out)
         c->scratch_bytes = 0;
         KELP_TRY(cuda_alloc_impl(c, grown, &c->scratch));
         c->scratch_bytes = grown;
+        c->scratch_moves++;
     }
     *out = c->scratch;
     return KELP_OK;
@@ -281,6 +282,75 @@ static kelp_status cuda_gemm(kelp_backend *be, bool ta, bool tb, int m, int n, i
     return KELP_OK;
 }
 
+/* ---- CUDA graphs (engine/graph_replay.c) ----
+ * Capture is thread-local: a call this thread may not make while capturing (cudaMalloc when the scratch buffer
+ * grows, a synchronization) fails the capture instead of running, and the engine then runs the forward plainly. */
+typedef struct cuda_replay {
+    cudaGraphExec_t exec;
+    uint64_t scratch_moves; /* the scratch buffer's generation the recorded kernels address */
+} cuda_replay;
+
+static kelp_status cuda_capture_begin(kelp_backend *be)
+{
+    cuda_impl *c;
+    KELP_TRY(cuda_enter(be, &c));
+    if (!c->cuda_graphs)
+        return kelp_set_error(KELP_ERR_UNSUPPORTED, "cuda: CUDA graphs are off for this context");
+    KELP_CUDA_TRY(cudaStreamBeginCapture(c->stream, cudaStreamCaptureModeThreadLocal));
+    return KELP_OK;
+}
+
+static kelp_status cuda_capture_end(kelp_backend *be, void **out)
+{
+    cuda_impl *c;
+    KELP_TRY(cuda_enter(be, &c));
+    cudaGraph_t graph = NULL;
+    cudaError_t e = cudaStreamEndCapture(c->stream, &graph);
+    if (e != cudaSuccess || !out) {
+        if (graph)
+            cudaGraphDestroy(graph);
+        cudaGetLastError(); /* capture errors are not sticky: clear this one for the calls that follow */
+        return e == cudaSuccess ? KELP_OK
+                                : kelp_set_error(KELP_ERR_BACKEND, "cudaStreamEndCapture: %s", cudaGetErrorString(e));
+    }
+    cuda_replay *r = (cuda_replay *)calloc(1, sizeof *r);
+    if (!r) {
+        cudaGraphDestroy(graph);
+        return kelp_set_error(KELP_ERR_NO_MEMORY, "cuda: out of memory for a captured graph");
+    }
+    e = cudaGraphInstantiate(&r->exec, graph, 0);
+    cudaGraphDestroy(graph);
+    if (e != cudaSuccess) {
+        free(r);
+        cudaGetLastError();
+        return kelp_set_error(KELP_ERR_BACKEND, "cudaGraphInstantiate: %s", cudaGetErrorString(e));
+    }
+    r->scratch_moves = c->scratch_moves;
+    *out = r;
+    return KELP_OK;
+}
+
+static kelp_status cuda_replay_launch(kelp_backend *be, void *recorded)
+{
+    cuda_impl *c;
+    KELP_TRY(cuda_enter(be, &c));
+    cuda_replay *r = (cuda_replay *)recorded;
+    if (r->scratch_moves != c->scratch_moves)
+        return kelp_set_error(KELP_ERR_UNSUPPORTED, "cuda: the captured graph's scratch memory has moved since");
+    KELP_CUDA_TRY(cudaGraphLaunch(r->exec, c->stream));
+    return KELP_OK;
+}
+
+static void cuda_replay_destroy(kelp_backend *be, void *recorded)
+{
+    cuda_replay *r = (cuda_replay *)recorded;
+    if (!r)
+        return;
+    cudaSetDevice(cuda_of(be)->device);
+    cudaGraphExecDestroy(r->exec);
+    free(r);
+}
+
 /* Filled once at first create; designated initializers are C++20, so it is assigned field by field. */
 static void fill_iface(kelp_backend_iface *t)
 {
@@ -296,6 +366,10 @@ static void fill_iface(kelp_backend_iface *t)
     t->download = cuda_download;
     t->synchronize = cuda_synchronize;
     t->memory_stats = cuda_memory_stats;
+    t->capture_begin = cuda_capture_begin;
+    t->capture_end = cuda_capture_end;
+    t->replay = cuda_replay_launch;
+    t->replay_destroy = cuda_replay_destroy;
     t->gemm = cuda_gemm;
     t->conv2d_workspace = cuda_conv2d_workspace;
     t->conv2d_forward = cuda_conv2d_forward;
@@ -373,6 +447,7 @@ extern "C" kelp_status kelp_backend_cuda_create(int device, const kelp_cuda_conf
     c->deterministic = config ? config->deterministic : true;
     c->allow_tf32 = config && config->allow_tf32;
     c->autotune = config && config->autotune;
+    c->cuda_graphs = !config || config->cuda_graphs;
     /* a function-local static: C++ initializes it once, even when two threads create their first contexts */
     static const kelp_backend_iface cuda_iface = [] {
         kelp_backend_iface t;

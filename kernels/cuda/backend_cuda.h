@@ -17,10 +17,11 @@ typedef struct kelp_cuda_config {
     bool deterministic; /* cuDNN algorithms whose results do not depend on scheduling only (two runs, same bits) */
     bool allow_tf32;    /* cuBLAS and cuDNN may use TF32 tensor cores for fp32 data (10-bit mantissa products) */
     bool autotune;      /* time cuDNN's candidates once per shape (cudnnFind*) instead of taking its heuristics */
+    bool cuda_graphs;   /* allow capture (the engine replays inference forwards); false refuses capture_begin */
 } kelp_cuda_config;
 
 /* A backend on CUDA device `device`: its own stream, cuBLAS and cuDNN handles bound to it, and a caching allocator.
- * config NULL: deterministic, fp32 (no TF32), heuristics. Fails with KELP_ERR_INVALID_ARG when the device does not
+ * config NULL: deterministic, fp32 (no TF32), heuristics, CUDA graphs allowed. Fails with KELP_ERR_INVALID_ARG when the device does not
  * exist, KELP_ERR_BACKEND when a library call fails. */
 kelp_status kelp_backend_cuda_create(int device, const kelp_cuda_config *config, struct kelp_backend **out);
 

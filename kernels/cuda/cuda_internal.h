@@ -42,6 +42,7 @@ typedef struct cuda_impl {
     bool deterministic; /* kelp_cuda_config, fixed at create */
     bool allow_tf32;
     bool autotune;
+    bool cuda_graphs;
     /* caching allocator: every block ever cudaMalloc'ed, free or in use */
     cuda_block *blocks;
     int n_blocks, cap_blocks;
@@ -49,6 +50,7 @@ typedef struct cuda_impl {
     /* per-op scratch (reduction partials, per-channel factors); grows, never shrinks */
     void *scratch;
     size_t scratch_bytes;
+    uint64_t scratch_moves; /* times the scratch buffer was reallocated: a captured graph holds its address */
     void *cublas_workspace;
     void *host_pinned; /* small page-locked buffer for scalars read back by the host */
     cuda_conv_entry *conv_cache;

@@ -755,6 +755,66 @@ static void test_prepare_images(void **state)
     dev_free(out);
 }
 
+/* ---- graphs ---- */
+
+/* One inference graph on the GPU, forward after forward, against the same graph (same seed, same weights) on the
+ * CPU: the first forward at a batch size runs node by node, the second is recorded as a CUDA graph and replayed,
+ * later ones only replay, and a new batch size records again. Every forward has a new input, so a replay that read
+ * stale addresses or skipped the folded batch norms' scale and shift would show. With cuda_graphs off, the same. */
+static void check_graph_forwards(bool cuda_graphs)
+{
+    char *json = NULL;
+    kelp_zoo_options zoo = {0};
+    TEST_OK(kelp_model_zoo_json("small_resnet", &zoo, &json));
+    kelp_ctx_options o = kelp_ctx_defaults();
+    o.seed = 7;
+    o.threads = 2;
+    o.cuda_graphs = cuda_graphs;
+    kelp_ctx *cpu_ctx = NULL, *gpu_ctx = NULL;
+    TEST_OK(kelp_ctx_create(&o, &cpu_ctx));
+    o.device = "cuda:0";
+    TEST_OK(kelp_ctx_create(&o, &gpu_ctx));
+    kelp_graph_options go = kelp_graph_defaults();
+    go.batch = 4;
+    kelp_graph *on_cpu = NULL, *on_gpu = NULL;
+    TEST_OK(kelp_graph_build(cpu_ctx, json, &go, &on_cpu));
+    TEST_OK(kelp_graph_build(gpu_ctx, json, &go, &on_gpu));
+    const int batches[] = {4, 4, 4, 4, 2, 2, 2, 4, 4};
+    for (int r = 0; r < (int)(sizeof batches / sizeof batches[0]); r++) {
+        TEST_OK(kelp_graph_set_batch(on_cpu, batches[r]));
+        TEST_OK(kelp_graph_set_batch(on_gpu, batches[r]));
+        kelp_tensor *x_cpu = kelp_graph_input(on_cpu, 0), *x_gpu = kelp_graph_input(on_gpu, 0);
+        size_t n_in = kelp_tensor_bytes(x_cpu) / sizeof(float);
+        float *x = host_random(n_in, 900 + (uint64_t)r, -1, 1);
+        TEST_OK(kelp_tensor_upload(x_cpu, x, n_in * sizeof(float)));
+        TEST_OK(kelp_tensor_upload(x_gpu, x, n_in * sizeof(float)));
+        TEST_OK(kelp_graph_forward(on_cpu));
+        TEST_OK(kelp_graph_forward(on_gpu));
+        kelp_tensor *y_cpu = kelp_graph_output(on_cpu, 0), *y_gpu = kelp_graph_output(on_gpu, 0);
+        size_t n_out = kelp_tensor_bytes(y_cpu) / sizeof(float);
+        float *want = host_alloc(n_out), *got = host_alloc(n_out);
+        TEST_OK(kelp_tensor_download(y_cpu, want, n_out * sizeof(float)));
+        TEST_OK(kelp_tensor_download(y_gpu, got, n_out * sizeof(float)));
+        char what[80];
+        snprintf(what, sizeof what, "small_resnet forward %d (batch %d, CUDA graphs %s)", r, batches[r],
+                 cuda_graphs ? "on" : "off");
+        test_assert_close_f(got, want, n_out, RTOL_SUM, ATOL_SUM, what);
+        free(x), free(want), free(got);
+    }
+    kelp_graph_destroy(on_gpu);
+    kelp_graph_destroy(on_cpu);
+    kelp_ctx_destroy(gpu_ctx);
+    kelp_ctx_destroy(cpu_ctx);
+    kelp_free(json);
+}
+
+static void test_graph_forwards_replayed(void **state)
+{
+    (void)state;
+    check_graph_forwards(true);
+    check_graph_forwards(false);
+}
+
 /* ---- creation and the context ---- */
 
 static void test_devices_and_context(void **state)
@@ -805,6 +865,7 @@ int main(void)
         cmocka_unit_test(test_softmax_xent),
         cmocka_unit_test(test_optimizers),
         cmocka_unit_test(test_prepare_images),
+        cmocka_unit_test(test_graph_forwards_replayed),
         cmocka_unit_test(test_devices_and_context),
     };
     int failed = cmocka_run_group_tests(tests, NULL, NULL);
