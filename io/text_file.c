@@ -8,7 +8,14 @@
 
 kelp_status kelp_read_text_file(const char *path, size_t max_bytes, char **out)
 {
+    size_t size;
+    return kelp_read_file(path, max_bytes, out, &size);
+}
+
+kelp_status kelp_read_file(const char *path, size_t max_bytes, char **out, size_t *size)
+{
     *out = NULL;
+    *size = 0;
     FILE *f = fopen(path, "rb");
     if (!f)
         return kelp_set_error(KELP_ERR_IO, "%s: cannot open: %s", path, strerror(errno));
@@ -31,5 +38,6 @@ kelp_status kelp_read_text_file(const char *path, size_t max_bytes, char **out)
     }
     text[st.st_size] = '\0';
     *out = text;
+    *size = (size_t)st.st_size;
     return KELP_OK;
 }

@@ -9,5 +9,7 @@
 
 /* *out receives the bytes plus a terminating NUL (free with free()). Errors name the path. */
 kelp_status kelp_read_text_file(const char *path, size_t max_bytes, char **out);
+/* The same for any bytes: *size receives their count (the NUL after them is not counted). */
+kelp_status kelp_read_file(const char *path, size_t max_bytes, char **out, size_t *size);
 
 #endif

@@ -78,35 +78,13 @@ static kelp_status write_text(const char *root, const char *name, char *text)
     return s;
 }
 
+/* The engine's shared library is a few MiB; the cap only keeps a wrong path from being read whole. */
 static kelp_status copy_file(const char *from, const char *root, const char *name)
 {
-    FILE *f = fopen(from, "rb");
-    if (!f)
-        return kelp_set_error(KELP_ERR_IO, "%s: cannot read: %s", from, strerror(errno));
-    uint8_t *data = NULL;
-    size_t size = 0, cap = 0;
-    kelp_status s = KELP_OK;
-    for (;;) {
-        if (size == cap) {
-            cap = cap ? 2 * cap : (size_t)1 << 20;
-            uint8_t *grown = realloc(data, cap);
-            if (!grown) {
-                s = kelp_set_error(KELP_ERR_NO_MEMORY, "%s: out of memory", from);
-                break;
-            }
-            data = grown;
-        }
-        size_t n = fread(data + size, 1, cap - size, f);
-        size += n;
-        if (n == 0) {
-            if (ferror(f))
-                s = kelp_set_error(KELP_ERR_IO, "%s: read error", from);
-            break;
-        }
-    }
-    fclose(f);
-    if (s == KELP_OK)
-        s = write_file(root, name, data, size);
+    char *data;
+    size_t size;
+    KELP_TRY(kelp_read_file(from, (size_t)1 << 30, &data, &size));
+    kelp_status s = write_file(root, name, data, size);
     free(data);
     return s;
 }
