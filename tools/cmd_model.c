@@ -81,6 +81,16 @@ typedef struct onnx_args {
     uint64_t seed;
 } onnx_args;
 
+/* --classes ('c') and --input ('i'), which every verb that takes a model accepts: 0, or the usage error's exit code. */
+static int apply_zoo_option(int opt, const char *value, kelp_zoo_options *zoo)
+{
+    if (opt == 'c' && cli_parse_int(value, 1, 1 << 20, &zoo->num_classes) != 0)
+        return cli_usage_error("model", "--classes needs a positive integer, got '%s'", value);
+    if (opt == 'i' && cli_parse_input_size(value, zoo) != 0)
+        return cli_usage_error("model", "--input needs HxWxC or HxW, got '%s'", value);
+    return 0;
+}
+
 static int parse_onnx_args(int argc, char **argv, onnx_args *a)
 {
     static const struct option options[] = {{"out", required_argument, 0, 'o'},
@@ -99,13 +109,12 @@ static int parse_onnx_args(int argc, char **argv, onnx_args *a)
         case 'w': a->weights = optarg; break;
         case 'r': a->reference = optarg; break;
         case 'c':
-            if (cli_parse_int(optarg, 1, 1 << 20, &a->zoo.num_classes) != 0)
-                return cli_usage_error("model", "--classes needs a positive integer, got '%s'", optarg);
+        case 'i': {
+            int rc = apply_zoo_option(opt, optarg, &a->zoo);
+            if (rc)
+                return rc;
             break;
-        case 'i':
-            if (cli_parse_input_size(optarg, &a->zoo) != 0)
-                return cli_usage_error("model", "--input needs HxWxC or HxW, got '%s'", optarg);
-            break;
+        }
         case 's':
             if (cli_parse_u64(optarg, &a->seed) != 0)
                 return cli_usage_error("model", "--seed needs a non-negative integer, got '%s'", optarg);
@@ -257,13 +266,12 @@ int cmd_model(int argc, char **argv)
     while ((opt = getopt_long(argc, argv, "h", options, NULL)) != -1) {
         switch (opt) {
         case 'c':
-            if (cli_parse_int(optarg, 1, 1 << 20, &zoo.num_classes) != 0)
-                return cli_usage_error("model", "--classes needs a positive integer, got '%s'", optarg);
+        case 'i': {
+            int rc = apply_zoo_option(opt, optarg, &zoo);
+            if (rc)
+                return rc;
             break;
-        case 'i':
-            if (cli_parse_input_size(optarg, &zoo) != 0)
-                return cli_usage_error("model", "--input needs HxWxC or HxW, got '%s'", optarg);
-            break;
+        }
         case 'b':
             if (cli_parse_int(optarg, 1, 1 << 20, &batch) != 0)
                 return cli_usage_error("model", "--batch needs a positive integer, got '%s'", optarg);
