@@ -100,9 +100,11 @@ kelp_status cuda_alloc_impl(cuda_impl *c, size_t bytes, void **out)
         release_free_blocks(c);
         e = cudaMalloc(&p, rounded);
     }
-    if (e != cudaSuccess)
+    if (e != cudaSuccess) {
+        cudaGetLastError(); /* or the next launch check would report this failure as its own */
         return kelp_set_error(e == cudaErrorMemoryAllocation ? KELP_ERR_NO_MEMORY : KELP_ERR_BACKEND,
                               "%s:%d: cudaMalloc(%zu bytes): %s", __FILE__, __LINE__, rounded, cudaGetErrorString(e));
+    }
     kelp_status s = add_block(c, p, rounded);
     if (s != KELP_OK) {
         cudaFree(p);

@@ -13,11 +13,15 @@
 #define KELP_CUDA_FAIL_(call_text, msg) \
     kelp_set_error(KELP_ERR_BACKEND, "%s:%d: %s: %s", __FILE__, __LINE__, call_text, msg)
 
+/* A failed call also sets the thread's last CUDA error, which the next KELP_CUDA_LAUNCHED would report as its own
+ * launch's: reading it here clears it (errors that are sticky stay, as CUDA keeps them). */
 #define KELP_CUDA_TRY(call)                                              \
     do {                                                                 \
         cudaError_t kelp_cuda_e_ = (call);                               \
-        if (kelp_cuda_e_ != cudaSuccess)                                 \
+        if (kelp_cuda_e_ != cudaSuccess) {                               \
+            (void)cudaGetLastError();                                    \
             return KELP_CUDA_FAIL_(#call, cudaGetErrorString(kelp_cuda_e_)); \
+        }                                                                \
     } while (0)
 
 #define KELP_CUDNN_TRY(call)                                               \

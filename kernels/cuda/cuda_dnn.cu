@@ -118,7 +118,8 @@ static kelp_status no_algorithm(const cuda_impl *c, const char *pass, const kelp
 
 /* The first acceptable candidate within the budget, in cuDNN's order (heuristic rank, or measured time). The three
  * passes' perf structs share their field names, so one template serves them; `workspace_of` asks cuDNN for a
- * candidate's workspace (the heuristics' `memory` field is not filled), or returns `memory` for measured ones. */
+ * heuristic candidate's workspace under that candidate's own math type (which it leaves set on the descriptor:
+ * fill_entry resets it), or returns `memory` for measured ones. */
 template <typename Perf, typename Algo, typename WorkspaceOf>
 static bool pick(const cuda_impl *c, const Perf *perf, int got, size_t budget, WorkspaceOf workspace_of, Algo *algo,
                  cudnnMathType_t *math, size_t *bytes)
@@ -159,8 +160,9 @@ static kelp_status choose_forward(cuda_impl *c, cuda_conv_entry *e, size_t budge
     KELP_CUDNN_TRY(cudnnGetConvolutionForwardAlgorithm_v7(c->cudnn, e->x, e->w, e->conv, e->y,
                                                           CUDNN_CONVOLUTION_FWD_ALGO_COUNT, &got, perf));
     auto size = [&](const cudnnConvolutionFwdAlgoPerf_t &p, size_t *bytes) {
-        return cudnnGetConvolutionForwardWorkspaceSize(c->cudnn, e->x, e->w, e->conv, e->y, p.algo, bytes) ==
-               CUDNN_STATUS_SUCCESS;
+        return cudnnSetConvolutionMathType(e->conv, p.mathType) == CUDNN_STATUS_SUCCESS &&
+               cudnnGetConvolutionForwardWorkspaceSize(c->cudnn, e->x, e->w, e->conv, e->y, p.algo, bytes) ==
+                   CUDNN_STATUS_SUCCESS;
     };
     if (pick(c, perf, got, budget, size, &e->fwd, &e->fwd_math, &e->fwd_bytes))
         return KELP_OK;
@@ -180,8 +182,9 @@ static kelp_status choose_backward_data(cuda_impl *c, cuda_conv_entry *e, size_t
     KELP_CUDNN_TRY(cudnnGetConvolutionBackwardDataAlgorithm_v7(c->cudnn, e->w, e->y, e->conv, e->x,
                                                                CUDNN_CONVOLUTION_BWD_DATA_ALGO_COUNT, &got, perf));
     auto size = [&](const cudnnConvolutionBwdDataAlgoPerf_t &p, size_t *bytes) {
-        return cudnnGetConvolutionBackwardDataWorkspaceSize(c->cudnn, e->w, e->y, e->conv, e->x, p.algo, bytes) ==
-               CUDNN_STATUS_SUCCESS;
+        return cudnnSetConvolutionMathType(e->conv, p.mathType) == CUDNN_STATUS_SUCCESS &&
+               cudnnGetConvolutionBackwardDataWorkspaceSize(c->cudnn, e->w, e->y, e->conv, e->x, p.algo, bytes) ==
+                   CUDNN_STATUS_SUCCESS;
     };
     if (pick(c, perf, got, budget, size, &e->data, &e->data_math, &e->data_bytes))
         return KELP_OK;
@@ -201,16 +204,19 @@ static kelp_status choose_backward_filter(cuda_impl *c, cuda_conv_entry *e, size
     KELP_CUDNN_TRY(cudnnGetConvolutionBackwardFilterAlgorithm_v7(c->cudnn, e->x, e->y, e->conv, e->w,
                                                                  CUDNN_CONVOLUTION_BWD_FILTER_ALGO_COUNT, &got, perf));
     auto size = [&](const cudnnConvolutionBwdFilterAlgoPerf_t &p, size_t *bytes) {
-        return cudnnGetConvolutionBackwardFilterWorkspaceSize(c->cudnn, e->x, e->y, e->conv, e->w, p.algo, bytes) ==
-               CUDNN_STATUS_SUCCESS;
+        return cudnnSetConvolutionMathType(e->conv, p.mathType) == CUDNN_STATUS_SUCCESS &&
+               cudnnGetConvolutionBackwardFilterWorkspaceSize(c->cudnn, e->x, e->y, e->conv, e->w, p.algo,
+                                                              bytes) == CUDNN_STATUS_SUCCESS;
     };
     if (pick(c, perf, got, budget, size, &e->filter, &e->filter_math, &e->filter_bytes))
         return KELP_OK;
     return no_algorithm(c, "backward filter", &e->d, budget);
 }
 
-/* The workspace budget of a new shape: what a cached shape of the same geometry and a batch at least as large
- * reported (the graph holds at least that), else the cap when planning, else nothing. */
+/* The workspace budget of a new shape: the least that a cached shape of the same geometry and a batch at least as
+ * large reported, else the cap when planning, else nothing. The least, because the cache is the backend's and
+ * several graphs may share it: the graph running this shape planned one of those siblings (its own batch), so it
+ * holds at least the smallest of their workspaces, not necessarily the largest. */
 static size_t budget_for(const cuda_impl *c, const kelp_conv_desc *d, bool planning)
 {
     bool sibling = false;
@@ -218,8 +224,8 @@ static size_t budget_for(const cuda_impl *c, const kelp_conv_desc *d, bool plann
     for (int i = 0; i < c->n_conv; i++) {
         const cuda_conv_entry *e = &c->conv_cache[i];
         if (e->d.n >= d->n && same_geometry(&e->d, d)) {
+            budget = !sibling || e->workspace < budget ? e->workspace : budget;
             sibling = true;
-            budget = e->workspace > budget ? e->workspace : budget;
         }
     }
     if (sibling)
@@ -239,8 +245,11 @@ static kelp_status check_desc(const kelp_conv_desc *d)
 static kelp_status fill_entry(cuda_impl *c, cuda_conv_entry *e, size_t budget)
 {
     KELP_TRY(make_descriptors(c, e));
+    /* each choice starts from the math types the backend allows: the workspace queries leave the last candidate's */
     KELP_TRY(choose_forward(c, e, budget));
+    KELP_CUDNN_TRY(cudnnSetConvolutionMathType(e->conv, allowed_math(c)));
     KELP_TRY(choose_backward_data(c, e, budget));
+    KELP_CUDNN_TRY(cudnnSetConvolutionMathType(e->conv, allowed_math(c)));
     KELP_TRY(choose_backward_filter(c, e, budget));
     size_t most = e->fwd_bytes > e->data_bytes ? e->fwd_bytes : e->data_bytes;
     e->workspace = most > e->filter_bytes ? most : e->filter_bytes;

@@ -26,22 +26,40 @@ __global__ void prepare_kernel(int64_t n_values, kelp_prep_desc d, const uint8_t
     }
 }
 
+/* The copy stream and the slots' events, all or nothing: the stream is what says they exist. */
 static kelp_status create_staging(cuda_impl *c)
 {
-    KELP_CUDA_TRY(cudaStreamCreateWithFlags(&c->copy_stream, cudaStreamNonBlocking));
-    for (int i = 0; i < CUDA_PREP_SLOTS; i++) {
-        KELP_CUDA_TRY(cudaEventCreateWithFlags(&c->prep[i].copied, cudaEventDisableTiming));
-        KELP_CUDA_TRY(cudaEventCreateWithFlags(&c->prep[i].consumed, cudaEventDisableTiming));
+    cudaEvent_t events[2 * CUDA_PREP_SLOTS] = {0};
+    cudaStream_t stream = NULL;
+    cudaError_t e = cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking);
+    for (int i = 0; e == cudaSuccess && i < 2 * CUDA_PREP_SLOTS; i++)
+        e = cudaEventCreateWithFlags(&events[i], cudaEventDisableTiming);
+    if (e != cudaSuccess) {
+        for (int i = 0; i < 2 * CUDA_PREP_SLOTS; i++)
+            if (events[i])
+                cudaEventDestroy(events[i]);
+        if (stream)
+            cudaStreamDestroy(stream);
+        cudaGetLastError();
+        return kelp_set_error(KELP_ERR_BACKEND, "%s:%d: prepare_images: creating its copy stream and events: %s",
+                              __FILE__, __LINE__, cudaGetErrorString(e));
     }
+    for (int i = 0; i < CUDA_PREP_SLOTS; i++) {
+        c->prep[i].copied = events[2 * i];
+        c->prep[i].consumed = events[2 * i + 1];
+    }
+    c->copy_stream = stream;
     return KELP_OK;
 }
 
-/* Grows a slot's two buffers; the slot is idle here: its last copy finished (the caller waited on `copied`), and
- * cudaFree waits for the kernels that may still read the device buffer. */
+/* Grows a slot's two buffers, once idle: its last copy finished (the caller waited on `copied`), and so has the
+ * kernel that read the device buffer (waited for here; growth is rare). */
 static kelp_status grow_slot(cuda_prep_slot *s, size_t bytes)
 {
     if (s->bytes >= bytes)
         return KELP_OK;
+    if (s->used)
+        KELP_CUDA_TRY(cudaEventSynchronize(s->consumed));
     if (s->host)
         cudaFreeHost(s->host);
     if (s->device)
