@@ -19,7 +19,7 @@ struct kelp_ctx {
 
 kelp_ctx_options kelp_ctx_defaults(void)
 {
-    kelp_ctx_options o = {.device = "cpu", .threads = 0, .seed = 0, .deterministic = true, .cuda_graphs = true};
+    kelp_ctx_options o = {.device = "cpu", .threads = 0, .seed = 0, .cuda_graphs = true};
     return o;
 }
 
@@ -47,7 +47,7 @@ static kelp_status create_cuda(const kelp_ctx_options *o, const char *device, ke
         return kelp_set_error(KELP_ERR_INVALID_ARG, "device '%s': only %d CUDA device%s visible", device, count,
                               count == 1 ? " is" : "s are");
     kelp_cuda_config config = {
-        .deterministic = o->deterministic, .allow_tf32 = o->allow_tf32, .autotune = o->autotune,
+        .deterministic = !o->nondeterministic, .allow_tf32 = o->allow_tf32, .autotune = o->autotune,
         .cuda_graphs = o->cuda_graphs};
     return kelp_backend_cuda_create(index, &config, out);
 #else

@@ -3,6 +3,7 @@
 
 #include <cjson/cJSON.h>
 #include <errno.h>
+#include <limits.h>
 #include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -31,7 +32,6 @@ void kelp_train_options_defaults(kelp_train_options *o)
     o->weight_decay = 5e-4;
     o->schedule = "cosine";
     o->loader_threads = 1;
-    o->deterministic = true;
     o->seed = 1;
     o->hflip = true;
     o->log_every = 50;
@@ -130,6 +130,14 @@ static double json_num(const cJSON *j, const char *key, double fallback)
     return cJSON_IsNumber(v) ? v->valuedouble : fallback;
 }
 
+/* An integer field; a number outside int's range (a damaged file) becomes INT_MIN, which every range check refuses,
+ * instead of an undefined conversion. */
+static int json_int(const cJSON *j, const char *key, int fallback)
+{
+    double v = json_num(j, key, fallback);
+    return v >= INT_MIN && v <= INT_MAX ? (int)v : INT_MIN;
+}
+
 static bool json_bool(const cJSON *j, const char *key, bool fallback)
 {
     const cJSON *v = cJSON_GetObjectItemCaseSensitive(j, key);
@@ -143,10 +151,10 @@ static void options_from_json(const cJSON *j, const kelp_train_options *caller, 
     *o = *caller;
     o->data = json_str(j, "data", caller->data);
     o->model = json_str(j, "model", caller->model);
-    o->input_h = (int)json_num(j, "input_h", 0);
-    o->input_w = (int)json_num(j, "input_w", 0);
-    o->epochs = (int)json_num(j, "epochs", caller->epochs);
-    o->batch = (int)json_num(j, "batch", caller->batch);
+    o->input_h = json_int(j, "input_h", 0);
+    o->input_w = json_int(j, "input_w", 0);
+    o->epochs = json_int(j, "epochs", caller->epochs);
+    o->batch = json_int(j, "batch", caller->batch);
     o->optimizer = json_str(j, "optimizer", caller->optimizer);
     o->lr = json_num(j, "lr", caller->lr);
     o->momentum = json_num(j, "momentum", caller->momentum);
@@ -160,13 +168,15 @@ static void options_from_json(const cJSON *j, const kelp_train_options *caller, 
     o->vflip = json_bool(j, "vflip", caller->vflip);
     o->rot90 = json_bool(j, "rot90", caller->rot90);
     o->random_resized_crop = json_bool(j, "random_resized_crop", caller->random_resized_crop);
-    o->pad_crop = (int)json_num(j, "pad_crop", caller->pad_crop);
+    o->pad_crop = json_int(j, "pad_crop", caller->pad_crop);
     o->jitter = json_num(j, "jitter", caller->jitter);
     o->letterbox = json_bool(j, "letterbox", caller->letterbox);
     o->freeze_backbone = json_bool(j, "freeze_backbone", caller->freeze_backbone);
-    o->log_every = (int)json_num(j, "log_every", caller->log_every);
+    o->log_every = json_int(j, "log_every", caller->log_every);
     o->init_from = NULL;
 }
+
+static kelp_status check_numbers(const kelp_train_options *o);
 
 kelp_status kelp_train_options_from_config(const char *config_json, const char *source, const kelp_train_options *base,
                                            kelp_train_options *out, void **keep)
@@ -178,16 +188,20 @@ kelp_status kelp_train_options_from_config(const char *config_json, const char *
         return kelp_set_error(KELP_ERR_FORMAT, "%s: the run configuration is missing or not a JSON object", source);
     }
     options_from_json(j, base, out);
+    kelp_status s = check_numbers(out);
+    if (s != KELP_OK) {
+        cJSON_Delete(j);
+        return kelp_wrap_error(s, "%s: run configuration: ", source);
+    }
     *keep = j;
     return KELP_OK;
 }
 
 void kelp_train_config_free(void *keep) { cJSON_Delete(keep); }
 
-static kelp_status check_options(const kelp_train_options *o)
+/* The numbers of a run, whether from the caller or from a checkpoint's run configuration. */
+static kelp_status check_numbers(const kelp_train_options *o)
 {
-    if (!o->data || !o->model || !o->out)
-        return kelp_set_error(KELP_ERR_INVALID_ARG, "train: a dataset, a model and a run directory are needed");
     if (o->epochs < 1 || o->epochs > 100000)
         return kelp_set_error(KELP_ERR_INVALID_ARG, "train: epochs %d outside [1, 100000]", o->epochs);
     if (o->batch < 1 || o->batch > 65536)
@@ -199,6 +213,13 @@ static kelp_status check_options(const kelp_train_options *o)
     if (o->clip_norm < 0)
         return kelp_set_error(KELP_ERR_INVALID_ARG, "train: clip norm %g is negative", o->clip_norm);
     return KELP_OK;
+}
+
+static kelp_status check_options(const kelp_train_options *o)
+{
+    if (!o->data || !o->model || !o->out)
+        return kelp_set_error(KELP_ERR_INVALID_ARG, "train: a dataset, a model and a run directory are needed");
+    return check_numbers(o);
 }
 
 /* ---- the model ---- */
@@ -508,7 +529,7 @@ static kelp_status setup(run *r, const kelp_train_options *caller)
     co.device = r->o.device; /* NULL: the CPU */
     co.seed = r->o.seed;
     co.allow_tf32 = r->o.allow_tf32;
-    co.deterministic = r->o.deterministic;
+    co.nondeterministic = r->o.nondeterministic;
     co.autotune = r->o.autotune;
     if (s == KELP_OK)
         s = kelp_ctx_create(&co, &r->ctx);

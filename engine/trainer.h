@@ -29,9 +29,9 @@ typedef struct kelp_train_options {
     bool loss_scale;
     double label_smoothing;
     const char *device;          /* "cpu" (default) or "cuda[:N]" */
-    /* GPU numerics (kelp_ctx_options): TF32 tensor cores, deterministic algorithms only (default), timed
-     * convolution algorithms. Like the device, they are the caller's on resume. */
-    bool allow_tf32, deterministic, autotune;
+    /* GPU numerics (kelp_ctx_options): TF32 tensor cores, non-deterministic algorithms allowed, timed convolution
+     * algorithms; all off by default. Like the device, they are the caller's on resume. */
+    bool allow_tf32, nondeterministic, autotune;
     int threads;                 /* compute threads, 0 = all cores */
     int loader_threads;          /* 0 = 1 */
     uint64_t seed;

@@ -585,7 +585,7 @@ static int run_bench(const bench_options *o, const char *json, results *r)
     co.threads = o->threads;
     co.seed = 1;
     co.allow_tf32 = o->allow_tf32;
-    co.deterministic = !o->nondeterministic;
+    co.nondeterministic = o->nondeterministic;
     co.autotune = o->autotune;
     co.cuda_graphs = !o->no_cuda_graphs;
     kelp_ctx *ctx;

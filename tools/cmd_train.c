@@ -132,7 +132,7 @@ static int apply(kelp_train_options *o, int code, const char *name, const char *
     case 't': bad = cli_parse_int(value, 0, 1024, &o->threads) != 0; break;
     case 'D': o->device = value; break;
     case '3': o->allow_tf32 = true; break;
-    case 'N': o->deterministic = false; break;
+    case 'N': o->nondeterministic = true; break;
     case 'A': o->autotune = true; break;
     case 'T': bad = cli_parse_int(value, 0, 256, &o->loader_threads) != 0; break;
     case 'h' + 256: o->hflip = true; break;

@@ -32,13 +32,13 @@ typedef struct kelp_ctx_options {
     const char *device; /* "cpu" (default) or "cuda[:N]" in a build with CUDA (docs/ARCHITECTURE.md, "CUDA") */
     int threads;        /* CPU threads; 0 = OMP_NUM_THREADS if set, else all cores */
     uint64_t seed;      /* seeds weight init, dropout, shuffling */
-    /* GPU numerics; the CPU always computes in fp32 with deterministic kernels, so it ignores all three. */
-    bool allow_tf32;    /* convolutions and GEMMs may use TF32 tensor cores (PyTorch's allow_tf32); default false */
-    bool deterministic; /* only algorithms whose results do not depend on scheduling; default true */
-    bool autotune;      /* choose each convolution's algorithms by timing them once (cudnn.benchmark); default
-                         * false: cuDNN's heuristics */
+    /* GPU numerics, all off when zero; the CPU always computes in fp32 with deterministic kernels and ignores them. */
+    bool allow_tf32;    /* convolutions and GEMMs may use TF32 tensor cores (PyTorch's allow_tf32) */
+    bool nondeterministic; /* cuDNN algorithms whose results depend on scheduling are allowed (often faster) */
+    bool autotune;      /* choose each convolution's algorithms by timing them once (cudnn.benchmark), not by
+                         * cuDNN's heuristics */
     bool cuda_graphs;   /* inference forwards after the first two at a batch size replay a recorded CUDA graph
-                         * (one launch instead of one per kernel); default true */
+                         * (one launch instead of one per kernel); on in kelp_ctx_defaults, off when zero */
 } kelp_ctx_options;
 
 kelp_ctx_options kelp_ctx_defaults(void);
