@@ -157,6 +157,16 @@ static kelp_status make_prediction(kelp_predictor *p, int top_k, kelp_prediction
     return KELP_OK;
 }
 
+/* The predictor's pixel limit: checked on an encoded image's header before it is decoded, and on raw pixels. */
+static kelp_status check_pixels(const kelp_predictor *p, const char *name, uint64_t height, uint64_t width)
+{
+    if (height * width > p->max_pixels)
+        return kelp_set_error(KELP_ERR_INVALID_ARG, "%s: %llu x %llu pixels, more than the limit of %llu", name,
+                              (unsigned long long)height, (unsigned long long)width,
+                              (unsigned long long)p->max_pixels);
+    return KELP_OK;
+}
+
 kelp_status kelp_predictor_predict_pixels(kelp_predictor *p, const uint8_t *pixels, int height, int width,
                                           int channels, int top_k, kelp_prediction **out)
 {
@@ -166,9 +176,7 @@ kelp_status kelp_predictor_predict_pixels(kelp_predictor *p, const uint8_t *pixe
     if (height < 1 || width < 1 || (channels != 1 && channels != 3))
         return kelp_set_error(KELP_ERR_INVALID_ARG, "image of %d x %d x %d: need a positive size and 1 or 3 channels",
                               height, width, channels);
-    if ((uint64_t)height * (uint64_t)width > p->max_pixels)
-        return kelp_set_error(KELP_ERR_INVALID_ARG, "image of %d x %d: more than the limit of %llu pixels", height,
-                              width, (unsigned long long)p->max_pixels);
+    KELP_TRY(check_pixels(p, "image", (uint64_t)height, (uint64_t)width));
     KELP_TRY(kelp_classifier_image(p->classifier, pixels, height, width, channels, p->probabilities));
     return make_prediction(p, top_k, out);
 }
@@ -192,9 +200,7 @@ kelp_status kelp_predictor_predict_encoded(kelp_predictor *p, const void *data, 
     name = name ? name : "image";
     kelp_image_header header;
     KELP_TRY(kelp_image_probe_memory(data, size, name, &header));
-    if ((uint64_t)header.h * header.w > p->max_pixels)
-        return kelp_set_error(KELP_ERR_INVALID_ARG, "%s: %u x %u pixels, more than the limit of %llu", name, header.h,
-                              header.w, (unsigned long long)p->max_pixels);
+    KELP_TRY(check_pixels(p, name, header.h, header.w));
     kelp_image img = {0};
     KELP_TRY(kelp_image_decode_memory(data, size, name, c, &img));
     return predict_image(p, &img, top_k, out);
