@@ -163,6 +163,7 @@ static void cuda_destroy(kelp_backend *be)
     cuda_prep_destroy(c);
     cuda_conv_cache_clear(c);
     free(c->conv_cache);
+    free(c->bn_choices);
     if (c->cudnn)
         cudnnDestroy(c->cudnn);
     if (c->cublas)
@@ -450,6 +451,7 @@ extern "C" kelp_status kelp_backend_cuda_create(int device, const kelp_cuda_conf
     c->allow_tf32 = config && config->allow_tf32;
     c->autotune = config && config->autotune;
     c->cuda_graphs = !config || config->cuda_graphs;
+    c->batchnorm = config ? config->batchnorm : KELP_CUDA_BN_AUTO;
     /* a function-local static: C++ initializes it once, even when two threads create their first contexts */
     static const kelp_backend_iface cuda_iface = [] {
         kelp_backend_iface t;

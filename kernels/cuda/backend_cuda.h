@@ -12,12 +12,20 @@ extern "C" {
 
 struct kelp_backend;
 
+/* Which batch-norm implementation runs (cuda_batchnorm_select.cu). */
+typedef enum kelp_cuda_batchnorm {
+    KELP_CUDA_BN_AUTO = 0, /* the custom kernels; with autotune and nondeterministic, the faster of them and cuDNN's */
+    KELP_CUDA_BN_CUSTOM,   /* always the custom kernels */
+    KELP_CUDA_BN_CUDNN,    /* cuDNN's wherever it applies (the tests run both) */
+} kelp_cuda_batchnorm;
+
 /* Numerics chosen once, at create: every cached algorithm choice depends on them. */
 typedef struct kelp_cuda_config {
     bool deterministic; /* cuDNN algorithms whose results do not depend on scheduling only (two runs, same bits) */
     bool allow_tf32;    /* cuBLAS and cuDNN may use TF32 tensor cores for fp32 data (10-bit mantissa products) */
     bool autotune;      /* time cuDNN's candidates once per shape (cudnnFind*) instead of taking its heuristics */
     bool cuda_graphs;   /* allow capture (the engine replays inference forwards); false refuses capture_begin */
+    kelp_cuda_batchnorm batchnorm;
 } kelp_cuda_config;
 
 /* A backend on CUDA device `device`: its own stream, cuBLAS and cuDNN handles bound to it, and a caching allocator.

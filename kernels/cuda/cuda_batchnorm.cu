@@ -1,6 +1,7 @@
-/* Batch norm over rows (N*H*W, C), custom rather than cuDNN: kelp's semantics are PyTorch's CPU ones (statistics
- * in double, two passes, NULL dx/dgamma/dbeta for inputs or parameters without gradient, a backward through the
- * running statistics for frozen layers), which cuDNN's fused calls do not all offer. Per-channel sums come from
+/* Batch norm over rows (N*H*W, C), custom: kelp's semantics are PyTorch's CPU ones (statistics in double, two
+ * passes, NULL dx/dgamma/dbeta for inputs or parameters without gradient, a backward through the running statistics
+ * for frozen layers), which cuDNN's calls do not all offer. cuda_batchnorm_select.cu decides per shape whether these
+ * kernels or cuDNN's run. Per-channel sums come from
  * cuda_column_sums (double, fixed chunk order: deterministic); small per-channel kernels then apply the per-channel
  * formulas of kernels/ops/batchnorm.h, which kernels/cpu/batchnorm.c calls too, and an elementwise kernel
  * normalizes. */
@@ -75,7 +76,7 @@ static kelp_status apply(cuda_impl *ci, int64_t rows, int c, const float *x, con
     return KELP_OK;
 }
 
-kelp_status cuda_bn_forward_train(kelp_backend *be, int64_t rows, int c, const float *x, const float *gamma,
+kelp_status cuda_bn_custom_forward_train(kelp_backend *be, int64_t rows, int c, const float *x, const float *gamma,
                                   const float *beta, float *running_mean, float *running_var, float momentum,
                                   float eps, float *y, float *save_mean, float *save_invstd)
 {
@@ -95,7 +96,7 @@ kelp_status cuda_bn_forward_train(kelp_backend *be, int64_t rows, int c, const f
     return apply(ci, rows, c, x, save_mean, s.f0, beta, y);
 }
 
-kelp_status cuda_bn_forward_infer(kelp_backend *be, int64_t rows, int c, const float *x, const float *gamma,
+kelp_status cuda_bn_custom_forward_infer(kelp_backend *be, int64_t rows, int c, const float *x, const float *gamma,
                                   const float *beta, const float *running_mean, const float *running_var, float eps,
                                   float *y)
 {
@@ -162,7 +163,7 @@ __global__ void bn_dx_kernel(int64_t n, int c, const float *x, const float *dy, 
     }
 }
 
-kelp_status cuda_bn_backward(kelp_backend *be, int64_t rows, int c, const float *x, const float *dy,
+kelp_status cuda_bn_custom_backward(kelp_backend *be, int64_t rows, int c, const float *x, const float *dy,
                              const float *gamma, const float *save_mean, const float *save_invstd, float *dx,
                              float *dgamma, float *dbeta)
 {

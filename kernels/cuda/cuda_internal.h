@@ -12,6 +12,7 @@
 extern "C" {
 #include "engine/backend.h"
 }
+#include "kernels/cuda/backend_cuda.h"
 #include "kernels/cuda/cuda_check.h"
 
 /* One device allocation known to the caching allocator. */
@@ -22,6 +23,13 @@ typedef struct cuda_block {
 } cuda_block;
 
 typedef struct cuda_conv_entry cuda_conv_entry; /* cuda_dnn.cu */
+
+/* A batch-norm shape's implementation choice (cuda_batchnorm_select.cu): -1 not yet chosen, 0 custom, 1 cuDNN. */
+typedef struct cuda_bn_choice {
+    int64_t rows;
+    int c;
+    signed char train, infer;
+} cuda_bn_choice;
 
 /* One staging buffer pair of prepare_images (cuda_prep.cu): page-locked host bytes, their device copy, and the
  * events that order their reuse. */
@@ -43,6 +51,7 @@ typedef struct cuda_impl {
     bool allow_tf32;
     bool autotune;
     bool cuda_graphs;
+    kelp_cuda_batchnorm batchnorm;
     /* caching allocator: every block ever cudaMalloc'ed, free or in use */
     cuda_block *blocks;
     int n_blocks, cap_blocks;
@@ -55,6 +64,8 @@ typedef struct cuda_impl {
     void *host_pinned; /* small page-locked buffer for scalars read back by the host */
     cuda_conv_entry *conv_cache;
     int n_conv, cap_conv;
+    cuda_bn_choice *bn_choices;
+    int n_bn, cap_bn;
     /* prepare_images: its own copy stream (created at first use) and staging ring */
     cudaStream_t copy_stream;
     cuda_prep_slot prep[CUDA_PREP_SLOTS];
@@ -141,7 +152,7 @@ kelp_status cuda_conv2d_backward_filter(kelp_backend *be, const kelp_conv_desc *
                                         float *dw, float *db, void *workspace);
 void cuda_conv_cache_clear(cuda_impl *c);
 
-/* ---- cuda_batchnorm.cu ---- */
+/* ---- cuda_batchnorm.cu (the custom kernels) and cuda_batchnorm_select.cu (custom or cuDNN, per shape) ---- */
 kelp_status cuda_bn_forward_train(kelp_backend *be, int64_t rows, int c, const float *x, const float *gamma,
                                   const float *beta, float *running_mean, float *running_var, float momentum,
                                   float eps, float *y, float *save_mean, float *save_invstd);
@@ -151,6 +162,15 @@ kelp_status cuda_bn_forward_infer(kelp_backend *be, int64_t rows, int c, const f
 kelp_status cuda_bn_backward(kelp_backend *be, int64_t rows, int c, const float *x, const float *dy,
                              const float *gamma, const float *save_mean, const float *save_invstd, float *dx,
                              float *dgamma, float *dbeta);
+kelp_status cuda_bn_custom_forward_train(kelp_backend *be, int64_t rows, int c, const float *x, const float *gamma,
+                                         const float *beta, float *running_mean, float *running_var, float momentum,
+                                         float eps, float *y, float *save_mean, float *save_invstd);
+kelp_status cuda_bn_custom_forward_infer(kelp_backend *be, int64_t rows, int c, const float *x, const float *gamma,
+                                         const float *beta, const float *running_mean, const float *running_var,
+                                         float eps, float *y);
+kelp_status cuda_bn_custom_backward(kelp_backend *be, int64_t rows, int c, const float *x, const float *dy,
+                                    const float *gamma, const float *save_mean, const float *save_invstd, float *dx,
+                                    float *dgamma, float *dbeta);
 kelp_status cuda_bn_fold(kelp_backend *be, int c, const float *gamma, const float *beta, const float *running_mean,
                          const float *running_var, float eps, const float *conv_bias, float *scale, float *shift);
 kelp_status cuda_bn_backward_infer(kelp_backend *be, int64_t rows, int c, const float *x, const float *dy,

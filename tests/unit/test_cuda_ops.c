@@ -89,6 +89,14 @@ static float *dev_nan(size_t n)
 
 static void dev_free(void *p) { gpu->iface->free(gpu, p); }
 
+/* Buffers are uploaded and downloaded on `gpu`'s stream; another backend computes on its own. Before it reads them
+ * the uploads must be done, and before they are compared its work must be: each stream waits for the other. */
+static void handover(kelp_backend *from, kelp_backend *to)
+{
+    if (from != to)
+        TEST_OK(from->iface->synchronize(from));
+}
+
 /* Downloads n floats of `dev` and compares them with the CPU's `want`. */
 static void expect_close(const float *dev, const float *want, size_t n, double rtol, double atol, const char *what)
 {
@@ -212,20 +220,24 @@ static void check_conv_on(kelp_backend *be, const kelp_conv_desc *d, size_t gpu_
     TEST_OK(cpu()->iface->conv2d_workspace(cpu(), d, &cpu_ws));
     void *ws = cpu_ws ? aligned_alloc(64, (cpu_ws + 63) & ~(size_t)63) : NULL;
     void *g_ws = gpu_ws ? dev_alloc(gpu_ws) : NULL;
+    handover(gpu, be);
 
     TEST_OK(cpu()->iface->conv2d_forward(cpu(), d, x, w, bias, y, ws));
     TEST_OK(be->iface->conv2d_forward(be, d, g_x, g_w, g_b, g_y, g_ws));
+    handover(be, gpu);
     char what[96];
     snprintf(what, sizeof what, "%s forward", name);
     expect_close(g_y, y, ny, rtol, atol, what);
 
     TEST_OK(cpu()->iface->conv2d_backward_data(cpu(), d, dy, w, dx, ws));
     TEST_OK(be->iface->conv2d_backward_data(be, d, g_dy, g_w, g_dx, g_ws));
+    handover(be, gpu);
     snprintf(what, sizeof what, "%s backward data (accumulated)", name);
     expect_close(g_dx, dx, nx, rtol, atol, what);
 
     TEST_OK(cpu()->iface->conv2d_backward_filter(cpu(), d, x, dy, dw, db, ws));
     TEST_OK(be->iface->conv2d_backward_filter(be, d, g_x, g_dy, g_dw, g_db, g_ws));
+    handover(be, gpu);
     snprintf(what, sizeof what, "%s backward filter (accumulated)", name);
     expect_close(g_dw, dw, nw, rtol, atol, what);
     snprintf(what, sizeof what, "%s bias gradient (accumulated)", name);
@@ -356,7 +368,8 @@ static void test_bias(void **state)
     free(bias), free(y), free(db);
 }
 
-static void check_batchnorm(int64_t rows, int c, uint64_t seed)
+/* Every batch-norm op on `be` against the CPU, within rtol/atol. */
+static void check_batchnorm_on(kelp_backend *be, int64_t rows, int c, uint64_t seed, double rtol, double atol)
 {
     size_t n = (size_t)rows * c;
     /* a mean well away from 0 next to the spread: the centred two-pass statistics matter */
@@ -369,39 +382,45 @@ static void check_batchnorm(int64_t rows, int c, uint64_t seed)
     float *g_x = dev_from(x, n), *g_dy = dev_from(dy, n), *g_gamma = dev_from(gamma, c), *g_beta = dev_from(beta, c);
     float *g_rm = dev_from(rm, c), *g_rv = dev_from(rv, c), *g_dx = dev_from(dx, n), *g_dg = dev_from(dg, c);
     float *g_dbeta = dev_from(dbeta, c), *g_y = dev_nan(n), *g_sm = dev_nan(c), *g_si = dev_nan(c);
-    const float momentum = 0.1f, eps = 1e-5f;
-
-    TEST_OK(cpu()->iface->batchnorm_forward_train(cpu(), rows, c, x, gamma, beta, rm, rv, momentum, eps, y, sm, si));
-    TEST_OK(gpu->iface->batchnorm_forward_train(gpu, rows, c, g_x, g_gamma, g_beta, g_rm, g_rv, momentum, eps, g_y,
-                                                g_sm, g_si));
-    expect_close(g_y, y, n, RTOL, ATOL, "batchnorm train y");
-    expect_close(g_sm, sm, c, RTOL, ATOL, "batchnorm save_mean");
-    expect_close(g_si, si, c, RTOL, ATOL, "batchnorm save_invstd");
-    expect_close(g_rm, rm, c, RTOL, ATOL, "batchnorm running_mean");
-    expect_close(g_rv, rv, c, RTOL, ATOL, "batchnorm running_var");
-
-    TEST_OK(cpu()->iface->batchnorm_backward(cpu(), rows, c, x, dy, gamma, sm, si, dx, dg, dbeta));
-    TEST_OK(gpu->iface->batchnorm_backward(gpu, rows, c, g_x, g_dy, g_gamma, g_sm, g_si, g_dx, g_dg, g_dbeta));
-    expect_close(g_dx, dx, n, RTOL, ATOL, "batchnorm backward dx");
-    expect_close(g_dg, dg, c, RTOL, ATOL, "batchnorm backward dgamma");
-    expect_close(g_dbeta, dbeta, c, RTOL, ATOL, "batchnorm backward dbeta");
-    /* parameters without gradient: dx only */
-    TEST_OK(cpu()->iface->batchnorm_backward(cpu(), rows, c, x, dy, gamma, sm, si, dx, NULL, NULL));
-    TEST_OK(gpu->iface->batchnorm_backward(gpu, rows, c, g_x, g_dy, g_gamma, g_sm, g_si, g_dx, NULL, NULL));
-    expect_close(g_dx, dx, n, RTOL, ATOL, "batchnorm backward dx without parameter gradients");
-
     float *y2 = host_nan(n);
     float *g_y2 = dev_nan(n);
+    const float momentum = 0.1f, eps = 1e-5f;
+    handover(gpu, be);
+
+    TEST_OK(cpu()->iface->batchnorm_forward_train(cpu(), rows, c, x, gamma, beta, rm, rv, momentum, eps, y, sm, si));
+    TEST_OK(be->iface->batchnorm_forward_train(be, rows, c, g_x, g_gamma, g_beta, g_rm, g_rv, momentum, eps, g_y,
+                                               g_sm, g_si));
+    handover(be, gpu);
+    expect_close(g_y, y, n, rtol, atol, "batchnorm train y");
+    expect_close(g_sm, sm, c, rtol, atol, "batchnorm save_mean");
+    expect_close(g_si, si, c, rtol, atol, "batchnorm save_invstd");
+    expect_close(g_rm, rm, c, rtol, atol, "batchnorm running_mean");
+    expect_close(g_rv, rv, c, rtol, atol, "batchnorm running_var");
+
+    TEST_OK(cpu()->iface->batchnorm_backward(cpu(), rows, c, x, dy, gamma, sm, si, dx, dg, dbeta));
+    TEST_OK(be->iface->batchnorm_backward(be, rows, c, g_x, g_dy, g_gamma, g_sm, g_si, g_dx, g_dg, g_dbeta));
+    handover(be, gpu);
+    expect_close(g_dx, dx, n, rtol, atol, "batchnorm backward dx");
+    expect_close(g_dg, dg, c, rtol, atol, "batchnorm backward dgamma");
+    expect_close(g_dbeta, dbeta, c, rtol, atol, "batchnorm backward dbeta");
+    /* parameters without gradient: dx only */
+    TEST_OK(cpu()->iface->batchnorm_backward(cpu(), rows, c, x, dy, gamma, sm, si, dx, NULL, NULL));
+    TEST_OK(be->iface->batchnorm_backward(be, rows, c, g_x, g_dy, g_gamma, g_sm, g_si, g_dx, NULL, NULL));
+    handover(be, gpu);
+    expect_close(g_dx, dx, n, rtol, atol, "batchnorm backward dx without parameter gradients");
+
     TEST_OK(cpu()->iface->batchnorm_forward_infer(cpu(), rows, c, x, gamma, beta, rm, rv, eps, y2));
-    TEST_OK(gpu->iface->batchnorm_forward_infer(gpu, rows, c, g_x, g_gamma, g_beta, g_rm, g_rv, eps, g_y2));
-    expect_close(g_y2, y2, n, RTOL, ATOL, "batchnorm infer y");
+    TEST_OK(be->iface->batchnorm_forward_infer(be, rows, c, g_x, g_gamma, g_beta, g_rm, g_rv, eps, g_y2));
+    handover(be, gpu);
+    expect_close(g_y2, y2, n, rtol, atol, "batchnorm infer y");
 
     TEST_OK(cpu()->iface->batchnorm_backward_infer(cpu(), rows, c, x, dy, gamma, rm, rv, eps, dx, dg, dbeta));
-    TEST_OK(gpu->iface->batchnorm_backward_infer(gpu, rows, c, g_x, g_dy, g_gamma, g_rm, g_rv, eps, g_dx, g_dg,
-                                                 g_dbeta));
-    expect_close(g_dx, dx, n, RTOL, ATOL, "batchnorm backward_infer dx");
-    expect_close(g_dg, dg, c, RTOL, ATOL, "batchnorm backward_infer dgamma");
-    expect_close(g_dbeta, dbeta, c, RTOL, ATOL, "batchnorm backward_infer dbeta");
+    TEST_OK(be->iface->batchnorm_backward_infer(be, rows, c, g_x, g_dy, g_gamma, g_rm, g_rv, eps, g_dx, g_dg,
+                                                g_dbeta));
+    handover(be, gpu);
+    expect_close(g_dx, dx, n, rtol, atol, "batchnorm backward_infer dx");
+    expect_close(g_dg, dg, c, rtol, atol, "batchnorm backward_infer dgamma");
+    expect_close(g_dbeta, dbeta, c, rtol, atol, "batchnorm backward_infer dbeta");
 
     void *bufs[] = {g_x, g_dy, g_gamma, g_beta, g_rm, g_rv, g_dx, g_dg, g_dbeta, g_y, g_sm, g_si, g_y2};
     for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++)
@@ -414,8 +433,26 @@ static void check_batchnorm(int64_t rows, int c, uint64_t seed)
 static void test_batchnorm(void **state)
 {
     (void)state;
-    check_batchnorm(300, 37, 40);
-    check_batchnorm(70000, 5, 50); /* many row chunks */
+    check_batchnorm_on(gpu, 300, 37, 40, RTOL, ATOL);
+    check_batchnorm_on(gpu, 70000, 5, 50, RTOL, ATOL); /* many row chunks */
+}
+
+/* cuDNN's batch norm (statistics in float, one pass) where kelp_cuda_config asks for it, and the measured choice
+ * between it and the custom kernels: the same results within float accumulation's tolerance. */
+static void test_batchnorm_cudnn_and_measured(void **state)
+{
+    (void)state;
+    kelp_cuda_config configs[] = {
+        {.deterministic = true, .batchnorm = KELP_CUDA_BN_CUDNN},
+        {.deterministic = false, .autotune = true, .batchnorm = KELP_CUDA_BN_AUTO},
+    };
+    for (size_t i = 0; i < sizeof configs / sizeof configs[0]; i++) {
+        kelp_backend *be = NULL;
+        TEST_OK(kelp_backend_cuda_create(0, &configs[i], &be));
+        check_batchnorm_on(be, 300, 37, 40, RTOL_SUM, ATOL_SUM);
+        check_batchnorm_on(be, 70000, 5, 50, RTOL_SUM, ATOL_SUM);
+        kelp_backend_destroy(be);
+    }
 }
 
 /* ---- activations and elementwise ---- */
@@ -855,6 +892,7 @@ int main(void)
         cmocka_unit_test(test_conv_smaller_batch_fits_plan),
         cmocka_unit_test(test_bias),
         cmocka_unit_test(test_batchnorm),
+        cmocka_unit_test(test_batchnorm_cudnn_and_measured),
         cmocka_unit_test(test_activations),
         cmocka_unit_test(test_elementwise),
         cmocka_unit_test(test_pool),
