@@ -1,23 +1,36 @@
 #!/usr/bin/env bash
-# Everything issue 4 asks a GPU to show, in one command, with no network: run on the GPU machine from the
-# repository root, with .gpu/kelp-gpu.tar.xz prepared by tools/gpu_prepare.sh carried along.
-#   1. the GPU, driver and library versions (kelp info)
-#   2. test_cuda_ops: every backend op on the GPU against the CPU backend (poisoned outputs, NaN never passes)
-#   3. the same under compute-sanitizer memcheck
-#   4. the Fashion-MNIST demo recipe trained on the GPU (small_resnet, 5 epochs) and evaluated
-#   5. each model of $GPU_MODELS (resnet18 resnet50) at 224x224: kelp training and inference images/s, strict fp32
-#      and TF32 (--tf32 --autotune --nondeterministic), inference with and without CUDA graphs, against PyTorch eager (channels_last; strict fp32, TF32 and
-#      bf16 autocast) and torch.compile, in the same run
-# Output: the log on stdout and in $OUT/gpu_check.log (or ./gpu_check.log); the benchmark JSON in $OUT/bench/.
-# Usage: bench/gpu_check.sh [--quick]   (--quick: the op tests and a 1-epoch training only)
+# Everything issue 4 asks a GPU to show, with no network: run on the GPU machine from the repository root, with
+# .gpu/kelp-gpu.tar.xz prepared by tools/gpu_prepare.sh carried along. Stages, each named on the command line
+# (default: ops train bench; a lent machine gives 15 minutes in all and 10 per command, so split them over calls):
+#   ops        the GPU, driver and library versions (kelp info); test_cuda_ops: every backend op on the GPU
+#              against the CPU backend (poisoned outputs, NaN never passes), cuDNN batch norm, TF32 and autotuned
+#              convolutions, input preparation, replayed graphs
+#   sanitizer  test_cuda_ops under compute-sanitizer memcheck (minutes: cuDNN's searches run instrumented)
+#   train      the Fashion-MNIST demo recipe trained on the GPU (small_resnet; 5 epochs, 1 with --quick), evaluated
+#   bench      each model of $GPU_MODELS (default resnet50) at 224x224: kelp training and inference images/s,
+#              strict fp32 and TF32 (--tf32 --autotune --nondeterministic), inference with and without CUDA graphs,
+#              against PyTorch eager (channels_last; strict fp32, TF32 and bf16 autocast) in the same run, and
+#              torch.compile too with GPU_COMPILE=1 (its compilation takes minutes)
+# Output: the log on stdout and in $OUT/gpu_check.log (or ./gpu_check.log); every benchmark run's JSON, keyed by
+# run, in $OUT/gpu_bench.json (one file: the device tool returns at most eight).
+# Usage: bench/gpu_check.sh [--quick] [ops] [sanitizer] [train] [bench]
 set -uo pipefail
 quick=0
-[ "${1:-}" = --quick ] && quick=1
+stages=()
+for arg in "$@"; do
+  case $arg in
+    --quick) quick=1 ;;
+    ops | sanitizer | train | bench) stages+=("$arg") ;;
+    *) echo "gpu_check: unknown stage '$arg' (ops, sanitizer, train, bench)"; exit 2 ;;
+  esac
+done
+[ ${#stages[@]} = 0 ] && stages=(ops train bench)
+wants() { [[ " ${stages[*]} " == *" $1 "* ]]; }
 out=${OUT:-.}
-mkdir -p "$out/bench"
+mkdir -p "$out"
 exec > >(tee "$out/gpu_check.log") 2>&1
 dir=${KELP_GPU_DIR:-/tmp/kelp-gpu}
-rm -rf "$dir" && mkdir -p "$dir" && xz -dc .gpu/kelp-gpu.tar.xz | tar -C "$dir" -xf - || {
+rm -rf "$dir" && mkdir -p "$dir/bench" && xz -dc .gpu/kelp-gpu.tar.xz | tar -C "$dir" -xf - || {
   echo "gpu_check: cannot unpack .gpu/kelp-gpu.tar.xz (run tools/gpu_prepare.sh and copy .gpu along)"
   exit 1
 }
@@ -29,21 +42,26 @@ failed=0
 step() { echo; echo "== $* ($(date +%T))"; }
 must() { "$@" || { echo "FAILED: $*"; failed=$((failed + 1)); }; }
 
-step "1. machine"
+step "machine"
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader
-must "$kelp" info
 
-step "2. every op on the GPU against the CPU backend"
-must "$dir/bin/test_cuda_ops"
-
-step "3. compute-sanitizer memcheck"
-if command -v compute-sanitizer >/dev/null; then
-  must compute-sanitizer --tool memcheck --error-exitcode 1 --print-limit 20 "$dir/bin/test_cuda_ops"
-else
-  echo "compute-sanitizer not found: skipped"
+if wants ops; then
+  step "ops: kelp info, every op on the GPU against the CPU backend"
+  must "$kelp" info
+  must "$dir/bin/test_cuda_ops"
 fi
 
-step "4. the Fashion-MNIST demo recipe on the GPU"
+if wants sanitizer; then
+  step "sanitizer: test_cuda_ops under compute-sanitizer memcheck"
+  if command -v compute-sanitizer >/dev/null; then
+    must compute-sanitizer --tool memcheck --error-exitcode 1 --print-limit 20 "$dir/bin/test_cuda_ops"
+  else
+    echo "compute-sanitizer not found: skipped"
+  fi
+fi
+
+if wants train; then
+step "train: the Fashion-MNIST demo recipe on the GPU"
 epochs=5
 [ "$quick" = 1 ] && epochs=1
 d=$dir/data
@@ -55,10 +73,11 @@ must "$kelp" train --data "$dir/fm.h5" --model small_resnet --out "$dir/run" --e
   --schedule warmup:100+cosine --label-smoothing 0.1 --log-every 100 --device cuda --loader-threads 8
 echo "training: $((SECONDS - start)) s"
 must "$kelp" eval --checkpoint "$dir/run/best.ckpt" --data "$dir/fm.h5" --split test --device cuda
+fi
 
-if [ "$quick" = 0 ]; then
-  for model in ${GPU_MODELS:-resnet18 resnet50}; do
-    step "5. $model 224x224: kelp against PyTorch, same run"
+if wants bench; then
+  for model in ${GPU_MODELS:-resnet50}; do
+    step "bench: $model 224x224, kelp against PyTorch, same run"
     "$kelp" model show "$model" >"$dir/$model.json"
     for batch in 256 1; do
       for numerics in fp32 tf32 fp32_nographs; do
@@ -66,28 +85,31 @@ if [ "$quick" = 0 ]; then
         [ "$numerics" = tf32 ] && flags=(--tf32 --autotune --nondeterministic)
         [ "$numerics" = fp32_nographs ] && flags=(--no-cuda-graphs)
         must "$kelp" bench "$model" --device cuda --batch "$batch" --mode $([ $batch = 1 ] && echo infer || echo all) \
-          "${flags[@]}" --json >"$out/bench/kelp_${model}_${numerics}_b$batch.json"
+          "${flags[@]}" --json >"$dir/bench/kelp_${model}_${numerics}_b$batch.json"
       done
     done
+    compile_runs=("")
+    [ "${GPU_COMPILE:-0}" = 1 ] && compile_runs+=(--compile)
     for amp in none tf32 bf16; do
-      for extra in "" --compile; do
+      for extra in "${compile_runs[@]}"; do
         name=torch_${model}_${amp}${extra:+_compile}
         for mode in train infer; do
-          PYTHONUNBUFFERED=1 timeout 600 python3 bench/torch_bench.py "$dir/$model.json" --torchvision "$model" \
+          PYTHONUNBUFFERED=1 timeout 300 python3 bench/torch_bench.py "$dir/$model.json" --torchvision "$model" \
             --device cuda --batch 256 --mode $mode --amp $amp $extra --warmup 5 --iters 20 \
-            >"$out/bench/${name}_$mode.json" || echo "FAILED: PyTorch $name $mode"
+            >"$dir/bench/${name}_$mode.json" || echo "FAILED: PyTorch $name $mode"
         done
       done
     done
   done
-  python3 - "$out/bench" <<'PY'
+  python3 - "$dir/bench" "$out/gpu_bench.json" <<'PY'
 import glob, json, os, sys
-rows = []
+rows, runs = [], {}
 for path in sorted(glob.glob(os.path.join(sys.argv[1], "*.json"))):
     try:
         r = json.load(open(path))
     except ValueError:
         continue
+    runs[os.path.basename(path)[:-5]] = r
     train = r.get("training", {}).get("images_per_s")
     infer = r.get("inference", {}).get("images_per_s")
     lat = r.get("latency", {}).get("median_ms")
@@ -96,6 +118,7 @@ print("%-34s %12s %12s %12s" % ("run", "train img/s", "infer img/s", "b1 ms"))
 for name, t, i, l in rows:
     f = lambda v, p: ("%12.*f" % (p, v)) if v else "%12s" % "-"
     print("%-34s %s %s %s" % (name, f(t, 0), f(i, 0), f(l, 2)))
+json.dump(runs, open(sys.argv[2], "w"), indent=1)
 PY
 fi
 echo
