@@ -102,9 +102,10 @@ typedef struct kelp_backend_iface {
     kelp_status (*batchnorm_forward_infer)(kelp_backend *be, int64_t rows, int c, const float *x,
                                            const float *gamma, const float *beta, const float *running_mean,
                                            const float *running_var, float eps, float *y);
+    /* eps: the forward's (save_invstd already holds it; cuDNN's backward asks for it again) */
     kelp_status (*batchnorm_backward)(kelp_backend *be, int64_t rows, int c, const float *x, const float *dy,
                                       const float *gamma, const float *save_mean, const float *save_invstd,
-                                      float *dx, float *dgamma, float *dbeta);
+                                      float eps, float *dx, float *dgamma, float *dbeta);
     kelp_status (*batchnorm_backward_infer)(kelp_backend *be, int64_t rows, int c, const float *x,
                                             const float *dy, const float *gamma, const float *running_mean,
                                             const float *running_var, float eps, float *dx, float *dgamma,

@@ -142,9 +142,10 @@ static kelp_status cpu_bn_infer(kelp_backend *be, int64_t rows, int c, const flo
 }
 
 static kelp_status cpu_bn_backward(kelp_backend *be, int64_t rows, int c, const float *x, const float *dy,
-                                   const float *gamma, const float *save_mean, const float *save_invstd, float *dx,
-                                   float *dgamma, float *dbeta)
+                                   const float *gamma, const float *save_mean, const float *save_invstd, float eps,
+                                   float *dx, float *dgamma, float *dbeta)
 {
+    (void)eps; /* in save_invstd */
     kelp_cpu_batchnorm_backward(threads_of(be), rows, c, x, dy, gamma, save_mean, save_invstd, dx, dgamma, dbeta);
     return KELP_OK;
 }

@@ -83,6 +83,7 @@ struct kelp_graph {
     void *replay;                /* the backend's recording of a forward at replay_batch, or NULL */
     int replay_batch, warm_batch; /* warm_batch: the batch of the last plain forward (0: none yet) */
     bool replay_off;             /* capture failed or is not offered: plain forwards from now on */
+    char replay_off_why[256];    /* the backend's message when it turned off (for tests and diagnosis) */
 };
 
 /* Inference fusion (graph_fuse.c): in a graph built without training, finds conv2d -> batch_norm -> relu chains

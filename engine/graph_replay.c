@@ -12,6 +12,8 @@
  * (their forward reads the dropout step and their loss waits for the device), nor does a profiled graph (it times
  * each node). A capture that fails (an allocation or a wait inside it) turns replay off for the graph and the
  * forward runs plainly: a replay is an optimization, never a requirement. */
+#include <stdio.h>
+
 #include "engine/graph_internal.h"
 
 bool kelp_graph_replayable(const kelp_graph *g)
@@ -26,25 +28,30 @@ void kelp_graph_replay_drop(kelp_graph *g)
     g->replay = NULL;
 }
 
-/* The second forward at this batch: recorded, then replayed (recording runs nothing). */
+/* Plain forwards from now on, keeping the backend's reason. */
+static kelp_status turn_off(kelp_graph *g)
+{
+    g->replay_off = true;
+    snprintf(g->replay_off_why, sizeof g->replay_off_why, "%s", kelp_last_error());
+    kelp_graph_replay_drop(g);
+    return kelp_graph_forward_nodes(g);
+}
+
+/* The second forward at this batch: recorded, then replayed (recording runs nothing). Whatever fails inside a
+ * capture ran nothing, so the forward then runs plainly. */
 static kelp_status record(kelp_graph *g)
 {
     kelp_backend *be = g->be;
-    if (be->iface->capture_begin(be) != KELP_OK) {
-        g->replay_off = true;
-        return kelp_graph_forward_nodes(g);
-    }
+    if (be->iface->capture_begin(be) != KELP_OK)
+        return turn_off(g);
     kelp_status s = kelp_graph_forward_nodes(g);
     void *recorded = NULL;
     kelp_status ended = be->iface->capture_end(be, s == KELP_OK ? &recorded : NULL);
-    if (s != KELP_OK || ended != KELP_OK || !recorded) {
-        /* whatever failed inside the capture ran nothing: run the forward plainly, and never capture again */
-        g->replay_off = true;
-        return kelp_graph_forward_nodes(g);
-    }
+    if (s != KELP_OK || ended != KELP_OK || !recorded)
+        return turn_off(g);
     g->replay = recorded;
     g->replay_batch = g->batch;
-    return be->iface->replay(be, recorded);
+    return be->iface->replay(be, recorded) == KELP_OK ? KELP_OK : turn_off(g);
 }
 
 kelp_status kelp_graph_forward_replayed(kelp_graph *g)
@@ -53,13 +60,15 @@ kelp_status kelp_graph_forward_replayed(kelp_graph *g)
     if (g->replay && g->replay_batch == g->batch) {
         if (be->iface->replay(be, g->replay) == KELP_OK)
             return KELP_OK;
-        kelp_graph_replay_drop(g); /* the backend moved memory the recording addresses: record again */
-        g->warm_batch = 0;
+        g->warm_batch = 0; /* the backend moved memory the recording addresses: warm up and record again */
     }
     kelp_graph_replay_drop(g);
     if (g->warm_batch != g->batch) {
+        /* warm only once a plain forward at this batch went through: first-call work (algorithm searches,
+         * measurements) must be done before a capture */
+        KELP_TRY(kelp_graph_forward_nodes(g));
         g->warm_batch = g->batch;
-        return kelp_graph_forward_nodes(g);
+        return KELP_OK;
     }
     return record(g);
 }

@@ -134,8 +134,8 @@ static kelp_status bn_backward(const kelp_layer_io *io)
                                                    f32(io->param[BN_RUNNING_MEAN]), f32(io->param[BN_RUNNING_VAR]),
                                                    ((const kelp_bn_attrs *)io->attrs)->eps, dx, dgamma, dbeta);
     const float *save_mean = io->state, *save_invstd = save_mean + c;
-    return be->iface->batchnorm_backward(be, kelp_shape_numel(&x->shape) / c, c, f32(x), f32(io->dout),
-                                         f32(io->param[BN_WEIGHT]), save_mean, save_invstd, dx, dgamma, dbeta);
+    return be->iface->batchnorm_backward(be, rows, c, f32(x), f32(io->dout), f32(io->param[BN_WEIGHT]), save_mean,
+                                         save_invstd, ((const kelp_bn_attrs *)io->attrs)->eps, dx, dgamma, dbeta);
 }
 
 const kelp_layer_type kelp_layer_batch_norm = {

@@ -82,6 +82,10 @@ static void count_in_use(cuda_impl *c, size_t bytes)
 
 kelp_status cuda_alloc_impl(cuda_impl *c, size_t bytes, void **out)
 {
+    /* a block taken from the cache during a capture would be baked into the recording, and freed after it */
+    if (cuda_capturing(c))
+        return kelp_set_error(KELP_ERR_UNSUPPORTED, "cuda: allocation of %zu bytes while a graph is being captured",
+                              bytes);
     size_t rounded = size_class(bytes);
     if (rounded < bytes)
         return kelp_set_error(KELP_ERR_NO_MEMORY, "cuda: allocation of %zu bytes overflows", bytes);
@@ -132,13 +136,14 @@ kelp_status cuda_scratch(cuda_impl *c, size_t bytes, void **out)
 {
     if (bytes > c->scratch_bytes) {
         size_t grown = bytes < 2 * c->scratch_bytes ? 2 * c->scratch_bytes : bytes;
-        /* Stream order makes the old buffer safe to recycle even while queued kernels still read it. */
+        /* Stream order makes the old buffer safe to recycle even while queued kernels still read it; a recording
+         * that addresses it is stale from now on. */
         cuda_free_impl(c, c->scratch);
         c->scratch = NULL;
         c->scratch_bytes = 0;
+        c->scratch_moves++;
         KELP_TRY(cuda_alloc_impl(c, grown, &c->scratch));
         c->scratch_bytes = grown;
-        c->scratch_moves++;
     }
     *out = c->scratch;
     return KELP_OK;
@@ -300,15 +305,20 @@ static kelp_status cuda_capture_begin(kelp_backend *be)
     if (!c->cuda_graphs)
         return kelp_set_error(KELP_ERR_UNSUPPORTED, "cuda: CUDA graphs are off for this context");
     KELP_CUDA_TRY(cudaStreamBeginCapture(c->stream, cudaStreamCaptureModeThreadLocal));
+    c->capture_scratch_moves = c->scratch_moves;
     return KELP_OK;
 }
 
 static kelp_status cuda_capture_end(kelp_backend *be, void **out)
 {
-    cuda_impl *c;
-    KELP_TRY(cuda_enter(be, &c));
+    cuda_impl *c = cuda_of(be);
+    cudaSetDevice(c->device); /* whatever it says, the capture must end */
     cudaGraph_t graph = NULL;
     cudaError_t e = cudaStreamEndCapture(c->stream, &graph);
+    if (e == cudaSuccess && out && c->scratch_moves != c->capture_scratch_moves) {
+        cudaGraphDestroy(graph); /* the scratch moved during the capture: the kernels before address the old one */
+        return kelp_set_error(KELP_ERR_UNSUPPORTED, "cuda: the scratch buffer moved during the capture");
+    }
     if (e != cudaSuccess || !out) {
         if (graph)
             cudaGraphDestroy(graph);

@@ -10,7 +10,9 @@
  *     write y, which the real call then overwrites, and copies of the running statistics, so nothing else changes;
  *   - kelp_cuda_config.batchnorm forces one or the other (test_cuda_ops compares both with the CPU).
  * Training uses CUDNN_BATCHNORM_SPATIAL_PERSISTENT, as PyTorch does for channels-last inputs; inference SPATIAL.
- * A shape is given to cuDNN as (rows, C, 1, 1) in NHWC: the statistics are over N*H*W either way. */
+ * A shape is given to cuDNN as N=1, C, H=rows, W=1 in NHWC, the same memory as (N, H, W, C): the statistics are
+ * over N*H*W either way, and cuDNN's batch-norm kernels limit N (PyTorch keeps N at most 65535 in inference and
+ * 880801 in training for them), not H. */
 #include <stdlib.h>
 #include <string.h>
 
@@ -19,7 +21,7 @@
 enum { CHOICE_UNKNOWN = -1, CHOICE_CUSTOM = 0, CHOICE_CUDNN = 1 };
 #define TIMED_RUNS 3
 
-/* The descriptors of one call: the data (rows, C, 1, 1) NHWC and the derived per-channel one. */
+/* The descriptors of one call: the data (1, C, rows, 1) NHWC and the derived per-channel one. */
 typedef struct bn_descs {
     cudnnTensorDescriptor_t x, channel;
 } bn_descs;
@@ -37,7 +39,7 @@ static kelp_status make_descs(int64_t rows, int c, cudnnBatchNormMode_t mode, bn
     memset(d, 0, sizeof *d);
     KELP_CUDNN_TRY(cudnnCreateTensorDescriptor(&d->x));
     KELP_CUDNN_TRY(cudnnCreateTensorDescriptor(&d->channel));
-    KELP_CUDNN_TRY(cudnnSetTensor4dDescriptor(d->x, CUDNN_TENSOR_NHWC, CUDNN_DATA_FLOAT, (int)rows, c, 1, 1));
+    KELP_CUDNN_TRY(cudnnSetTensor4dDescriptor(d->x, CUDNN_TENSOR_NHWC, CUDNN_DATA_FLOAT, 1, c, (int)rows, 1));
     KELP_CUDNN_TRY(cudnnDeriveBNTensorDescriptor(d->channel, d->x, mode));
     return KELP_OK;
 }
@@ -80,12 +82,10 @@ static kelp_status cudnn_forward_infer(cuda_impl *ci, int64_t rows, int c, const
     return s;
 }
 
-/* dx, dgamma, dbeta += (blending with beta 1); every gradient must be given. cuDNN uses the saved mean and
- * inverse standard deviation (which hold the forward's eps) rather than recomputing them, so the epsilon argument,
- * which the interface does not carry to the backward, is given as the smallest cuDNN accepts. */
+/* dx, dgamma, dbeta += (blending with beta 1); every gradient must be given; eps is the forward's, as cuDNN asks. */
 static kelp_status cudnn_backward(cuda_impl *ci, int64_t rows, int c, const float *x, const float *dy,
-                                  const float *gamma, const float *save_mean, const float *save_invstd, float *dx,
-                                  float *dgamma, float *dbeta)
+                                  const float *gamma, const float *save_mean, const float *save_invstd, float eps,
+                                  float *dx, float *dgamma, float *dbeta)
 {
     const cudnnBatchNormMode_t mode = CUDNN_BATCHNORM_SPATIAL_PERSISTENT;
     bn_descs d;
@@ -93,7 +93,7 @@ static kelp_status cudnn_backward(cuda_impl *ci, int64_t rows, int c, const floa
     const float one = 1.0f;
     if (s == KELP_OK) {
         cudnnStatus_t e = cudnnBatchNormalizationBackward(ci->cudnn, mode, &one, &one, &one, &one, d.x, x, d.x, dy,
-                                                          d.x, dx, d.channel, gamma, dgamma, dbeta, CUDNN_BN_MIN_EPSILON,
+                                                          d.x, dx, d.channel, gamma, dgamma, dbeta, (double)eps,
                                                           save_mean, save_invstd);
         if (e != CUDNN_STATUS_SUCCESS)
             s = KELP_CUDA_FAIL_("cudnnBatchNormalizationBackward", cudnnGetErrorString(e));
@@ -124,13 +124,14 @@ static kelp_status choice_of(cuda_impl *ci, int64_t rows, int c, cuda_bn_choice 
     return KELP_OK;
 }
 
-/* Milliseconds of TIMED_RUNS calls of `run`, between two events on the compute stream (waits for the device). */
+/* Milliseconds of TIMED_RUNS calls of `run`, after one untimed call (first-call costs: module loading, cuDNN's
+ * own setup), between two events on the compute stream (waits for the device). */
 template <typename Run> static kelp_status time_runs(cuda_impl *ci, Run run, float *ms)
 {
     cudaEvent_t start = NULL, stop = NULL;
-    kelp_status s = KELP_OK;
-    if (cudaEventCreate(&start) != cudaSuccess || cudaEventCreate(&stop) != cudaSuccess ||
-        cudaEventRecord(start, ci->stream) != cudaSuccess)
+    kelp_status s = run();
+    if (s == KELP_OK && (cudaEventCreate(&start) != cudaSuccess || cudaEventCreate(&stop) != cudaSuccess ||
+                         cudaEventRecord(start, ci->stream) != cudaSuccess))
         s = kelp_set_error(KELP_ERR_BACKEND, "batch_norm (cuda): cannot create or record timing events");
     for (int i = 0; s == KELP_OK && i < TIMED_RUNS; i++)
         s = run();
@@ -146,9 +147,10 @@ template <typename Run> static kelp_status time_runs(cuda_impl *ci, Run run, flo
 }
 
 /* Whether cuDNN may run this shape at all, and whether the backend leaves the choice to a measurement. */
-static bool cudnn_applies(const cuda_impl *ci, int64_t rows)
+/* cuDNN's dimensions are ints, and some of its kernels index with 32 bits */
+static bool cudnn_applies(const cuda_impl *ci, int64_t rows, int c)
 {
-    return rows <= 0x7fffffff && ci->batchnorm != KELP_CUDA_BN_CUSTOM; /* cuDNN's dimensions are ints */
+    return rows * c < 0x7fffffff && ci->batchnorm != KELP_CUDA_BN_CUSTOM;
 }
 
 static bool measured(const cuda_impl *ci)
@@ -157,9 +159,9 @@ static bool measured(const cuda_impl *ci)
 }
 
 /* A fixed choice, or CHOICE_UNKNOWN when the shape is to be measured. */
-static signed char fixed_choice(const cuda_impl *ci, int64_t rows)
+static signed char fixed_choice(const cuda_impl *ci, int64_t rows, int c)
 {
-    if (!cudnn_applies(ci, rows))
+    if (!cudnn_applies(ci, rows, c))
         return CHOICE_CUSTOM;
     if (ci->batchnorm == KELP_CUDA_BN_CUDNN)
         return CHOICE_CUDNN;
@@ -177,16 +179,26 @@ kelp_status cuda_bn_forward_train(kelp_backend *be, int64_t rows, int c, const f
     cuda_bn_choice *choice;
     KELP_TRY(choice_of(ci, rows, c, &choice));
     if (choice->train == CHOICE_UNKNOWN)
-        choice->train = fixed_choice(ci, rows);
+        choice->train = fixed_choice(ci, rows, c);
+    if (choice->train == CHOICE_UNKNOWN && cuda_capturing(ci)) /* no waiting now: measured at a later call */
+        return cuda_bn_custom_forward_train(be, rows, c, x, gamma, beta, running_mean, running_var, momentum, eps, y,
+                                            save_mean, save_invstd);
     if (choice->train == CHOICE_UNKNOWN) {
         /* the trials update copies of the running statistics: two vectors of C, allocated once per shape */
         float *stats = NULL;
         KELP_TRY(cuda_alloc_impl(ci, 2 * (size_t)c * sizeof(float), (void **)&stats));
         float custom_ms = 0, cudnn_ms = 0;
-        kelp_status s = time_runs(ci, [&] {
-            return cuda_bn_custom_forward_train(be, rows, c, x, gamma, beta, stats, stats + c, momentum, eps, y,
-                                                save_mean, save_invstd);
-        }, &custom_ms);
+        kelp_status s = KELP_OK;
+        if (cudaMemcpyAsync(stats, running_mean, (size_t)c * sizeof(float), cudaMemcpyDeviceToDevice, ci->stream) !=
+                cudaSuccess ||
+            cudaMemcpyAsync(stats + c, running_var, (size_t)c * sizeof(float), cudaMemcpyDeviceToDevice, ci->stream) !=
+                cudaSuccess)
+            s = kelp_set_error(KELP_ERR_BACKEND, "batch_norm (cuda): cannot copy the running statistics to time");
+        if (s == KELP_OK)
+            s = time_runs(ci, [&] {
+                return cuda_bn_custom_forward_train(be, rows, c, x, gamma, beta, stats, stats + c, momentum, eps, y,
+                                                    save_mean, save_invstd);
+            }, &custom_ms);
         if (s == KELP_OK)
             s = time_runs(ci, [&] {
                 return cudnn_forward_train(ci, rows, c, x, gamma, beta, stats, stats + c, momentum, eps, y, save_mean,
@@ -214,7 +226,9 @@ kelp_status cuda_bn_forward_infer(kelp_backend *be, int64_t rows, int c, const f
     cuda_bn_choice *choice;
     KELP_TRY(choice_of(ci, rows, c, &choice));
     if (choice->infer == CHOICE_UNKNOWN)
-        choice->infer = fixed_choice(ci, rows);
+        choice->infer = fixed_choice(ci, rows, c);
+    if (choice->infer == CHOICE_UNKNOWN && cuda_capturing(ci)) /* no waiting now: measured at a later call */
+        return cuda_bn_custom_forward_infer(be, rows, c, x, gamma, beta, running_mean, running_var, eps, y);
     if (choice->infer == CHOICE_UNKNOWN) {
         float custom_ms = 0, cudnn_ms = 0;
         kelp_status s = time_runs(ci, [&] {
@@ -233,8 +247,8 @@ kelp_status cuda_bn_forward_infer(kelp_backend *be, int64_t rows, int c, const f
 
 /* The training forward's choice, where cuDNN can do what is asked: all three gradients. */
 kelp_status cuda_bn_backward(kelp_backend *be, int64_t rows, int c, const float *x, const float *dy,
-                             const float *gamma, const float *save_mean, const float *save_invstd, float *dx,
-                             float *dgamma, float *dbeta)
+                             const float *gamma, const float *save_mean, const float *save_invstd, float eps,
+                             float *dx, float *dgamma, float *dbeta)
 {
     cuda_impl *ci;
     KELP_TRY(cuda_enter(be, &ci));
@@ -242,8 +256,8 @@ kelp_status cuda_bn_backward(kelp_backend *be, int64_t rows, int c, const float 
         return KELP_OK;
     cuda_bn_choice *choice;
     KELP_TRY(choice_of(ci, rows, c, &choice));
-    signed char train = choice->train == CHOICE_UNKNOWN ? fixed_choice(ci, rows) : choice->train;
+    signed char train = choice->train == CHOICE_UNKNOWN ? fixed_choice(ci, rows, c) : choice->train;
     if (train == CHOICE_CUDNN && dx && dgamma && dbeta)
-        return cudnn_backward(ci, rows, c, x, dy, gamma, save_mean, save_invstd, dx, dgamma, dbeta);
+        return cudnn_backward(ci, rows, c, x, dy, gamma, save_mean, save_invstd, eps, dx, dgamma, dbeta);
     return cuda_bn_custom_backward(be, rows, c, x, dy, gamma, save_mean, save_invstd, dx, dgamma, dbeta);
 }

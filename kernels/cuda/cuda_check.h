@@ -24,18 +24,23 @@
         }                                                                \
     } while (0)
 
+/* cuDNN and cuBLAS failures may come from a CUDA call inside them, which also sets the last error: cleared too. */
 #define KELP_CUDNN_TRY(call)                                               \
     do {                                                                   \
         cudnnStatus_t kelp_cudnn_e_ = (call);                              \
-        if (kelp_cudnn_e_ != CUDNN_STATUS_SUCCESS)                         \
+        if (kelp_cudnn_e_ != CUDNN_STATUS_SUCCESS) {                       \
+            (void)cudaGetLastError();                                      \
             return KELP_CUDA_FAIL_(#call, cudnnGetErrorString(kelp_cudnn_e_)); \
+        }                                                                  \
     } while (0)
 
 #define KELP_CUBLAS_TRY(call)                                                 \
     do {                                                                      \
         cublasStatus_t kelp_cublas_e_ = (call);                               \
-        if (kelp_cublas_e_ != CUBLAS_STATUS_SUCCESS)                          \
+        if (kelp_cublas_e_ != CUBLAS_STATUS_SUCCESS) {                        \
+            (void)cudaGetLastError();                                         \
             return KELP_CUDA_FAIL_(#call, cublasGetStatusString(kelp_cublas_e_)); \
+        }                                                                     \
     } while (0)
 
 /* After a kernel launch: catches a bad launch configuration without synchronizing. Errors inside the kernel surface

@@ -59,7 +59,8 @@ typedef struct cuda_impl {
     /* per-op scratch (reduction partials, per-channel factors); grows, never shrinks */
     void *scratch;
     size_t scratch_bytes;
-    uint64_t scratch_moves; /* times the scratch buffer was reallocated: a captured graph holds its address */
+    uint64_t scratch_moves; /* times the scratch buffer was released: a captured graph holds its address */
+    uint64_t capture_scratch_moves; /* scratch_moves when the capture in progress began */
     void *cublas_workspace;
     void *host_pinned; /* small page-locked buffer for scalars read back by the host */
     cuda_conv_entry *conv_cache;
@@ -88,6 +89,13 @@ static inline unsigned cuda_grid(int64_t n)
 }
 
 static inline cuda_impl *cuda_of(kelp_backend *be) { return (cuda_impl *)be->impl; }
+
+/* Whether the compute stream is being captured (engine/graph_replay.c): no allocation, wait or measurement then. */
+static inline bool cuda_capturing(const cuda_impl *c)
+{
+    cudaStreamCaptureStatus status = cudaStreamCaptureStatusNone;
+    return cudaStreamIsCapturing(c->stream, &status) == cudaSuccess && status != cudaStreamCaptureStatusNone;
+}
 
 /* Makes the backend's device current for this thread (cheap when it already is) and returns its context. */
 kelp_status cuda_enter(kelp_backend *be, cuda_impl **out);
@@ -160,8 +168,8 @@ kelp_status cuda_bn_forward_infer(kelp_backend *be, int64_t rows, int c, const f
                                   const float *beta, const float *running_mean, const float *running_var, float eps,
                                   float *y);
 kelp_status cuda_bn_backward(kelp_backend *be, int64_t rows, int c, const float *x, const float *dy,
-                             const float *gamma, const float *save_mean, const float *save_invstd, float *dx,
-                             float *dgamma, float *dbeta);
+                             const float *gamma, const float *save_mean, const float *save_invstd, float eps,
+                             float *dx, float *dgamma, float *dbeta);
 kelp_status cuda_bn_custom_forward_train(kelp_backend *be, int64_t rows, int c, const float *x, const float *gamma,
                                          const float *beta, float *running_mean, float *running_var, float momentum,
                                          float eps, float *y, float *save_mean, float *save_invstd);

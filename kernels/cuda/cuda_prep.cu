@@ -93,12 +93,12 @@ kelp_status cuda_prepare_images(kelp_backend *be, const kelp_prep_desc *d, const
     if (s->used)
         KELP_CUDA_TRY(cudaStreamWaitEvent(c->copy_stream, s->consumed, 0));
     KELP_CUDA_TRY(cudaMemcpyAsync(s->device, s->host, (size_t)n_values, cudaMemcpyHostToDevice, c->copy_stream));
+    s->used = true; /* from here on a copy may read `host`: its next refill waits for `copied` */
     KELP_CUDA_TRY(cudaEventRecord(s->copied, c->copy_stream));
     KELP_CUDA_TRY(cudaStreamWaitEvent(c->stream, s->copied, 0));
     prepare_kernel<<<cuda_grid(n_values), CUDA_THREADS, 0, c->stream>>>(n_values, *d, (const uint8_t *)s->device, out);
     KELP_CUDA_LAUNCHED(prepare_kernel);
     KELP_CUDA_TRY(cudaEventRecord(s->consumed, c->stream));
-    s->used = true;
     return KELP_OK;
 }
 

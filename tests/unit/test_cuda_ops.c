@@ -13,6 +13,7 @@
 #include "ref/test_util.h"
 
 #if KELP_HAVE_CUDA
+#include "engine/graph_internal.h"
 #include "kernels/cuda/backend_cuda.h"
 #include "kernels/cuda/device_info.h"
 #include "kernels/ops/conv.h"
@@ -397,15 +398,15 @@ static void check_batchnorm_on(kelp_backend *be, int64_t rows, int c, uint64_t s
     expect_close(g_rm, rm, c, rtol, atol, "batchnorm running_mean");
     expect_close(g_rv, rv, c, rtol, atol, "batchnorm running_var");
 
-    TEST_OK(cpu()->iface->batchnorm_backward(cpu(), rows, c, x, dy, gamma, sm, si, dx, dg, dbeta));
-    TEST_OK(be->iface->batchnorm_backward(be, rows, c, g_x, g_dy, g_gamma, g_sm, g_si, g_dx, g_dg, g_dbeta));
+    TEST_OK(cpu()->iface->batchnorm_backward(cpu(), rows, c, x, dy, gamma, sm, si, eps, dx, dg, dbeta));
+    TEST_OK(be->iface->batchnorm_backward(be, rows, c, g_x, g_dy, g_gamma, g_sm, g_si, eps, g_dx, g_dg, g_dbeta));
     handover(be, gpu);
     expect_close(g_dx, dx, n, rtol, atol, "batchnorm backward dx");
     expect_close(g_dg, dg, c, rtol, atol, "batchnorm backward dgamma");
     expect_close(g_dbeta, dbeta, c, rtol, atol, "batchnorm backward dbeta");
     /* parameters without gradient: dx only */
-    TEST_OK(cpu()->iface->batchnorm_backward(cpu(), rows, c, x, dy, gamma, sm, si, dx, NULL, NULL));
-    TEST_OK(be->iface->batchnorm_backward(be, rows, c, g_x, g_dy, g_gamma, g_sm, g_si, g_dx, NULL, NULL));
+    TEST_OK(cpu()->iface->batchnorm_backward(cpu(), rows, c, x, dy, gamma, sm, si, eps, dx, NULL, NULL));
+    TEST_OK(be->iface->batchnorm_backward(be, rows, c, g_x, g_dy, g_gamma, g_sm, g_si, eps, g_dx, NULL, NULL));
     handover(be, gpu);
     expect_close(g_dx, dx, n, rtol, atol, "batchnorm backward dx without parameter gradients");
 
@@ -433,6 +434,7 @@ static void check_batchnorm_on(kelp_backend *be, int64_t rows, int c, uint64_t s
 static void test_batchnorm(void **state)
 {
     (void)state;
+    check_batchnorm_on(gpu, 4, 3, 30, RTOL, ATOL); /* few rows: the running variance's unbiased factor 4/3 shows */
     check_batchnorm_on(gpu, 300, 37, 40, RTOL, ATOL);
     check_batchnorm_on(gpu, 70000, 5, 50, RTOL, ATOL); /* many row chunks */
 }
@@ -449,8 +451,10 @@ static void test_batchnorm_cudnn_and_measured(void **state)
     for (size_t i = 0; i < sizeof configs / sizeof configs[0]; i++) {
         kelp_backend *be = NULL;
         TEST_OK(kelp_backend_cuda_create(0, &configs[i], &be));
+        check_batchnorm_on(be, 4, 3, 30, RTOL_SUM, ATOL_SUM);
         check_batchnorm_on(be, 300, 37, 40, RTOL_SUM, ATOL_SUM);
         check_batchnorm_on(be, 70000, 5, 50, RTOL_SUM, ATOL_SUM);
+        check_batchnorm_on(be, 224 * 224 * 2, 16, 60, RTOL_SUM, ATOL_SUM); /* more rows than cuDNN allows as N */
         kelp_backend_destroy(be);
     }
 }
@@ -836,6 +840,12 @@ static void check_graph_forwards(bool cuda_graphs)
         snprintf(what, sizeof what, "small_resnet forward %d (batch %d, CUDA graphs %s)", r, batches[r],
                  cuda_graphs ? "on" : "off");
         test_assert_close_f(got, want, n_out, RTOL_SUM, ATOL_SUM, what);
+        /* and the forwards after the first at each batch size did replay (or were not to) */
+        bool warm = r > 0 && batches[r - 1] == batches[r];
+        if (cuda_graphs && warm && !on_gpu->replay)
+            fail_msg("%s: not replayed; capture turned off: %s", what, on_gpu->replay_off_why);
+        if (!cuda_graphs)
+            assert_null(on_gpu->replay);
         free(x), free(want), free(got);
     }
     kelp_graph_destroy(on_gpu);

@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "engine/backend.h"
+#include "engine/graph_internal.h"
 #include "ref/graph_util.h"
 
 static struct {
@@ -122,8 +123,8 @@ static void test_record_once_then_replay(void **state)
     assert_int_equal(calls.live, 0);
 }
 
-/* Whatever fails in a capture ran nothing a caller sees: the forward runs plainly, with the outputs of a graph that
- * never captured, and the graph stops trying. */
+/* Whatever fails in a capture, or the first replay of a recording, ran nothing a caller sees: the forward runs
+ * plainly, with the outputs of a graph that never captured, the graph stops trying and keeps the reason. */
 static void test_failed_capture_runs_plainly(void **state)
 {
     (void)state;
@@ -136,17 +137,22 @@ static void test_failed_capture_runs_plainly(void **state)
     kelp_graph_destroy(reference);
     be->iface = &with_capture;
 
-    for (int failing = 0; failing < 2; failing++) {
+    const char *const what[3] = {"capture_begin failed", "capture_end failed", "the first replay failed"};
+    const char *const why[3] = {"no capture", "capture invalidated", "memory moved"};
+    for (int failing = 0; failing < 3; failing++) {
         memset(&calls, 0, sizeof calls);
         calls.fail_begin = failing == 0;
         calls.fail_end = failing == 1;
+        calls.fail_replay = failing == 2;
         kelp_graph *g = test_build(model, 4, false, false, false);
         float y[12];
         for (int i = 0; i < 3; i++) {
             forward(g, 10 + (uint64_t)i, y);
-            test_assert_close_f(y, want[i], 12, 0, 0, failing ? "capture_end failed" : "capture_begin failed");
+            test_assert_close_f(y, want[i], 12, 0, 0, what[failing]);
         }
-        expect_calls(1, failing, 0, 0);
+        expect_calls(1, failing >= 1, failing == 2, failing == 2);
+        assert_true(g->replay_off);
+        assert_non_null(strstr(g->replay_off_why, why[failing]));
         kelp_graph_destroy(g);
         assert_int_equal(calls.live, 0);
     }
