@@ -8,7 +8,8 @@
 #   sanitizer  test_cuda_ops under compute-sanitizer memcheck (minutes: cuDNN's searches run instrumented)
 #   train      the Fashion-MNIST demo recipe trained on the GPU (small_resnet; 5 epochs, 1 with --quick), evaluated
 #   bench      each model of $GPU_MODELS (default resnet50) at 224x224: kelp training and inference images/s,
-#              strict fp32 and TF32 (--tf32 --autotune --nondeterministic), inference with and without CUDA graphs,
+#              strict fp32, TF32 (--tf32 --autotune --nondeterministic) and bf16 mixed precision (--precision bf16
+#              with the same flags), inference with and without CUDA graphs,
 #              against PyTorch eager (channels_last; strict fp32, TF32 and bf16 autocast) in the same run, and
 #              torch.compile too with GPU_COMPILE=1 (its compilation takes minutes)
 # Output: the log on stdout and in $OUT/gpu_check.log (or ./gpu_check.log); every benchmark run's JSON, keyed by
@@ -73,6 +74,9 @@ must "$kelp" train --data "$dir/fm.h5" --model small_resnet --out "$dir/run" --e
   --schedule warmup:100+cosine --label-smoothing 0.1 --log-every 100 --device cuda --loader-threads 8
 echo "training: $((SECONDS - start)) s"
 must "$kelp" eval --checkpoint "$dir/run/best.ckpt" --data "$dir/fm.h5" --split test --device cuda
+step "train: one epoch of the same recipe in bf16 mixed precision"
+must "$kelp" train --data "$dir/fm.h5" --model small_resnet --out "$dir/run-bf16" --epochs 1 --batch 128 --lr 0.1 \
+  --schedule warmup:100+cosine --label-smoothing 0.1 --log-every 100 --device cuda --loader-threads 8 --precision bf16
 fi
 
 if wants bench; then
@@ -80,9 +84,10 @@ if wants bench; then
     step "bench: $model 224x224, kelp against PyTorch, same run"
     "$kelp" model show "$model" >"$dir/$model.json"
     for batch in 256 1; do
-      for numerics in fp32 tf32 fp32_nographs; do
+      for numerics in fp32 tf32 bf16 fp32_nographs; do
         flags=()
         [ "$numerics" = tf32 ] && flags=(--tf32 --autotune --nondeterministic)
+        [ "$numerics" = bf16 ] && flags=(--precision bf16 --tf32 --autotune --nondeterministic)
         [ "$numerics" = fp32_nographs ] && flags=(--no-cuda-graphs)
         must "$kelp" bench "$model" --device cuda --batch "$batch" --mode $([ $batch = 1 ] && echo infer || echo all) \
           "${flags[@]}" --json >"$dir/bench/kelp_${model}_${numerics}_b$batch.json"

@@ -3,7 +3,12 @@
  * Layers are device-agnostic: they call these functions on backend memory. A backend says which ops it supports
  * (`supports`); the engine never falls back to another device silently. Backward ops ACCUMULATE into their outputs
  * (dx += ...); the graph zeroes gradient buffers before backward. Every function returns a kelp_status and, on
- * failure, sets a message naming the op and the library error. */
+ * failure, sets a message naming the op and the library error.
+ *
+ * Activations (and their gradients) are `void *` in a storage type the call names, `dt` or the descriptor's
+ * `dtype`: F32, or BF16/F16 under mixed precision, where every op widens to float, computes in float and narrows
+ * what it stores (kernels/ops/half.h). `supports(op, dtype)` says which storage types an op takes. Parameters,
+ * batch-norm statistics, biases, losses and optimizer state are always float. */
 #ifndef KELP_ENGINE_BACKEND_H
 #define KELP_ENGINE_BACKEND_H
 
@@ -21,7 +26,7 @@ typedef enum kelp_op {
     KELP_OP_BIAS,
     KELP_OP_BATCHNORM,
     KELP_OP_ACTIVATION,
-    KELP_OP_ELEMENTWISE, /* add, axpy, scale, sum of squares */
+    KELP_OP_ELEMENTWISE, /* add, axpy, scale, sum of squares (the last two on float optimizer buffers only) */
     KELP_OP_POOL2D,
     KELP_OP_GLOBAL_AVG_POOL,
     KELP_OP_COPY_ROWS,
@@ -32,6 +37,7 @@ typedef enum kelp_op {
     KELP_OP_SGD,
     KELP_OP_ADAMW,
     KELP_OP_PREPARE_IMAGES,
+    KELP_OP_CONVERT,     /* between F32 and BF16/F16 storage */
     KELP_OP_COUNT
 } kelp_op;
 
@@ -69,88 +75,101 @@ typedef struct kelp_backend_iface {
     kelp_status (*replay)(kelp_backend *be, void *recorded);
     void (*replay_destroy)(kelp_backend *be, void *recorded);
 
-    /* GEMM, row-major: C = alpha op(A) op(B) + beta C */
-    kelp_status (*gemm)(kelp_backend *be, bool trans_a, bool trans_b, int m, int n, int k, float alpha,
-                        const float *a, int lda, const float *b, int ldb, float beta, float *c, int ldc);
+    /* GEMM, row-major: C = alpha op(A) op(B) + beta C; A, B and C in dt, accumulation in float */
+    kelp_status (*gemm)(kelp_backend *be, kelp_dtype dt, bool trans_a, bool trans_b, int m, int n, int k,
+                        float alpha, const void *a, int lda, const void *b, int ldb, float beta, void *c, int ldc);
+    /* y = x (accumulate false) or y += x, element by element from src_dt to dst_dt storage, rounding to nearest
+     * even: the graph's low-precision copy of the parameters, its gradients added into the float ones, inputs
+     * and outputs crossing to and from float. */
+    kelp_status (*convert)(kelp_backend *be, int64_t n, kelp_dtype src_dt, const void *x, kelp_dtype dst_dt, void *y,
+                           bool accumulate);
 
     /* convolution; workspace bytes from conv2d_workspace, which may fail (no algorithm for the shape) */
     kelp_status (*conv2d_workspace)(kelp_backend *be, const kelp_conv_desc *d, size_t *out);
-    kelp_status (*conv2d_forward)(kelp_backend *be, const kelp_conv_desc *d, const float *x, const float *w,
-                                  const float *bias, float *y, void *workspace);
+    kelp_status (*conv2d_forward)(kelp_backend *be, const kelp_conv_desc *d, const void *x, const void *w,
+                                  const float *bias, void *y, void *workspace);
     /* Optional, with batchnorm_fold (NULL: inference graphs run the layers one by one): the forward convolution
      * with its outputs put through an epilogue before they are stored, for the batch norm and ReLU folded into it
      * (graph_fuse.c). The epilogue's scale and shift are backend memory, from batchnorm_fold or the conv's bias. */
-    kelp_status (*conv2d_forward_fused)(kelp_backend *be, const kelp_conv_desc *d, const float *x, const float *w,
-                                        const kelp_conv_epilogue *ep, float *y, void *workspace);
+    kelp_status (*conv2d_forward_fused)(kelp_backend *be, const kelp_conv_desc *d, const void *x, const void *w,
+                                        const kelp_conv_epilogue *ep, void *y, void *workspace);
     /* A batch norm's inference map as scale and shift per channel on a convolution's sum (kernels/ops/batchnorm.h,
      * kelp_bn_fold); conv_bias NULL when the convolution has none. */
     kelp_status (*batchnorm_fold)(kelp_backend *be, int c, const float *gamma, const float *beta,
                                   const float *running_mean, const float *running_var, float eps,
                                   const float *conv_bias, float *scale, float *shift);
-    kelp_status (*conv2d_backward_data)(kelp_backend *be, const kelp_conv_desc *d, const float *dy,
-                                        const float *w, float *dx, void *workspace);
-    kelp_status (*conv2d_backward_filter)(kelp_backend *be, const kelp_conv_desc *d, const float *x,
-                                          const float *dy, float *dw, float *db, void *workspace);
+    kelp_status (*conv2d_backward_data)(kelp_backend *be, const kelp_conv_desc *d, const void *dy,
+                                        const void *w, void *dx, void *workspace);
+    /* dw in d->dtype (a low-precision weight gradient is the graph's, added into the float one once per step);
+     * db float */
+    kelp_status (*conv2d_backward_filter)(kelp_backend *be, const kelp_conv_desc *d, const void *x,
+                                          const void *dy, void *dw, float *db, void *workspace);
 
-    kelp_status (*bias_add)(kelp_backend *be, int64_t rows, int c, const float *bias, float *y);
-    kelp_status (*bias_backward)(kelp_backend *be, int64_t rows, int c, const float *dy, float *db);
+    kelp_status (*bias_add)(kelp_backend *be, kelp_dtype dt, int64_t rows, int c, const float *bias, void *y);
+    kelp_status (*bias_backward)(kelp_backend *be, kelp_dtype dt, int64_t rows, int c, const void *dy, float *db);
 
-    kelp_status (*batchnorm_forward_train)(kelp_backend *be, int64_t rows, int c, const float *x,
+    /* x, y, dx, dy in dt; gamma, beta, statistics and their gradients float */
+    kelp_status (*batchnorm_forward_train)(kelp_backend *be, kelp_dtype dt, int64_t rows, int c, const void *x,
                                            const float *gamma, const float *beta, float *running_mean,
-                                           float *running_var, float momentum, float eps, float *y,
+                                           float *running_var, float momentum, float eps, void *y,
                                            float *save_mean, float *save_invstd);
-    kelp_status (*batchnorm_forward_infer)(kelp_backend *be, int64_t rows, int c, const float *x,
+    kelp_status (*batchnorm_forward_infer)(kelp_backend *be, kelp_dtype dt, int64_t rows, int c, const void *x,
                                            const float *gamma, const float *beta, const float *running_mean,
-                                           const float *running_var, float eps, float *y);
+                                           const float *running_var, float eps, void *y);
     /* eps: the forward's (save_invstd already holds it; cuDNN's backward asks for it again) */
-    kelp_status (*batchnorm_backward)(kelp_backend *be, int64_t rows, int c, const float *x, const float *dy,
-                                      const float *gamma, const float *save_mean, const float *save_invstd,
-                                      float eps, float *dx, float *dgamma, float *dbeta);
-    kelp_status (*batchnorm_backward_infer)(kelp_backend *be, int64_t rows, int c, const float *x,
-                                            const float *dy, const float *gamma, const float *running_mean,
-                                            const float *running_var, float eps, float *dx, float *dgamma,
+    kelp_status (*batchnorm_backward)(kelp_backend *be, kelp_dtype dt, int64_t rows, int c, const void *x,
+                                      const void *dy, const float *gamma, const float *save_mean,
+                                      const float *save_invstd, float eps, void *dx, float *dgamma, float *dbeta);
+    kelp_status (*batchnorm_backward_infer)(kelp_backend *be, kelp_dtype dt, int64_t rows, int c, const void *x,
+                                            const void *dy, const float *gamma, const float *running_mean,
+                                            const float *running_var, float eps, void *dx, float *dgamma,
                                             float *dbeta);
 
-    kelp_status (*activation_forward)(kelp_backend *be, kelp_act_kind kind, float alpha, int64_t n,
-                                      const float *x, float *y);
-    kelp_status (*activation_backward)(kelp_backend *be, kelp_act_kind kind, float alpha, int64_t n,
-                                       const float *x, const float *y, const float *dy, float *dx);
-    kelp_status (*add)(kelp_backend *be, int64_t n, const float *a, const float *b, float *y);
-    kelp_status (*axpy)(kelp_backend *be, int64_t n, float alpha, const float *x, float *y);
+    kelp_status (*activation_forward)(kelp_backend *be, kelp_dtype dt, kelp_act_kind kind, float alpha, int64_t n,
+                                      const void *x, void *y);
+    kelp_status (*activation_backward)(kelp_backend *be, kelp_dtype dt, kelp_act_kind kind, float alpha,
+                                       int64_t n, const void *x, const void *y, const void *dy, void *dx);
+    kelp_status (*add)(kelp_backend *be, kelp_dtype dt, int64_t n, const void *a, const void *b, void *y);
+    kelp_status (*axpy)(kelp_backend *be, kelp_dtype dt, int64_t n, float alpha, const void *x, void *y);
+    /* float only: the optimizer's gradients */
     kelp_status (*scale)(kelp_backend *be, int64_t n, float alpha, float *x);
     /* *counter += delta on one int64 in backend memory, without a round trip (batch norm's num_batches_tracked). */
     kelp_status (*counter_add)(kelp_backend *be, int64_t *counter, int64_t delta);
     /* Sum of squares, returned on the host (synchronizes). */
     kelp_status (*sum_squares)(kelp_backend *be, int64_t n, const float *x, double *out);
 
-    kelp_status (*pool2d_forward)(kelp_backend *be, const kelp_pool_desc *d, const float *x, float *y,
+    kelp_status (*pool2d_forward)(kelp_backend *be, const kelp_pool_desc *d, const void *x, void *y,
                                   int32_t *argmax);
-    kelp_status (*pool2d_backward)(kelp_backend *be, const kelp_pool_desc *d, const float *dy,
-                                   const int32_t *argmax, float *dx);
-    kelp_status (*global_avg_pool_forward)(kelp_backend *be, int n, int hw, int c, const float *x, float *y);
-    kelp_status (*global_avg_pool_backward)(kelp_backend *be, int n, int hw, int c, const float *dy, float *dx);
+    kelp_status (*pool2d_backward)(kelp_backend *be, const kelp_pool_desc *d, const void *dy,
+                                   const int32_t *argmax, void *dx);
+    kelp_status (*global_avg_pool_forward)(kelp_backend *be, kelp_dtype dt, int n, int hw, int c, const void *x,
+                                           void *y);
+    kelp_status (*global_avg_pool_backward)(kelp_backend *be, kelp_dtype dt, int n, int hw, int c, const void *dy,
+                                            void *dx);
 
-    kelp_status (*copy_rows)(kelp_backend *be, int64_t rows, int cols, const float *src, int src_stride,
-                             float *dst, int dst_stride, bool accumulate);
-    kelp_status (*nhwc_to_nchw)(kelp_backend *be, int n, int h, int w, int c, const float *x, float *y);
-    kelp_status (*nchw_to_nhwc_accumulate)(kelp_backend *be, int n, int h, int w, int c, const float *x,
-                                           float *y);
+    /* strides in elements */
+    kelp_status (*copy_rows)(kelp_backend *be, kelp_dtype dt, int64_t rows, int cols, const void *src,
+                             int src_stride, void *dst, int dst_stride, bool accumulate);
+    kelp_status (*nhwc_to_nchw)(kelp_backend *be, kelp_dtype dt, int n, int h, int w, int c, const void *x, void *y);
+    kelp_status (*nchw_to_nhwc_accumulate)(kelp_backend *be, kelp_dtype dt, int n, int h, int w, int c,
+                                           const void *x, void *y);
 
-    kelp_status (*upsample_forward)(kelp_backend *be, const kelp_upsample_desc *d, const float *x, float *y);
-    kelp_status (*upsample_backward)(kelp_backend *be, const kelp_upsample_desc *d, const float *dy, float *dx);
+    kelp_status (*upsample_forward)(kelp_backend *be, const kelp_upsample_desc *d, const void *x, void *y);
+    kelp_status (*upsample_backward)(kelp_backend *be, const kelp_upsample_desc *d, const void *dy, void *dx);
 
-    kelp_status (*dropout_forward)(kelp_backend *be, int64_t n, float p, uint64_t seed, uint64_t offset,
-                                   const float *x, float *y, uint8_t *mask);
-    kelp_status (*dropout_backward)(kelp_backend *be, int64_t n, float p, const uint8_t *mask, const float *dy,
-                                    float *dx);
+    kelp_status (*dropout_forward)(kelp_backend *be, kelp_dtype dt, int64_t n, float p, uint64_t seed,
+                                   uint64_t offset, const void *x, void *y, uint8_t *mask);
+    kelp_status (*dropout_backward)(kelp_backend *be, kelp_dtype dt, int64_t n, float p, const uint8_t *mask,
+                                    const void *dy, void *dx);
 
-    /* loss is a device scalar; probs (M,K) and norm (1) are saved for backward; dloss is a device scalar */
-    kelp_status (*softmax_xent_forward)(kelp_backend *be, const kelp_xent_desc *d, const float *logits,
+    /* logits and dlogits in d->dtype; loss is a float device scalar; probs (M,K) float and norm (1) are saved
+     * for backward; dloss is a float device scalar */
+    kelp_status (*softmax_xent_forward)(kelp_backend *be, const kelp_xent_desc *d, const void *logits,
                                         const int32_t *labels, const float *class_weights, float *loss,
                                         float *probs, float *norm);
     kelp_status (*softmax_xent_backward)(kelp_backend *be, const kelp_xent_desc *d, const float *probs,
                                          const int32_t *labels, const float *class_weights, const float *norm,
-                                         const float *dloss, float *dlogits);
+                                         const float *dloss, void *dlogits);
 
     kelp_status (*sgd_step)(kelp_backend *be, int64_t n, const kelp_sgd_params *p, float *param,
                             const float *grad, float *momentum_buf);
@@ -161,7 +180,7 @@ typedef struct kelp_backend_iface {
      * bytes (a quarter of the floats) and the device normalizes. The caller may reuse `host_pixels` as soon as
      * this returns; a device backend copies them on a stream of its own, overlapping the work already queued, and
      * orders the normalization after the copy. */
-    kelp_status (*prepare_images)(kelp_backend *be, const kelp_prep_desc *d, const uint8_t *host_pixels, float *out);
+    kelp_status (*prepare_images)(kelp_backend *be, const kelp_prep_desc *d, const uint8_t *host_pixels, void *out);
 } kelp_backend_iface;
 
 struct kelp_backend {

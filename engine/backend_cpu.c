@@ -1,5 +1,6 @@
 /* The CPU backend: host memory and the kernels of kernels/cpu. It is the reference every other backend is tested
- * against, so it wraps the kernels without adding behaviour of its own. */
+ * against, so it wraps the kernels without adding behaviour of its own; BF16 and F16 activations reach the float
+ * kernels as float copies (backend_cpu_lowp.h). */
 #include "engine/backend.h"
 
 #include <stdlib.h>
@@ -9,6 +10,7 @@
 #include <omp.h>
 #endif
 
+#include "engine/backend_cpu_lowp.h"
 #include "kernels/cpu/cpu_kernels.h"
 #include "kernels/ops/batchnorm.h"
 
@@ -24,10 +26,16 @@ static void cpu_destroy(kelp_backend *be)
     free(be);
 }
 
+/* Every op on float storage; BF16 and F16 activations through float scratch. The optimizers update the float
+ * master parameters only. */
 static bool cpu_supports(kelp_backend *be, kelp_op op, kelp_dtype dtype)
 {
     (void)be;
-    return op < KELP_OP_COUNT && dtype == KELP_F32;
+    if ((unsigned)op >= KELP_OP_COUNT)
+        return false;
+    if (op == KELP_OP_SGD || op == KELP_OP_ADAMW)
+        return dtype == KELP_F32;
+    return dtype == KELP_F32 || dtype == KELP_BF16 || dtype == KELP_F16;
 }
 
 /* Host buffers are 64-byte aligned: full cache lines and AVX-512 friendly loads. */
@@ -71,117 +79,210 @@ static kelp_status cpu_synchronize(kelp_backend *be)
     return KELP_OK;
 }
 
-static kelp_status cpu_gemm(kelp_backend *be, bool ta, bool tb, int m, int n, int k, float alpha, const float *a,
-                            int lda, const float *b, int ldb, float beta, float *c, int ldc)
+/* ---- ops on activations: each names its storage type; BF16 and F16 go through float scratch
+ * (backend_cpu_lowp.h), F32 straight to the kernel ---- */
+
+static kelp_status cpu_gemm(kelp_backend *be, kelp_dtype dt, bool ta, bool tb, int m, int n, int k, float alpha,
+                            const void *a, int lda, const void *b, int ldb, float beta, void *c, int ldc)
 {
-    kelp_cpu_gemm(threads_of(be), ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
+    kelp_lowp_scope s;
+    kelp_lowp_begin(&s, "gemm", dt, threads_of(be));
+    /* A is stored (K,M) when transposed, B (N,K) */
+    const float *fa = kelp_lowp_in_rows(&s, a, ta ? k : m, ta ? m : k, &lda);
+    const float *fb = kelp_lowp_in_rows(&s, b, tb ? n : k, tb ? k : n, &ldb);
+    float *fc = kelp_lowp_out_rows(&s, c, m, n, &ldc, beta != 0.0f);
+    if (kelp_lowp_ok(&s))
+        kelp_cpu_gemm(threads_of(be), ta, tb, m, n, k, alpha, fa, lda, fb, ldb, beta, fc, ldc);
+    return kelp_lowp_end(&s);
+}
+
+static kelp_status cpu_convert(kelp_backend *be, int64_t n, kelp_dtype src_dt, const void *x, kelp_dtype dst_dt,
+                               void *y, bool accumulate)
+{
+    KELP_TRY(kelp_lowp_check("convert", src_dt));
+    KELP_TRY(kelp_lowp_check("convert", dst_dt));
+    kelp_lowp_convert(threads_of(be), n, src_dt, x, dst_dt, y, accumulate);
     return KELP_OK;
 }
 
+static int64_t conv_x_len(const kelp_conv_desc *d) { return (int64_t)d->n * d->h * d->w * d->c; }
+static int64_t conv_w_len(const kelp_conv_desc *d)
+{
+    return d->groups > 0 ? (int64_t)d->k * d->r * d->s * (d->c / d->groups) : 0;
+}
+static int64_t conv_y_len(const kelp_conv_desc *d) { return (int64_t)d->n * d->oh * d->ow * d->k; }
+
 static kelp_status cpu_conv2d_workspace(kelp_backend *be, const kelp_conv_desc *d, size_t *out)
 {
+    KELP_TRY(kelp_lowp_check("conv2d_workspace", d->dtype));
+    /* the kernels see float copies, so the float workspace serves every dtype */
     *out = kelp_cpu_conv2d_workspace(threads_of(be), d);
     return KELP_OK;
 }
 
-static kelp_status cpu_conv2d_forward(kelp_backend *be, const kelp_conv_desc *d, const float *x, const float *w,
-                                      const float *bias, float *y, void *ws)
+static kelp_status cpu_conv2d_forward_fused(kelp_backend *be, const kelp_conv_desc *d, const void *x,
+                                            const void *w, const kelp_conv_epilogue *ep, void *y, void *ws)
+{
+    kelp_lowp_scope s;
+    kelp_lowp_begin(&s, "conv2d_forward", d->dtype, threads_of(be));
+    const float *fx = kelp_lowp_in(&s, x, conv_x_len(d)), *fw = kelp_lowp_in(&s, w, conv_w_len(d));
+    float *fy = kelp_lowp_out(&s, y, conv_y_len(d), false);
+    if (kelp_lowp_ok(&s))
+        kelp_cpu_conv2d_forward(threads_of(be), d, fx, fw, ep, fy, ws);
+    return kelp_lowp_end(&s);
+}
+
+static kelp_status cpu_conv2d_forward(kelp_backend *be, const kelp_conv_desc *d, const void *x, const void *w,
+                                      const float *bias, void *y, void *ws)
 {
     const kelp_conv_epilogue ep = {.shift = bias};
-    kelp_cpu_conv2d_forward(threads_of(be), d, x, w, &ep, y, ws);
-    return KELP_OK;
+    return cpu_conv2d_forward_fused(be, d, x, w, &ep, y, ws);
 }
 
-static kelp_status cpu_conv2d_forward_fused(kelp_backend *be, const kelp_conv_desc *d, const float *x,
-                                            const float *w, const kelp_conv_epilogue *ep, float *y, void *ws)
+static kelp_status cpu_conv2d_backward_data(kelp_backend *be, const kelp_conv_desc *d, const void *dy,
+                                            const void *w, void *dx, void *ws)
 {
-    kelp_cpu_conv2d_forward(threads_of(be), d, x, w, ep, y, ws);
-    return KELP_OK;
+    kelp_lowp_scope s;
+    kelp_lowp_begin(&s, "conv2d_backward_data", d->dtype, threads_of(be));
+    const float *fdy = kelp_lowp_in(&s, dy, conv_y_len(d)), *fw = kelp_lowp_in(&s, w, conv_w_len(d));
+    float *fdx = kelp_lowp_out(&s, dx, conv_x_len(d), true);
+    if (kelp_lowp_ok(&s))
+        kelp_cpu_conv2d_backward_data(threads_of(be), d, fdy, fw, fdx, ws);
+    return kelp_lowp_end(&s);
 }
 
-static kelp_status cpu_conv2d_backward_data(kelp_backend *be, const kelp_conv_desc *d, const float *dy,
-                                            const float *w, float *dx, void *ws)
+static kelp_status cpu_conv2d_backward_filter(kelp_backend *be, const kelp_conv_desc *d, const void *x,
+                                              const void *dy, void *dw, float *db, void *ws)
 {
-    kelp_cpu_conv2d_backward_data(threads_of(be), d, dy, w, dx, ws);
-    return KELP_OK;
+    kelp_lowp_scope s;
+    kelp_lowp_begin(&s, "conv2d_backward_filter", d->dtype, threads_of(be));
+    const float *fx = kelp_lowp_in(&s, x, conv_x_len(d)), *fdy = kelp_lowp_in(&s, dy, conv_y_len(d));
+    float *fdw = kelp_lowp_out(&s, dw, conv_w_len(d), true);
+    if (kelp_lowp_ok(&s))
+        kelp_cpu_conv2d_backward_filter(threads_of(be), d, fx, fdy, fdw, db, ws);
+    return kelp_lowp_end(&s);
 }
 
-static kelp_status cpu_conv2d_backward_filter(kelp_backend *be, const kelp_conv_desc *d, const float *x,
-                                              const float *dy, float *dw, float *db, void *ws)
+static kelp_status cpu_bias_add(kelp_backend *be, kelp_dtype dt, int64_t rows, int c, const float *bias, void *y)
 {
-    kelp_cpu_conv2d_backward_filter(threads_of(be), d, x, dy, dw, db, ws);
-    return KELP_OK;
+    kelp_lowp_scope s;
+    kelp_lowp_begin(&s, "bias_add", dt, threads_of(be));
+    float *fy = kelp_lowp_out(&s, y, rows * c, true);
+    if (kelp_lowp_ok(&s))
+        kelp_cpu_bias_add(threads_of(be), rows, c, bias, fy);
+    return kelp_lowp_end(&s);
 }
 
-static kelp_status cpu_bias_add(kelp_backend *be, int64_t rows, int c, const float *bias, float *y)
+static kelp_status cpu_bias_backward(kelp_backend *be, kelp_dtype dt, int64_t rows, int c, const void *dy,
+                                     float *db)
 {
-    kelp_cpu_bias_add(threads_of(be), rows, c, bias, y);
-    return KELP_OK;
+    kelp_lowp_scope s;
+    kelp_lowp_begin(&s, "bias_backward", dt, threads_of(be));
+    const float *fdy = kelp_lowp_in(&s, dy, rows * c);
+    if (kelp_lowp_ok(&s))
+        kelp_cpu_bias_backward(threads_of(be), rows, c, fdy, db);
+    return kelp_lowp_end(&s);
 }
 
-static kelp_status cpu_bias_backward(kelp_backend *be, int64_t rows, int c, const float *dy, float *db)
+static kelp_status cpu_bn_train(kelp_backend *be, kelp_dtype dt, int64_t rows, int c, const void *x,
+                                const float *gamma, const float *beta, float *rm, float *rv, float momentum,
+                                float eps, void *y, float *save_mean, float *save_invstd)
 {
-    kelp_cpu_bias_backward(threads_of(be), rows, c, dy, db);
-    return KELP_OK;
+    kelp_lowp_scope s;
+    kelp_lowp_begin(&s, "batchnorm_forward_train", dt, threads_of(be));
+    const float *fx = kelp_lowp_in(&s, x, rows * c);
+    float *fy = kelp_lowp_out(&s, y, rows * c, false);
+    if (kelp_lowp_ok(&s))
+        kelp_cpu_batchnorm_forward_train(threads_of(be), rows, c, fx, gamma, beta, rm, rv, momentum, eps, fy,
+                                         save_mean, save_invstd);
+    return kelp_lowp_end(&s);
 }
 
-static kelp_status cpu_bn_train(kelp_backend *be, int64_t rows, int c, const float *x, const float *gamma,
-                                const float *beta, float *rm, float *rv, float momentum, float eps, float *y,
-                                float *save_mean, float *save_invstd)
+static kelp_status cpu_bn_infer(kelp_backend *be, kelp_dtype dt, int64_t rows, int c, const void *x,
+                                const float *gamma, const float *beta, const float *rm, const float *rv, float eps,
+                                void *y)
 {
-    kelp_cpu_batchnorm_forward_train(threads_of(be), rows, c, x, gamma, beta, rm, rv, momentum, eps, y, save_mean,
-                                     save_invstd);
-    return KELP_OK;
+    kelp_lowp_scope s;
+    kelp_lowp_begin(&s, "batchnorm_forward_infer", dt, threads_of(be));
+    const float *fx = kelp_lowp_in(&s, x, rows * c);
+    float *fy = kelp_lowp_out(&s, y, rows * c, false);
+    if (kelp_lowp_ok(&s))
+        kelp_cpu_batchnorm_forward_infer(threads_of(be), rows, c, fx, gamma, beta, rm, rv, eps, fy);
+    return kelp_lowp_end(&s);
 }
 
-static kelp_status cpu_bn_infer(kelp_backend *be, int64_t rows, int c, const float *x, const float *gamma,
-                                const float *beta, const float *rm, const float *rv, float eps, float *y)
-{
-    kelp_cpu_batchnorm_forward_infer(threads_of(be), rows, c, x, gamma, beta, rm, rv, eps, y);
-    return KELP_OK;
-}
-
-static kelp_status cpu_bn_backward(kelp_backend *be, int64_t rows, int c, const float *x, const float *dy,
-                                   const float *gamma, const float *save_mean, const float *save_invstd, float eps,
-                                   float *dx, float *dgamma, float *dbeta)
+static kelp_status cpu_bn_backward(kelp_backend *be, kelp_dtype dt, int64_t rows, int c, const void *x,
+                                   const void *dy, const float *gamma, const float *save_mean,
+                                   const float *save_invstd, float eps, void *dx, float *dgamma, float *dbeta)
 {
     (void)eps; /* in save_invstd */
-    kelp_cpu_batchnorm_backward(threads_of(be), rows, c, x, dy, gamma, save_mean, save_invstd, dx, dgamma, dbeta);
-    return KELP_OK;
+    kelp_lowp_scope s;
+    kelp_lowp_begin(&s, "batchnorm_backward", dt, threads_of(be));
+    const float *fx = kelp_lowp_in(&s, x, rows * c), *fdy = kelp_lowp_in(&s, dy, rows * c);
+    float *fdx = kelp_lowp_out(&s, dx, rows * c, true);
+    if (kelp_lowp_ok(&s))
+        kelp_cpu_batchnorm_backward(threads_of(be), rows, c, fx, fdy, gamma, save_mean, save_invstd, fdx, dgamma,
+                                    dbeta);
+    return kelp_lowp_end(&s);
 }
 
-static kelp_status cpu_bn_backward_infer(kelp_backend *be, int64_t rows, int c, const float *x, const float *dy,
-                                         const float *gamma, const float *rm, const float *rv, float eps, float *dx,
-                                         float *dgamma, float *dbeta)
+static kelp_status cpu_bn_backward_infer(kelp_backend *be, kelp_dtype dt, int64_t rows, int c, const void *x,
+                                         const void *dy, const float *gamma, const float *rm, const float *rv,
+                                         float eps, void *dx, float *dgamma, float *dbeta)
 {
-    kelp_cpu_batchnorm_backward_infer(threads_of(be), rows, c, x, dy, gamma, rm, rv, eps, dx, dgamma, dbeta);
-    return KELP_OK;
+    kelp_lowp_scope s;
+    kelp_lowp_begin(&s, "batchnorm_backward_infer", dt, threads_of(be));
+    const float *fx = kelp_lowp_in(&s, x, rows * c), *fdy = kelp_lowp_in(&s, dy, rows * c);
+    float *fdx = kelp_lowp_out(&s, dx, rows * c, true);
+    if (kelp_lowp_ok(&s))
+        kelp_cpu_batchnorm_backward_infer(threads_of(be), rows, c, fx, fdy, gamma, rm, rv, eps, fdx, dgamma, dbeta);
+    return kelp_lowp_end(&s);
 }
 
-static kelp_status cpu_act_forward(kelp_backend *be, kelp_act_kind kind, float alpha, int64_t n, const float *x,
-                                   float *y)
+static kelp_status cpu_act_forward(kelp_backend *be, kelp_dtype dt, kelp_act_kind kind, float alpha, int64_t n,
+                                   const void *x, void *y)
 {
-    kelp_cpu_activation_forward(threads_of(be), kind, alpha, n, x, y);
-    return KELP_OK;
+    kelp_lowp_scope s;
+    kelp_lowp_begin(&s, "activation_forward", dt, threads_of(be));
+    const float *fx = kelp_lowp_in(&s, x, n);
+    float *fy = kelp_lowp_out(&s, y, n, false);
+    if (kelp_lowp_ok(&s))
+        kelp_cpu_activation_forward(threads_of(be), kind, alpha, n, fx, fy);
+    return kelp_lowp_end(&s);
 }
 
-static kelp_status cpu_act_backward(kelp_backend *be, kelp_act_kind kind, float alpha, int64_t n, const float *x,
-                                    const float *y, const float *dy, float *dx)
+static kelp_status cpu_act_backward(kelp_backend *be, kelp_dtype dt, kelp_act_kind kind, float alpha, int64_t n,
+                                    const void *x, const void *y, const void *dy, void *dx)
 {
-    kelp_cpu_activation_backward(threads_of(be), kind, alpha, n, x, y, dy, dx);
-    return KELP_OK;
+    kelp_lowp_scope s;
+    kelp_lowp_begin(&s, "activation_backward", dt, threads_of(be));
+    const float *fx = kelp_lowp_in(&s, x, n), *fy = kelp_lowp_in(&s, y, n), *fdy = kelp_lowp_in(&s, dy, n);
+    float *fdx = kelp_lowp_out(&s, dx, n, true);
+    if (kelp_lowp_ok(&s))
+        kelp_cpu_activation_backward(threads_of(be), kind, alpha, n, fx, fy, fdy, fdx);
+    return kelp_lowp_end(&s);
 }
 
-static kelp_status cpu_add(kelp_backend *be, int64_t n, const float *a, const float *b, float *y)
+static kelp_status cpu_add(kelp_backend *be, kelp_dtype dt, int64_t n, const void *a, const void *b, void *y)
 {
-    kelp_cpu_add(threads_of(be), n, a, b, y);
-    return KELP_OK;
+    kelp_lowp_scope s;
+    kelp_lowp_begin(&s, "add", dt, threads_of(be));
+    const float *fa = kelp_lowp_in(&s, a, n), *fb = kelp_lowp_in(&s, b, n);
+    float *fy = kelp_lowp_out(&s, y, n, false);
+    if (kelp_lowp_ok(&s))
+        kelp_cpu_add(threads_of(be), n, fa, fb, fy);
+    return kelp_lowp_end(&s);
 }
 
-static kelp_status cpu_axpy(kelp_backend *be, int64_t n, float alpha, const float *x, float *y)
+static kelp_status cpu_axpy(kelp_backend *be, kelp_dtype dt, int64_t n, float alpha, const void *x, void *y)
 {
-    kelp_cpu_axpy(threads_of(be), n, alpha, x, y);
-    return KELP_OK;
+    kelp_lowp_scope s;
+    kelp_lowp_begin(&s, "axpy", dt, threads_of(be));
+    const float *fx = kelp_lowp_in(&s, x, n);
+    float *fy = kelp_lowp_out(&s, y, n, true);
+    if (kelp_lowp_ok(&s))
+        kelp_cpu_axpy(threads_of(be), n, alpha, fx, fy);
+    return kelp_lowp_end(&s);
 }
 
 static kelp_status cpu_scale(kelp_backend *be, int64_t n, float alpha, float *x)
@@ -196,81 +297,155 @@ static kelp_status cpu_sum_squares(kelp_backend *be, int64_t n, const float *x, 
     return KELP_OK;
 }
 
-static kelp_status cpu_pool_forward(kelp_backend *be, const kelp_pool_desc *d, const float *x, float *y,
+static int64_t pool_x_len(const kelp_pool_desc *d) { return (int64_t)d->n * d->h * d->w * d->c; }
+static int64_t pool_y_len(const kelp_pool_desc *d) { return (int64_t)d->n * d->oh * d->ow * d->c; }
+
+static kelp_status cpu_pool_forward(kelp_backend *be, const kelp_pool_desc *d, const void *x, void *y,
                                     int32_t *argmax)
 {
-    kelp_cpu_pool2d_forward(threads_of(be), d, x, y, argmax);
-    return KELP_OK;
+    kelp_lowp_scope s;
+    kelp_lowp_begin(&s, "pool2d_forward", d->dtype, threads_of(be));
+    const float *fx = kelp_lowp_in(&s, x, pool_x_len(d));
+    float *fy = kelp_lowp_out(&s, y, pool_y_len(d), false);
+    if (kelp_lowp_ok(&s))
+        kelp_cpu_pool2d_forward(threads_of(be), d, fx, fy, argmax);
+    return kelp_lowp_end(&s);
 }
 
-static kelp_status cpu_pool_backward(kelp_backend *be, const kelp_pool_desc *d, const float *dy,
-                                     const int32_t *argmax, float *dx)
+static kelp_status cpu_pool_backward(kelp_backend *be, const kelp_pool_desc *d, const void *dy,
+                                     const int32_t *argmax, void *dx)
 {
-    kelp_cpu_pool2d_backward(threads_of(be), d, dy, argmax, dx);
-    return KELP_OK;
+    kelp_lowp_scope s;
+    kelp_lowp_begin(&s, "pool2d_backward", d->dtype, threads_of(be));
+    const float *fdy = kelp_lowp_in(&s, dy, pool_y_len(d));
+    float *fdx = kelp_lowp_out(&s, dx, pool_x_len(d), true);
+    if (kelp_lowp_ok(&s))
+        kelp_cpu_pool2d_backward(threads_of(be), d, fdy, argmax, fdx);
+    return kelp_lowp_end(&s);
 }
 
-static kelp_status cpu_gap_forward(kelp_backend *be, int n, int hw, int c, const float *x, float *y)
+static kelp_status cpu_gap_forward(kelp_backend *be, kelp_dtype dt, int n, int hw, int c, const void *x, void *y)
 {
-    kelp_cpu_global_avg_pool_forward(threads_of(be), n, hw, c, x, y);
-    return KELP_OK;
+    kelp_lowp_scope s;
+    kelp_lowp_begin(&s, "global_avg_pool_forward", dt, threads_of(be));
+    const float *fx = kelp_lowp_in(&s, x, (int64_t)n * hw * c);
+    float *fy = kelp_lowp_out(&s, y, (int64_t)n * c, false);
+    if (kelp_lowp_ok(&s))
+        kelp_cpu_global_avg_pool_forward(threads_of(be), n, hw, c, fx, fy);
+    return kelp_lowp_end(&s);
 }
 
-static kelp_status cpu_gap_backward(kelp_backend *be, int n, int hw, int c, const float *dy, float *dx)
+static kelp_status cpu_gap_backward(kelp_backend *be, kelp_dtype dt, int n, int hw, int c, const void *dy,
+                                    void *dx)
 {
-    kelp_cpu_global_avg_pool_backward(threads_of(be), n, hw, c, dy, dx);
-    return KELP_OK;
+    kelp_lowp_scope s;
+    kelp_lowp_begin(&s, "global_avg_pool_backward", dt, threads_of(be));
+    const float *fdy = kelp_lowp_in(&s, dy, (int64_t)n * c);
+    float *fdx = kelp_lowp_out(&s, dx, (int64_t)n * hw * c, true);
+    if (kelp_lowp_ok(&s))
+        kelp_cpu_global_avg_pool_backward(threads_of(be), n, hw, c, fdy, fdx);
+    return kelp_lowp_end(&s);
 }
 
-static kelp_status cpu_copy_rows(kelp_backend *be, int64_t rows, int cols, const float *src, int src_stride,
-                                 float *dst, int dst_stride, bool accumulate)
+/* Only the copied columns are widened and narrowed: the rest of a concat's rows belongs to other inputs. */
+static kelp_status cpu_copy_rows(kelp_backend *be, kelp_dtype dt, int64_t rows, int cols, const void *src,
+                                 int src_stride, void *dst, int dst_stride, bool accumulate)
 {
-    kelp_cpu_copy_rows(threads_of(be), rows, cols, src, src_stride, dst, dst_stride, accumulate);
-    return KELP_OK;
+    kelp_lowp_scope s;
+    kelp_lowp_begin(&s, "copy_rows", dt, threads_of(be));
+    const float *fsrc = kelp_lowp_in_rows(&s, src, rows, cols, &src_stride);
+    float *fdst = kelp_lowp_out_rows(&s, dst, rows, cols, &dst_stride, accumulate);
+    if (kelp_lowp_ok(&s))
+        kelp_cpu_copy_rows(threads_of(be), rows, cols, fsrc, src_stride, fdst, dst_stride, accumulate);
+    return kelp_lowp_end(&s);
 }
 
-static kelp_status cpu_nhwc_to_nchw(kelp_backend *be, int n, int h, int w, int c, const float *x, float *y)
+static kelp_status cpu_nhwc_to_nchw(kelp_backend *be, kelp_dtype dt, int n, int h, int w, int c, const void *x,
+                                    void *y)
 {
-    kelp_cpu_nhwc_to_nchw(threads_of(be), n, h, w, c, x, y);
-    return KELP_OK;
+    const int64_t len = (int64_t)n * h * w * c;
+    kelp_lowp_scope s;
+    kelp_lowp_begin(&s, "nhwc_to_nchw", dt, threads_of(be));
+    const float *fx = kelp_lowp_in(&s, x, len);
+    float *fy = kelp_lowp_out(&s, y, len, false);
+    if (kelp_lowp_ok(&s))
+        kelp_cpu_nhwc_to_nchw(threads_of(be), n, h, w, c, fx, fy);
+    return kelp_lowp_end(&s);
 }
 
-static kelp_status cpu_nchw_to_nhwc_acc(kelp_backend *be, int n, int h, int w, int c, const float *x, float *y)
+static kelp_status cpu_nchw_to_nhwc_acc(kelp_backend *be, kelp_dtype dt, int n, int h, int w, int c,
+                                        const void *x, void *y)
 {
-    kelp_cpu_nchw_to_nhwc_accumulate(threads_of(be), n, h, w, c, x, y);
-    return KELP_OK;
+    const int64_t len = (int64_t)n * h * w * c;
+    kelp_lowp_scope s;
+    kelp_lowp_begin(&s, "nchw_to_nhwc_accumulate", dt, threads_of(be));
+    const float *fx = kelp_lowp_in(&s, x, len);
+    float *fy = kelp_lowp_out(&s, y, len, true);
+    if (kelp_lowp_ok(&s))
+        kelp_cpu_nchw_to_nhwc_accumulate(threads_of(be), n, h, w, c, fx, fy);
+    return kelp_lowp_end(&s);
 }
 
-static kelp_status cpu_upsample_forward(kelp_backend *be, const kelp_upsample_desc *d, const float *x, float *y)
+static int64_t upsample_x_len(const kelp_upsample_desc *d) { return (int64_t)d->n * d->h * d->w * d->c; }
+static int64_t upsample_y_len(const kelp_upsample_desc *d) { return (int64_t)d->n * d->oh * d->ow * d->c; }
+
+static kelp_status cpu_upsample_forward(kelp_backend *be, const kelp_upsample_desc *d, const void *x, void *y)
 {
-    kelp_cpu_upsample_forward(threads_of(be), d, x, y);
-    return KELP_OK;
+    kelp_lowp_scope s;
+    kelp_lowp_begin(&s, "upsample_forward", d->dtype, threads_of(be));
+    const float *fx = kelp_lowp_in(&s, x, upsample_x_len(d));
+    float *fy = kelp_lowp_out(&s, y, upsample_y_len(d), false);
+    if (kelp_lowp_ok(&s))
+        kelp_cpu_upsample_forward(threads_of(be), d, fx, fy);
+    return kelp_lowp_end(&s);
 }
 
-static kelp_status cpu_upsample_backward(kelp_backend *be, const kelp_upsample_desc *d, const float *dy, float *dx)
+static kelp_status cpu_upsample_backward(kelp_backend *be, const kelp_upsample_desc *d, const void *dy, void *dx)
 {
-    kelp_cpu_upsample_backward(threads_of(be), d, dy, dx);
-    return KELP_OK;
+    kelp_lowp_scope s;
+    kelp_lowp_begin(&s, "upsample_backward", d->dtype, threads_of(be));
+    const float *fdy = kelp_lowp_in(&s, dy, upsample_y_len(d));
+    float *fdx = kelp_lowp_out(&s, dx, upsample_x_len(d), true);
+    if (kelp_lowp_ok(&s))
+        kelp_cpu_upsample_backward(threads_of(be), d, fdy, fdx);
+    return kelp_lowp_end(&s);
 }
 
-static kelp_status cpu_dropout_forward(kelp_backend *be, int64_t n, float p, uint64_t seed, uint64_t offset,
-                                       const float *x, float *y, uint8_t *mask)
+static kelp_status cpu_dropout_forward(kelp_backend *be, kelp_dtype dt, int64_t n, float p, uint64_t seed,
+                                       uint64_t offset, const void *x, void *y, uint8_t *mask)
 {
-    kelp_cpu_dropout_forward(threads_of(be), n, p, seed, offset, x, y, mask);
-    return KELP_OK;
+    kelp_lowp_scope s;
+    kelp_lowp_begin(&s, "dropout_forward", dt, threads_of(be));
+    const float *fx = kelp_lowp_in(&s, x, n);
+    float *fy = kelp_lowp_out(&s, y, n, false);
+    if (kelp_lowp_ok(&s))
+        kelp_cpu_dropout_forward(threads_of(be), n, p, seed, offset, fx, fy, mask);
+    return kelp_lowp_end(&s);
 }
 
-static kelp_status cpu_dropout_backward(kelp_backend *be, int64_t n, float p, const uint8_t *mask,
-                                        const float *dy, float *dx)
+static kelp_status cpu_dropout_backward(kelp_backend *be, kelp_dtype dt, int64_t n, float p, const uint8_t *mask,
+                                        const void *dy, void *dx)
 {
-    kelp_cpu_dropout_backward(threads_of(be), n, p, mask, dy, dx);
-    return KELP_OK;
+    kelp_lowp_scope s;
+    kelp_lowp_begin(&s, "dropout_backward", dt, threads_of(be));
+    const float *fdy = kelp_lowp_in(&s, dy, n);
+    float *fdx = kelp_lowp_out(&s, dx, n, true);
+    if (kelp_lowp_ok(&s))
+        kelp_cpu_dropout_backward(threads_of(be), n, p, mask, fdy, fdx);
+    return kelp_lowp_end(&s);
 }
 
-static kelp_status cpu_xent_forward(kelp_backend *be, const kelp_xent_desc *d, const float *logits,
+static kelp_status cpu_xent_forward(kelp_backend *be, const kelp_xent_desc *d, const void *logits,
                                     const int32_t *labels, const float *w, float *loss, float *probs, float *norm)
 {
-    if (kelp_cpu_softmax_xent_forward(threads_of(be), d, logits, labels, w, loss, probs, norm) != 0)
+    kelp_lowp_scope s;
+    kelp_lowp_begin(&s, "softmax_xent_forward", d->dtype, threads_of(be));
+    const float *flogits = kelp_lowp_in(&s, logits, d->rows * d->classes);
+    int bad_label = 0;
+    if (kelp_lowp_ok(&s))
+        bad_label = kelp_cpu_softmax_xent_forward(threads_of(be), d, flogits, labels, w, loss, probs, norm);
+    KELP_TRY(kelp_lowp_end(&s));
+    if (bad_label)
         return kelp_set_error(KELP_ERR_INVALID_ARG,
                               "softmax_cross_entropy: a label is outside [0, %d) and is not the ignore index %d",
                               d->classes, d->ignore_index);
@@ -279,10 +454,14 @@ static kelp_status cpu_xent_forward(kelp_backend *be, const kelp_xent_desc *d, c
 
 static kelp_status cpu_xent_backward(kelp_backend *be, const kelp_xent_desc *d, const float *probs,
                                      const int32_t *labels, const float *w, const float *norm, const float *dloss,
-                                     float *dlogits)
+                                     void *dlogits)
 {
-    kelp_cpu_softmax_xent_backward(threads_of(be), d, probs, labels, w, norm, *dloss, dlogits);
-    return KELP_OK;
+    kelp_lowp_scope s;
+    kelp_lowp_begin(&s, "softmax_xent_backward", d->dtype, threads_of(be));
+    float *fdlogits = kelp_lowp_out(&s, dlogits, d->rows * d->classes, true);
+    if (kelp_lowp_ok(&s))
+        kelp_cpu_softmax_xent_backward(threads_of(be), d, probs, labels, w, norm, *dloss, fdlogits);
+    return kelp_lowp_end(&s);
 }
 
 static kelp_status cpu_sgd(kelp_backend *be, int64_t n, const kelp_sgd_params *p, float *param, const float *grad,
@@ -299,9 +478,11 @@ static kelp_status cpu_adamw(kelp_backend *be, int64_t n, const kelp_adamw_param
     return KELP_OK;
 }
 
+/* The kernel stores d->dtype itself: there is nothing to widen. */
 static kelp_status cpu_prepare_images(kelp_backend *be, const kelp_prep_desc *d, const uint8_t *host_pixels,
-                                      float *out)
+                                      void *out)
 {
+    KELP_TRY(kelp_lowp_check("prepare_images", d->dtype));
     kelp_cpu_prepare_images(threads_of(be), d, host_pixels, out);
     return KELP_OK;
 }
@@ -335,6 +516,7 @@ static const kelp_backend_iface cpu_iface = {
     .download = cpu_copy,
     .synchronize = cpu_synchronize,
     .gemm = cpu_gemm,
+    .convert = cpu_convert,
     .conv2d_workspace = cpu_conv2d_workspace,
     .conv2d_forward = cpu_conv2d_forward,
     .conv2d_forward_fused = cpu_conv2d_forward_fused,
@@ -411,7 +593,7 @@ const char *kelp_op_name(kelp_op op)
     static const char *const names[KELP_OP_COUNT] = {
         "gemm",    "conv2d",  "bias",     "batchnorm", "activation",  "elementwise", "pool2d", "global_avg_pool",
         "copy_rows", "layout", "upsample", "dropout",  "softmax_xent", "sgd",        "adamw",
-        "prepare_images",
+        "prepare_images", "convert",
     };
     return op < KELP_OP_COUNT ? names[op] : "unknown";
 }

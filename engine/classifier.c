@@ -175,7 +175,7 @@ static kelp_status classify_input(kelp_classifier *c, int n, float *probabilitie
 {
     kelp_tensor *y = kelp_graph_output(c->g, 0);
     KELP_TRY(kelp_graph_forward(c->g));
-    KELP_TRY(kelp_tensor_download(y, c->logits, kelp_tensor_bytes(y)));
+    KELP_TRY(kelp_tensor_download_floats(y, c->logits, kelp_shape_numel(&y->shape)));
     softmax_rows(c->logits, n, c->classes, probabilities);
     return KELP_OK;
 }
@@ -184,7 +184,7 @@ kelp_status kelp_classifier_run(kelp_classifier *c, const float *images, int n, 
 {
     KELP_TRY(kelp_graph_set_batch(c->g, n));
     kelp_tensor *x = kelp_graph_input(c->g, 0);
-    KELP_TRY(kelp_tensor_upload(x, images, kelp_tensor_bytes(x)));
+    KELP_TRY(kelp_tensor_upload_floats(x, images, kelp_shape_numel(&x->shape)));
     return classify_input(c, n, probabilities);
 }
 

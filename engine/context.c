@@ -5,6 +5,7 @@
 
 #include "engine/backend.h"
 #include "kelp/kelp.h"
+#include "kernels/ops/half.h"
 
 #if KELP_HAVE_CUDA
 #include "kernels/cuda/backend_cuda.h"
@@ -134,6 +135,48 @@ kelp_status kelp_tensor_download(const kelp_tensor *t, void *host, size_t bytes)
 {
     KELP_TRY(check_bytes(t, bytes, "download"));
     return t->backend->iface->download(t->backend, host, t->data, bytes);
+}
+
+/* Checks that `count` floats fill t, and gives the 16-bit host buffer a low-precision tensor goes through. */
+static kelp_status floats_staging(const kelp_tensor *t, int64_t count, const char *what, uint16_t **half)
+{
+    *half = NULL;
+    if (!kelp_dtype_is_float(t->dtype))
+        return kelp_set_error(KELP_ERR_INVALID_ARG, "tensor %s: floats into a %s tensor", what,
+                              kelp_dtype_name(t->dtype));
+    if (count != kelp_shape_numel(&t->shape))
+        return kelp_set_error(KELP_ERR_INVALID_ARG, "tensor %s: %lld floats given, the tensor holds %lld", what,
+                              (long long)count, (long long)kelp_shape_numel(&t->shape));
+    if (t->dtype != KELP_F32 && !(*half = malloc((size_t)count * sizeof **half + 1)))
+        return kelp_set_error(KELP_ERR_NO_MEMORY, "tensor %s: out of memory converting %lld floats", what,
+                              (long long)count);
+    return KELP_OK;
+}
+
+kelp_status kelp_tensor_upload_floats(kelp_tensor *t, const float *host, int64_t count)
+{
+    uint16_t *half;
+    KELP_TRY(floats_staging(t, count, "upload", &half));
+    if (!half)
+        return kelp_tensor_upload(t, host, (size_t)count * sizeof *host);
+    for (int64_t i = 0; i < count; i++)
+        kelp_lowp_store(t->dtype, half, i, host[i]);
+    kelp_status s = kelp_tensor_upload(t, half, (size_t)count * sizeof *half);
+    free(half);
+    return s;
+}
+
+kelp_status kelp_tensor_download_floats(const kelp_tensor *t, float *host, int64_t count)
+{
+    uint16_t *half;
+    KELP_TRY(floats_staging(t, count, "download", &half));
+    if (!half)
+        return kelp_tensor_download(t, host, (size_t)count * sizeof *host);
+    kelp_status s = kelp_tensor_download(t, half, (size_t)count * sizeof *half);
+    for (int64_t i = 0; s == KELP_OK && i < count; i++)
+        host[i] = kelp_lowp_load(t->dtype, half, i);
+    free(half);
+    return s;
 }
 
 void kelp_free(void *p) { free(p); }

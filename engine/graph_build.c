@@ -18,7 +18,8 @@ static const char *const input_fields[] = {"name", "shape", "dtype", "mean", "st
 
 kelp_graph_options kelp_graph_defaults(void)
 {
-    kelp_graph_options o = {.batch = 1, .training = false, .with_loss = false, .input_grads = false};
+    kelp_graph_options o = {
+        .batch = 1, .training = false, .with_loss = false, .input_grads = false, .precision = KELP_F32};
     return o;
 }
 
@@ -116,7 +117,7 @@ static kelp_status parse_inputs(kelp_graph *g, const cJSON *inputs)
         size_t bytes;
         if (kelp_shape_bytes(&s, KELP_F32, &bytes) != KELP_OK)
             return kelp_wrap_error(KELP_ERR_SHAPE, "input '%s': ", name);
-        KELP_TRY(add_value(g, name, &s, KELP_F32, true, -1, &g->input_values[i]));
+        KELP_TRY(add_value(g, name, &s, g->options.precision, true, -1, &g->input_values[i]));
     }
     return KELP_OK;
 }
@@ -222,7 +223,7 @@ static kelp_status build_node(kelp_graph *g, const cJSON *json, int index, int p
     kelp_shape in_shapes[KELP_MAX_INPUTS], out;
     for (int i = 0; i < node->n_in; i++) {
         kelp_value *v = &g->values[node->in[i]];
-        if (v->dtype != KELP_F32 && !(loss && i == 1)) {
+        if (v->dtype != g->options.precision && !(loss && i == 1)) {
             kelp_set_error(KELP_ERR_FORMAT, "input '%s' is not a float tensor", v->name);
             return node_error(node, index, KELP_ERR_FORMAT);
         }
@@ -241,14 +242,15 @@ static kelp_status build_node(kelp_graph *g, const cJSON *json, int index, int p
             kelp_set_error(KELP_ERR_SHAPE, "output shape %s has an empty dimension", kelp_shape_str(&out, buf, 96));
             return node_error(node, index, KELP_ERR_SHAPE);
         }
-    s = add_value(g, name, &out, KELP_F32, !loss, index, &node->out);
+    /* the loss is a float scalar whatever the precision */
+    s = add_value(g, name, &out, loss ? KELP_F32 : g->options.precision, !loss, index, &node->out);
     if (s != KELP_OK)
         return node_error(node, index, s);
     if (node->type->state)
         node->state_bytes = node->type->state(node->attrs, in_shapes, node->n_in, &out);
     if (node->type->workspace) {
         size_t ws = 0;
-        s = node->type->workspace(node->attrs, g->be, in_shapes, node->n_in, &out, &ws);
+        s = node->type->workspace(node->attrs, g->be, in_shapes, node->n_in, &out, g->options.precision, &ws);
         if (s != KELP_OK)
             return node_error(node, index, s);
         if (ws > g->workspace_bytes)
@@ -350,6 +352,32 @@ static kelp_status add_params(kelp_graph *g)
     return KELP_OK;
 }
 
+/* Mixed precision: the trainable parameters (and gradients) once more in the activations' storage type, each at
+ * the element offset it has in the float buffer. */
+static kelp_status alloc_params_lp(kelp_graph *g)
+{
+    kelp_dtype dt = g->options.precision;
+    if (dt == KELP_F32)
+        return KELP_OK;
+    kelp_backend *be = g->be;
+    size_t count = g->params_bytes / sizeof(float), bytes = count * kelp_dtype_size(dt);
+    KELP_TRY(be->iface->alloc(be, bytes, &g->params_lp_mem));
+    if (g->grads_mem) {
+        KELP_TRY(be->iface->alloc(be, bytes, &g->grads_lp_mem));
+        KELP_TRY(be->iface->memset(be, g->grads_lp_mem, 0, bytes));
+    }
+    for (int i = 0; i < g->n_params; i++) {
+        kelp_graph_param *p = &g->params[i];
+        if (p->spec.kind != KELP_PARAM_TRAINABLE)
+            continue;
+        size_t offset = p->offset / sizeof(float) * kelp_dtype_size(dt);
+        p->value_lp = (kelp_tensor){p->value.shape, dt, (char *)g->params_lp_mem + offset, be};
+        if (g->grads_lp_mem)
+            p->grad_lp = (kelp_tensor){p->value.shape, dt, (char *)g->grads_lp_mem + offset, be};
+    }
+    return KELP_OK;
+}
+
 static kelp_status alloc_params(kelp_graph *g)
 {
     kelp_backend *be = g->be;
@@ -370,6 +398,7 @@ static kelp_status alloc_params(kelp_graph *g)
     kelp_shape flat = kelp_shape_make(1, (int64_t[]){(int64_t)(g->params_bytes / sizeof(float))});
     g->params_tensor = (kelp_tensor){flat, KELP_F32, g->params_mem, be};
     g->grads_tensor = (kelp_tensor){flat, KELP_F32, g->grads_mem, be};
+    KELP_TRY(alloc_params_lp(g));
     return kelp_graph_init_params(g);
 }
 
@@ -435,6 +464,13 @@ kelp_status kelp_graph_build(kelp_ctx *ctx, const char *model_json, const kelp_g
         return kelp_set_error(KELP_ERR_INVALID_ARG, "graph: batch %d is outside [1, 2^20]", o.batch);
     if ((o.with_loss || o.input_grads) && !o.training)
         return kelp_set_error(KELP_ERR_INVALID_ARG, "graph: a loss or input gradients need training = true");
+    if (o.precision != KELP_F32 && o.precision != KELP_BF16 && o.precision != KELP_F16)
+        return kelp_set_error(KELP_ERR_INVALID_ARG, "graph: precision %s is not one of F32, BF16, F16",
+                              kelp_dtype_name(o.precision));
+    kelp_backend *be = kelp_ctx_backend(ctx);
+    if (o.precision != KELP_F32 && !be->iface->supports(be, KELP_OP_CONVERT, o.precision))
+        return kelp_set_error(KELP_ERR_UNSUPPORTED, "graph: the %s backend has no %s storage", be->iface->name,
+                              kelp_dtype_name(o.precision));
     /* cJSON reports where parsing stopped through `end` (its global error pointer is shared between threads) */
     const char *end = NULL;
     cJSON *model = cJSON_ParseWithOpts(model_json, &end, 1);
@@ -493,6 +529,10 @@ void kelp_graph_destroy(kelp_graph *g)
         be->iface->free(be, g->params_mem);
     if (g->grads_mem)
         be->iface->free(be, g->grads_mem);
+    if (g->params_lp_mem)
+        be->iface->free(be, g->params_lp_mem);
+    if (g->grads_lp_mem)
+        be->iface->free(be, g->grads_lp_mem);
     if (g->buffers_mem)
         be->iface->free(be, g->buffers_mem);
     if (g->arena)

@@ -31,6 +31,7 @@ typedef struct kelp_graph_param {
     size_t offset;          /* bytes into params/grads (trainable) or buffers */
     bool frozen;
     kelp_tensor value, grad;
+    kelp_tensor value_lp, grad_lp; /* trainable, under mixed precision: in the activations' storage type */
 } kelp_graph_param;
 
 typedef struct kelp_node {
@@ -72,6 +73,10 @@ struct kelp_graph {
     size_t params_bytes, buffers_bytes, arena_bytes, workspace_bytes, arena_unplanned_bytes;
     void *params_mem, *grads_mem, *buffers_mem, *arena, *workspace;
     kelp_tensor params_tensor, grads_tensor;
+    /* Mixed precision (options.precision not F32): the trainable parameters and their gradients once more, in
+     * the activations' storage type, element for element as in params_mem and grads_mem. */
+    void *params_lp_mem, *grads_lp_mem;
+    bool params_lp_stale;        /* params_mem changed since params_lp_mem was converted from it */
 
     int batch;                   /* current run-time batch */
     bool training;
@@ -101,6 +106,11 @@ void kelp_graph_replay_drop(kelp_graph *g);
 bool kelp_graph_is_output(const kelp_graph *g, int value);
 /* The layer arguments of node `index` (graph_run.c); backward adds the gradients. */
 void kelp_graph_fill_io(kelp_graph *g, int index, kelp_layer_io *io, bool backward);
+
+/* Under mixed precision: brings the parameters' low-precision copy up to date before a forward, and adds the
+ * low-precision gradients of a backward into the float ones (graph_run.c). No-ops in F32. */
+kelp_status kelp_graph_refresh_params_lp(kelp_graph *g);
+void kelp_graph_mark_params_changed(kelp_graph *g);
 
 /* Places the arena and points every value, gradient and state into it (graph_plan.c). */
 kelp_status kelp_graph_plan_memory(kelp_graph *g);

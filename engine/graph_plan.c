@@ -107,7 +107,7 @@ kelp_status kelp_graph_plan_memory(kelp_graph *g)
             kelp_value *val = &g->values[v];
             val->t = (kelp_tensor){val->shape, val->dtype, base + buffers[2 * v].offset, g->be};
             if (buffers[2 * v + 1].size)
-                val->grad = (kelp_tensor){val->shape, KELP_F32, base + buffers[2 * v + 1].offset, g->be};
+                val->grad = (kelp_tensor){val->shape, val->dtype, base + buffers[2 * v + 1].offset, g->be};
         }
         for (int i = 0; i < n; i++)
             g->nodes[i].state = g->nodes[i].state_bytes ? base + buffers[2 * g->n_values + i].offset : NULL;

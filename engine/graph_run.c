@@ -36,6 +36,7 @@ kelp_status kelp_graph_set_training(kelp_graph *g, bool training)
     if (training && !g->options.training)
         return kelp_set_error(KELP_ERR_INVALID_ARG, "graph: built for inference; rebuild it with training = true");
     g->training = training;
+    kelp_graph_mark_params_changed(g);
     return KELP_OK;
 }
 
@@ -86,9 +87,15 @@ void kelp_graph_fill_io(kelp_graph *g, int index, kelp_layer_io *io, bool backwa
         io->dout = &g->values[node->out].grad;
     for (int p = 0; p < node->n_params; p++) {
         kelp_graph_param *gp = &g->params[node->param[p]];
+        bool trainable = gp->spec.kind == KELP_PARAM_TRAINABLE;
         io->param[p] = &gp->value;
-        if (backward && gp->spec.kind == KELP_PARAM_TRAINABLE && !gp->frozen)
+        if (trainable && gp->value_lp.data)
+            io->param_lp[p] = &gp->value_lp;
+        if (backward && trainable && !gp->frozen) {
             io->dparam[p] = &gp->grad;
+            if (gp->grad_lp.data)
+                io->dparam_lp[p] = &gp->grad_lp;
+        }
     }
     io->state = node->state;
     io->workspace = g->workspace;
@@ -138,8 +145,36 @@ static kelp_status forward_node(kelp_graph *g, int index)
     return s == KELP_OK ? s : node_failed(&g->nodes[index], s, "forward");
 }
 
+void kelp_graph_mark_params_changed(kelp_graph *g) { g->params_lp_stale = true; }
+
+/* The parameters' low-precision copy is converted again before every training forward (the optimizer changed
+ * them) and, for inference, once after they were initialized, loaded or handed out for writing. */
+kelp_status kelp_graph_refresh_params_lp(kelp_graph *g)
+{
+    if (!g->params_lp_mem || !(g->training || g->params_lp_stale))
+        return KELP_OK;
+    int64_t count = (int64_t)(g->params_bytes / sizeof(float));
+    KELP_TRY(g->be->iface->convert(g->be, count, KELP_F32, g->params_mem, g->options.precision, g->params_lp_mem,
+                                   false));
+    g->params_lp_stale = false;
+    return KELP_OK;
+}
+
+/* Adds a backward's low-precision weight gradients into the float ones and clears them, so that the float
+ * gradients accumulate over backwards exactly as in F32. */
+static kelp_status fold_grads_lp(kelp_graph *g)
+{
+    if (!g->grads_lp_mem)
+        return KELP_OK;
+    kelp_backend *be = g->be;
+    int64_t count = (int64_t)(g->params_bytes / sizeof(float));
+    KELP_TRY(be->iface->convert(be, count, g->options.precision, g->grads_lp_mem, KELP_F32, g->grads_mem, true));
+    return be->iface->memset(be, g->grads_lp_mem, 0, (size_t)count * kelp_dtype_size(g->options.precision));
+}
+
 kelp_status kelp_graph_forward(kelp_graph *g)
 {
+    KELP_TRY(kelp_graph_refresh_params_lp(g));
     return kelp_graph_replayable(g) ? kelp_graph_forward_replayed(g) : kelp_graph_forward_nodes(g);
 }
 
@@ -210,7 +245,7 @@ kelp_status kelp_graph_backward(kelp_graph *g)
         s = t ? run_timed(g, i, backward_node, &t->backward_seconds, &t->backward_calls) : backward_node(g, i);
     }
     g->step = forward_step;
-    return s;
+    return s == KELP_OK ? fold_grads_lp(g) : s;
 }
 
 kelp_status kelp_graph_set_loss_scale(kelp_graph *g, float scale)
@@ -225,6 +260,9 @@ kelp_status kelp_graph_zero_grad(kelp_graph *g)
 {
     if (!g->grads_mem)
         return KELP_OK;
+    if (g->grads_lp_mem) /* after a backward that failed half-way */
+        KELP_TRY(g->be->iface->memset(g->be, g->grads_lp_mem, 0,
+                                      g->params_bytes / sizeof(float) * kelp_dtype_size(g->options.precision)));
     return g->be->iface->memset(g->be, g->grads_mem, 0, g->params_bytes);
 }
 
@@ -255,8 +293,10 @@ kelp_status kelp_graph_find_param(kelp_graph *g, const char *name, kelp_tensor *
 {
     for (int i = 0; i < g->n_params; i++)
         if (strcmp(g->params[i].name, name) == 0) {
-            if (value)
+            if (value) {
                 *value = g->params[i].value;
+                kelp_graph_mark_params_changed(g); /* the caller may write it */
+            }
             if (grad)
                 *grad = g->params[i].grad;
             return KELP_OK;
@@ -264,7 +304,11 @@ kelp_status kelp_graph_find_param(kelp_graph *g, const char *name, kelp_tensor *
     return kelp_set_error(KELP_ERR_NOT_FOUND, "graph: no parameter named '%s'", name);
 }
 
-kelp_tensor *kelp_graph_params(kelp_graph *g) { return &g->params_tensor; }
+kelp_tensor *kelp_graph_params(kelp_graph *g)
+{
+    kelp_graph_mark_params_changed(g); /* the caller may write them */
+    return &g->params_tensor;
+}
 kelp_tensor *kelp_graph_grads(kelp_graph *g) { return g->grads_mem ? &g->grads_tensor : NULL; }
 
 kelp_status kelp_graph_freeze(kelp_graph *g, const char *prefix, bool frozen)
@@ -302,8 +346,9 @@ int kelp_graph_trainable_segments(const kelp_graph *g, kelp_param_segment *segme
 
 void kelp_graph_memory_usage(const kelp_graph *g, kelp_graph_memory *out)
 {
-    out->params = g->params_bytes;
-    out->grads = g->grads_mem ? g->params_bytes : 0;
+    size_t lp = g->params_lp_mem ? g->params_bytes / sizeof(float) * kelp_dtype_size(g->options.precision) : 0;
+    out->params = g->params_bytes + lp;
+    out->grads = g->grads_mem ? g->params_bytes + (g->grads_lp_mem ? lp : 0) : 0;
     out->buffers = g->buffers_bytes;
     out->activations = g->arena_bytes;
     out->workspace = g->workspace_bytes;
@@ -396,15 +441,13 @@ kelp_status kelp_graph_fill_random(kelp_graph *g, uint64_t seed)
     uint64_t state = seed;
     for (int i = 0; i < g->n_inputs; i++) {
         kelp_tensor *x = &g->values[g->input_values[i]].t;
-        if (x->dtype != KELP_F32)
-            return kelp_set_error(KELP_ERR_UNSUPPORTED, "graph: input '%s' is not f32", kelp_graph_input_name(g, i));
         size_t n = (size_t)kelp_shape_numel(&x->shape);
         float *host = malloc(n * sizeof *host);
         if (!host)
             return kelp_set_error(KELP_ERR_NO_MEMORY, "graph: out of memory for random input");
         for (size_t j = 0; j < n; j++)
             host[j] = (float)((double)(mix64(state += 0x9E3779B97F4A7C15ull) >> 11) * 0x1.0p-52 - 1.0);
-        kelp_status s = kelp_tensor_upload(x, host, n * sizeof *host);
+        kelp_status s = kelp_tensor_upload_floats(x, host, (int64_t)n);
         free(host);
         KELP_TRY(s);
     }

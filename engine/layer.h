@@ -46,8 +46,14 @@ typedef struct kelp_layer_io {
     kelp_tensor *din[KELP_MAX_INPUTS];     /* backward: accumulate into these; NULL where no gradient is needed */
     kelp_tensor *out;
     kelp_tensor *dout;                     /* backward: gradient of the output */
-    kelp_tensor *param[KELP_MAX_PARAMS];   /* in param_specs order */
+    kelp_tensor *param[KELP_MAX_PARAMS];   /* in param_specs order; float */
     kelp_tensor *dparam[KELP_MAX_PARAMS];  /* accumulate into these; NULL for buffers and frozen parameters */
+    /* Under mixed precision, the trainable parameters' copies in the activations' storage type (refreshed from
+     * the float ones before a forward) and their gradients in that type (added into the float gradients after
+     * backward); NULL otherwise. Matrix products read and write these (kelp_io_weight, kelp_io_dweight); batch
+     * norm and biases use the float ones. */
+    kelp_tensor *param_lp[KELP_MAX_PARAMS];
+    kelp_tensor *dparam_lp[KELP_MAX_PARAMS];
     void *state;                           /* state_size bytes, kept from forward to backward */
     void *workspace;                       /* workspace_size bytes, shared by all nodes */
     bool training;                         /* batch statistics, dropout */
@@ -66,10 +72,10 @@ typedef struct kelp_layer_type {
     kelp_status (*infer)(const void *attrs, const kelp_shape *in, int n_in, kelp_shape *out);
     /* Optional: fills up to KELP_MAX_PARAMS specs, returns their count. */
     int (*params)(const void *attrs, const kelp_shape *in, int n_in, kelp_param_spec *specs);
-    /* Optional: bytes of shared scratch for forward/backward at these (planned-batch) shapes; fails when the
-     * backend has no way to run the layer at these shapes. */
+    /* Optional: bytes of shared scratch for forward/backward at these (planned-batch) shapes with activations
+     * stored as `dtype`; fails when the backend has no way to run the layer at these shapes. */
     kelp_status (*workspace)(const void *attrs, kelp_backend *be, const kelp_shape *in, int n_in,
-                             const kelp_shape *out, size_t *bytes);
+                             const kelp_shape *out, kelp_dtype dtype, size_t *bytes);
     /* Optional: bytes kept from forward to backward (argmax, masks, saved statistics, probabilities). */
     size_t (*state)(const void *attrs, const kelp_shape *in, int n_in, const kelp_shape *out);
 
@@ -84,6 +90,20 @@ typedef struct kelp_layer_type {
 
     bool is_loss;                /* takes (logits, labels) and produces a scalar */
 } kelp_layer_type;
+
+/* Parameter p as a matrix product reads it (in the activations' storage type) and where the product adds its
+ * gradient (NULL when it has none). */
+static inline const kelp_tensor *kelp_io_weight(const kelp_layer_io *io, int p)
+{
+    return io->param_lp[p] ? io->param_lp[p] : io->param[p];
+}
+
+static inline kelp_tensor *kelp_io_dweight(const kelp_layer_io *io, int p)
+{
+    if (!io->dparam[p])
+        return NULL;
+    return io->dparam_lp[p] ? io->dparam_lp[p] : io->dparam[p];
+}
 
 /* The shape a parameter has in memory: PyTorch's, except (O,H,W,I) for ohwi specs. */
 kelp_shape kelp_param_internal_shape(const kelp_param_spec *spec);

@@ -70,5 +70,6 @@ kelp_status kelp_graph_init_params(kelp_graph *g)
             s = g->be->iface->upload(g->be, p->value.data, host, bytes);
     }
     free(host);
+    kelp_graph_mark_params_changed(g);
     return s;
 }

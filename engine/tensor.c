@@ -31,6 +31,29 @@ kelp_status kelp_dtype_parse(const char *name, kelp_dtype *out)
     return kelp_set_error(KELP_ERR_NOT_FOUND, "unknown dtype '%s'", name);
 }
 
+static const struct {
+    const char *name;
+    kelp_dtype dtype;
+} precisions[] = {{"fp32", KELP_F32}, {"bf16", KELP_BF16}, {"fp16", KELP_F16}};
+
+kelp_status kelp_precision_parse(const char *name, kelp_dtype *out)
+{
+    for (size_t i = 0; i < sizeof precisions / sizeof precisions[0]; i++)
+        if (name && strcmp(name, precisions[i].name) == 0) {
+            *out = precisions[i].dtype;
+            return KELP_OK;
+        }
+    return kelp_set_error(KELP_ERR_INVALID_ARG, "precision '%s' is not fp32, bf16 or fp16", name ? name : "(none)");
+}
+
+const char *kelp_precision_name(kelp_dtype precision)
+{
+    for (size_t i = 0; i < sizeof precisions / sizeof precisions[0]; i++)
+        if (precisions[i].dtype == precision)
+            return precisions[i].name;
+    return "?";
+}
+
 kelp_shape kelp_shape_make(int ndim, const int64_t *dims)
 {
     kelp_shape s = {0};

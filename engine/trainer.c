@@ -31,6 +31,7 @@ void kelp_train_options_defaults(kelp_train_options *o)
     o->momentum = 0.9;
     o->weight_decay = 5e-4;
     o->schedule = "cosine";
+    o->precision = "fp32";
     o->loader_threads = 1;
     o->seed = 1;
     o->hflip = true;
@@ -104,6 +105,7 @@ static cJSON *options_json(const kelp_train_options *o)
     cJSON_AddStringToObject(j, "schedule", o->schedule);
     cJSON_AddNumberToObject(j, "clip_norm", o->clip_norm);
     cJSON_AddBoolToObject(j, "loss_scale", o->loss_scale);
+    cJSON_AddStringToObject(j, "precision", o->precision);
     cJSON_AddNumberToObject(j, "label_smoothing", o->label_smoothing);
     cJSON_AddNumberToObject(j, "seed", (double)o->seed);
     cJSON_AddBoolToObject(j, "hflip", o->hflip);
@@ -162,6 +164,7 @@ static void options_from_json(const cJSON *j, const kelp_train_options *caller, 
     o->schedule = json_str(j, "schedule", caller->schedule);
     o->clip_norm = json_num(j, "clip_norm", caller->clip_norm);
     o->loss_scale = json_bool(j, "loss_scale", caller->loss_scale);
+    o->precision = json_str(j, "precision", "fp32"); /* checkpoints from before mixed precision are fp32 */
     o->label_smoothing = json_num(j, "label_smoothing", caller->label_smoothing);
     o->seed = (uint64_t)json_num(j, "seed", (double)caller->seed);
     o->hflip = json_bool(j, "hflip", caller->hflip);
@@ -212,6 +215,9 @@ static kelp_status check_numbers(const kelp_train_options *o)
         return kelp_set_error(KELP_ERR_INVALID_ARG, "train: label smoothing %g outside [0, 1]", o->label_smoothing);
     if (o->clip_norm < 0)
         return kelp_set_error(KELP_ERR_INVALID_ARG, "train: clip norm %g is negative", o->clip_norm);
+    kelp_dtype precision;
+    if (kelp_precision_parse(o->precision, &precision) != KELP_OK)
+        return kelp_wrap_error(KELP_ERR_INVALID_ARG, "train: ");
     return KELP_OK;
 }
 
@@ -269,6 +275,7 @@ static kelp_status build_graph(run *r, const char *json)
     go.batch = r->o.batch;
     go.training = true;
     go.with_loss = true;
+    KELP_TRY(kelp_precision_parse(r->o.precision, &go.precision));
     kelp_status s = kelp_graph_build(r->ctx, json, &go, &r->g);
     if (s != KELP_OK)
         return kelp_wrap_error(s, "%s: ", r->o.model);
@@ -355,7 +362,7 @@ static kelp_status feed(run *r, const kelp_loader *loader, const kelp_batch *b)
 static int correct_predictions(run *r, const kelp_batch *b)
 {
     kelp_tensor *out = kelp_graph_output(r->g, 0);
-    if (kelp_tensor_download(out, r->logits, kelp_tensor_bytes(out)) != KELP_OK)
+    if (kelp_tensor_download_floats(out, r->logits, kelp_shape_numel(&out->shape)) != KELP_OK)
         return 0;
     int correct = 0;
     for (int i = 0; i < b->n; i++) {
@@ -523,6 +530,8 @@ static kelp_status setup(run *r, const kelp_train_options *caller)
     }
     if (r->o.log_every <= 0)
         r->o.log_every = 50;
+    if (r->o.precision && strcmp(r->o.precision, "fp16") == 0)
+        r->o.loss_scale = true; /* fp16's small gradients underflow to zero without it */
     kelp_status s = check_options(&r->o);
     kelp_ctx_options co = kelp_ctx_defaults();
     co.threads = r->o.threads;

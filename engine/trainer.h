@@ -27,6 +27,9 @@ typedef struct kelp_train_options {
     /* Dynamic loss scaling with GradScaler's semantics (engine/loss_scale.h): what fp16 training needs; in fp32 it
      * changes nothing but rounding, and skips steps whose gradients are not finite instead of failing. */
     bool loss_scale;
+    /* "fp32" (default), or "bf16" / "fp16" mixed precision (kelp_graph_options.precision); fp16 turns loss scaling
+     * on, since its gradients underflow without it. */
+    const char *precision;
     double label_smoothing;
     const char *device;          /* "cpu" (default) or "cuda[:N]" */
     /* GPU numerics (kelp_ctx_options): TF32 tensor cores, non-deterministic algorithms allowed, timed convolution

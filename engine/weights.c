@@ -145,6 +145,7 @@ kelp_status kelp_graph_load_weights(kelp_graph *g, const char *path, int flags)
     free(chosen);
     free(used);
     kelp_st_close(file);
+    kelp_graph_mark_params_changed(g);
     return s;
 }
 

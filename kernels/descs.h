@@ -1,10 +1,16 @@
 /* Shape descriptors shared by every backend's kernels. Plain structs: kernels know nothing of graphs or tensors.
- * Layouts: activations NHWC, convolution weights OHWI (K,R,S,C/groups), matrices row-major. */
+ * Layouts: activations NHWC, convolution weights OHWI (K,R,S,C/groups), matrices row-major.
+ *
+ * `dtype` is the storage type of the activations an op reads and writes (F32, or BF16/F16 under mixed
+ * precision, kernels/ops/half.h); zero-initialized descriptors are F32. Parameters, statistics and losses are
+ * always F32. */
 #ifndef KELP_KERNELS_DESCS_H
 #define KELP_KERNELS_DESCS_H
 
 #include <stdbool.h>
 #include <stdint.h>
+
+#include "kelp/tensor.h"
 
 /* x (N,H,W,C), w (K,R,S,C/G), y (N,OH,OW,K), OH = (H + 2*pad_h - dil_h*(R-1) - 1)/stride_h + 1 */
 typedef struct kelp_conv_desc {
@@ -15,6 +21,7 @@ typedef struct kelp_conv_desc {
     int dil_h, dil_w;
     int groups;
     int oh, ow;
+    kelp_dtype dtype; /* x, w, y, dx, dw, dy; the bias and db stay F32 */
 } kelp_conv_desc;
 
 /* What a fused inference convolution does to each output of channel k before storing it:
@@ -39,6 +46,7 @@ typedef struct kelp_pool_desc {
     int pad_h, pad_w;
     int oh, ow;
     bool count_include_pad;
+    kelp_dtype dtype; /* x, y, dx, dy */
 } kelp_pool_desc;
 
 typedef enum kelp_act_kind {
@@ -59,6 +67,7 @@ typedef struct kelp_upsample_desc {
     int n, h, w, c;
     int oh, ow;
     float scale_h, scale_w;
+    kelp_dtype dtype; /* x, y, dx, dy */
 } kelp_upsample_desc;
 
 /* logits (M,K) with rows = every pixel or sample, labels (M) int32, class_weights (K) or NULL. */
@@ -67,6 +76,7 @@ typedef struct kelp_xent_desc {
     int classes;
     float label_smoothing;
     int ignore_index; /* labels equal to it add nothing; PyTorch's default is -100 */
+    kelp_dtype dtype; /* logits and dlogits; the loss, probabilities and norm stay F32 */
 } kelp_xent_desc;
 
 /* Input preparation: NHWC uint8 pixels with c channels to (pixel / 255 - mean[ch]) / std[ch] (kernels/ops/prep.h). */
@@ -75,6 +85,7 @@ typedef struct kelp_prep_desc {
     int64_t pixels; /* n * h * w */
     int c;
     float mean[KELP_PREP_MAX_CHANNELS], std[KELP_PREP_MAX_CHANNELS];
+    kelp_dtype dtype; /* of the output */
 } kelp_prep_desc;
 
 typedef struct kelp_sgd_params {

@@ -38,6 +38,7 @@ typedef struct bench_options {
     bool train, infer, layers, json;
     bool allow_tf32, nondeterministic, autotune; /* GPU numerics, as kelp train's flags */
     bool no_cuda_graphs;                         /* inference forwards queued kernel by kernel */
+    kelp_dtype precision;                        /* the graphs' storage type: F32, or BF16/F16 mixed precision */
 } bench_options;
 
 typedef struct timing {
@@ -84,6 +85,7 @@ static void bench_help(void)
     puts("Usage: kelp bench MODEL|MODEL.json [--batch N] [--input HxW] [--threads N] [--warmup N] [--iters N]\n"
          "                  [--mode train|infer|all] [--layers] [--json] [--device cpu|cuda[:N]]\n"
          "                  [--tf32] [--nondeterministic] [--autotune] [--no-cuda-graphs]\n"
+         "                  [--precision fp32|bf16|fp16]\n"
          "\n"
          "Runs a zoo model or a model file on random data and prints:\n"
          "  training   images/s of a step (forward, zero_grad, backward, SGD momentum step) at --batch\n"
@@ -99,6 +101,7 @@ static void bench_help(void)
          "  --iters N    timed runs (10)              --mode M     train, infer or all (all)\n"
          "  --json       one JSON object instead (keys in tools/cmd_bench.c and docs/benchmarks.md)\n"
          "  --device D   cpu (default) or cuda[:N]\n"
+         "  --precision P  fp32 (default), or bf16/fp16 mixed precision (kelp train --precision)\n"
          "  GPU numerics (the CPU ignores them): --tf32 TF32 tensor cores, --nondeterministic faster cuDNN\n"
          "             algorithms allowed, --autotune each convolution's algorithms timed once (cudnn.benchmark),\n"
          "             --no-cuda-graphs inference forwards queued kernel by kernel instead of replayed\n"
@@ -234,6 +237,7 @@ static kelp_status build(kelp_ctx *ctx, const char *json, const bench_options *o
 {
     kelp_graph_options go = kelp_graph_defaults();
     go.batch = o->batch;
+    go.precision = o->precision;
     go.training = training;
     go.with_loss = training;
     KELP_TRY(kelp_graph_build(ctx, json, &go, g));
@@ -377,8 +381,8 @@ static void print_text(const bench_options *o, const results *r)
     for (int i = 1; i < r->input.ndim; i++)
         printf("%s%lld", i > 1 ? "x" : "", (long long)r->input.dims[i]);
     bool gpu = strcmp(o->device, "cpu") != 0; /* the CPU ignores the GPU numerics: say nothing of them there */
-    printf(", batch %d, %s%s%s%s, %d threads, %d warmup + %d timed runs\n", o->batch, o->device,
-           gpu && o->allow_tf32 ? " tf32" : "", gpu && o->nondeterministic ? " nondeterministic" : "",
+    printf(", batch %d, %s %s%s%s%s, %d threads, %d warmup + %d timed runs\n", o->batch, o->device,
+           kelp_precision_name(o->precision), gpu && o->allow_tf32 ? " tf32" : "", gpu && o->nondeterministic ? " nondeterministic" : "",
            gpu && o->autotune ? " autotuned" : "", r->threads, o->warmup, o->iters);
     if (gpu && o->no_cuda_graphs)
         printf("(inference forwards queued kernel by kernel: --no-cuda-graphs)\n");
@@ -453,6 +457,7 @@ static int print_json(const bench_options *o, const results *r)
     cJSON *j = cJSON_CreateObject();
     cJSON_AddStringToObject(j, "model", o->model);
     cJSON_AddStringToObject(j, "device", o->device);
+    cJSON_AddStringToObject(j, "precision", kelp_precision_name(o->precision));
     cJSON_AddBoolToObject(j, "tf32", o->allow_tf32);
     cJSON_AddBoolToObject(j, "deterministic", !o->nondeterministic);
     cJSON_AddBoolToObject(j, "autotune", o->autotune);
@@ -513,7 +518,7 @@ static int parse_args(int argc, char **argv, bench_options *o)
         {"device", required_argument, 0, 'd'}, {"help", no_argument, 0, 'h'},
         {"tf32", no_argument, 0, '3'},         {"nondeterministic", no_argument, 0, 'N'},
         {"autotune", no_argument, 0, 'A'},     {"no-cuda-graphs", no_argument, 0, 'G'},
-        {0, 0, 0, 0}};
+        {"precision", required_argument, 0, 'P'}, {0, 0, 0, 0}};
     *o = (bench_options){.device = "cpu", .batch = 16, .warmup = 2, .iters = 10, .train = true, .infer = true};
     int opt;
     while ((opt = getopt_long(argc, argv, "h", options, NULL)) != -1) {
@@ -564,6 +569,10 @@ static int parse_args(int argc, char **argv, bench_options *o)
             break;
         case 'G':
             o->no_cuda_graphs = true;
+            break;
+        case 'P':
+            if (kelp_precision_parse(optarg, &o->precision) != KELP_OK)
+                return cli_usage_error("bench", "--precision needs fp32, bf16 or fp16, got '%s'", optarg);
             break;
         case 'h':
             bench_help();

@@ -8,9 +8,24 @@
 #include "kernels/cuda/device_info.h"
 #endif
 
+/* The ops a backend runs, by the storage type of their activations; a layer whose op is missing is refused,
+ * never run on the CPU behind the user's back. */
+static void print_ops(kelp_backend *be)
+{
+    static const kelp_dtype types[] = {KELP_F32, KELP_BF16, KELP_F16};
+    for (size_t t = 0; t < sizeof types / sizeof types[0]; t++) {
+        int count = 0;
+        printf("            %-5s", kelp_dtype_name(types[t]));
+        for (int op = 0; op < KELP_OP_COUNT; op++)
+            if (be->iface->supports(be, (kelp_op)op, types[t])) {
+                printf(" %s", kelp_op_name((kelp_op)op));
+                count++;
+            }
+        printf("%s\n", count == KELP_OP_COUNT ? " (all)" : count ? "" : " none");
+    }
+}
+
 #ifdef KELP_HAVE_CUDA
-/* The ops the CUDA backend of device 0 runs (float32); a layer whose op is missing is refused, never run on the
- * CPU behind the user's back. */
 static void print_cuda_ops(void)
 {
     kelp_ctx_options o = kelp_ctx_defaults();
@@ -20,15 +35,7 @@ static void print_cuda_ops(void)
         printf("            cuda:0 cannot be used: %s\n", kelp_last_error());
         return;
     }
-    kelp_backend *be = kelp_ctx_backend(ctx);
-    int missing = 0;
-    printf("            ops:");
-    for (int op = 0; op < KELP_OP_COUNT; op++)
-        if (be->iface->supports(be, (kelp_op)op, KELP_F32))
-            printf(" %s", kelp_op_name((kelp_op)op));
-        else
-            missing++;
-    printf("%s\n", missing ? " (others: CPU only)" : " (all of the CPU backend's)");
+    print_ops(kelp_ctx_backend(ctx));
     kelp_ctx_destroy(ctx);
 }
 #endif
@@ -65,6 +72,7 @@ int cmd_info(int argc, char **argv)
         return cli_fail(s, "context");
     printf("kelp:       %s\n", KELP_VERSION_STRING);
     printf("cpu:        %d threads (OpenMP), BLAS: %s\n", kelp_ctx_threads(ctx), openblas_get_config());
+    print_ops(kelp_ctx_backend(ctx));
     print_cuda();
     printf("layers:    ");
     for (int i = 0; i < kelp_layer_type_count(); i++)

@@ -21,6 +21,8 @@ static void train_help(void)
          "  --schedule SPEC (cosine)   constant | step:N:G | multistep:A,B:G | cosine | poly:P, with an optional\n"
          "                          warmup:STEPS[:FACTOR]+ prefix\n"
          "  --loss-scale           dynamic loss scaling (PyTorch GradScaler): skips steps with inf/NaN gradients\n"
+         "  --precision fp32|bf16|fp16 (fp32)  mixed precision: activations and the matrix products' weights in\n"
+         "                          bf16/fp16, float master weights, statistics and loss; fp16 adds --loss-scale\n"
          "  --clip-norm F  --label-smoothing F  --seed N (1)  --threads N  --loader-threads N  --device cpu|cuda[:N]\n"
          "  GPU numerics: --tf32 (TF32 tensor cores)  --nondeterministic (faster cuDNN algorithms allowed)\n"
          "                          --autotune (time each convolution's algorithms once, as cudnn.benchmark)\n"
@@ -89,7 +91,8 @@ static const struct option options[] = {
     {"rot90", no_argument, 0, 'r'},               {"random-resized-crop", no_argument, 0, 'R'},
     {"pad-crop", required_argument, 0, 'p'},      {"jitter", required_argument, 0, 'j'},
     {"letterbox", no_argument, 0, 'x'},           {"init-from", required_argument, 0, 'i'},
-    {"loss-scale", no_argument, 0, 'K'},          {"freeze-backbone", no_argument, 0, 'f'},     {"resume", no_argument, 0, 'z'},
+    {"loss-scale", no_argument, 0, 'K'},          {"precision", required_argument, 0, 'P'},
+    {"freeze-backbone", no_argument, 0, 'f'},     {"resume", no_argument, 0, 'z'},
     {"stop-after-steps", required_argument, 0, 'a'}, {"log-every", required_argument, 0, 'g'},
     {"help", no_argument, 0, '?' + 256},          {0, 0, 0, 0}};
 
@@ -146,6 +149,12 @@ static int apply(kelp_train_options *o, int code, const char *name, const char *
     case 'i': o->init_from = value; break;
     case 'f': o->freeze_backbone = true; break;
     case 'K': o->loss_scale = true; break;
+    case 'P': {
+        kelp_dtype dt;
+        bad = kelp_precision_parse(value, &dt) != KELP_OK;
+        o->precision = value;
+        break;
+    }
     case 'z': o->resume = true; break;
     case 'a': bad = cli_parse_int(value, 1, 1 << 30, &n) != 0, o->stop_after_steps = n; break;
     case 'g': bad = cli_parse_int(value, 1, 1 << 30, &o->log_every) != 0; break;

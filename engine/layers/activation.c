@@ -68,7 +68,8 @@ static kelp_status forward(const kelp_layer_io *io)
 {
     const kelp_act_attrs *a = io->attrs;
     int64_t n = kelp_shape_numel(&io->out->shape);
-    return io->be->iface->activation_forward(io->be, a->kind, a->alpha, n, io->in[0]->data, io->out->data);
+    return io->be->iface->activation_forward(io->be, io->out->dtype, a->kind, a->alpha, n, io->in[0]->data,
+                                             io->out->data);
 }
 
 static kelp_status backward(const kelp_layer_io *io)
@@ -77,8 +78,8 @@ static kelp_status backward(const kelp_layer_io *io)
         return KELP_OK;
     const kelp_act_attrs *a = io->attrs;
     int64_t n = kelp_shape_numel(&io->out->shape);
-    return io->be->iface->activation_backward(io->be, a->kind, a->alpha, n, io->in[0]->data, io->out->data,
-                                              io->dout->data, io->din[0]->data);
+    return io->be->iface->activation_backward(io->be, io->out->dtype, a->kind, a->alpha, n, io->in[0]->data,
+                                              io->out->data, io->dout->data, io->din[0]->data);
 }
 
 static const char *const no_fields[] = {NULL};

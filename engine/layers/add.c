@@ -28,10 +28,11 @@ static kelp_status forward(const kelp_layer_io *io)
 {
     kelp_backend *be = io->be;
     int64_t n = kelp_shape_numel(&io->out->shape);
-    float *y = io->out->data;
-    KELP_TRY(be->iface->add(be, n, io->in[0]->data, io->in[1]->data, y));
+    kelp_dtype dt = io->out->dtype;
+    void *y = io->out->data;
+    KELP_TRY(be->iface->add(be, dt, n, io->in[0]->data, io->in[1]->data, y));
     for (int i = 2; i < io->n_in; i++)
-        KELP_TRY(be->iface->axpy(be, n, 1.0f, io->in[i]->data, y));
+        KELP_TRY(be->iface->axpy(be, dt, n, 1.0f, io->in[i]->data, y));
     return KELP_OK;
 }
 
@@ -41,7 +42,7 @@ static kelp_status backward(const kelp_layer_io *io)
     int64_t n = kelp_shape_numel(&io->out->shape);
     for (int i = 0; i < io->n_in; i++)
         if (io->din[i])
-            KELP_TRY(be->iface->axpy(be, n, 1.0f, io->dout->data, io->din[i]->data));
+            KELP_TRY(be->iface->axpy(be, io->dout->dtype, n, 1.0f, io->dout->data, io->din[i]->data));
     return KELP_OK;
 }
 

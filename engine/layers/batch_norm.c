@@ -92,7 +92,7 @@ static kelp_status bn_forward(const kelp_layer_io *io)
     int64_t rows = kelp_shape_numel(&x->shape) / c;
     kelp_tensor *const *p = io->param;
     if (!io->training)
-        return be->iface->batchnorm_forward_infer(be, rows, c, f32(x), f32(p[BN_WEIGHT]), f32(p[BN_BIAS]),
+        return be->iface->batchnorm_forward_infer(be, x->dtype, rows, c, x->data, f32(p[BN_WEIGHT]), f32(p[BN_BIAS]),
                                                   f32(p[BN_RUNNING_MEAN]), f32(p[BN_RUNNING_VAR]), a->eps,
                                                   io->out->data);
     if (rows < 2) {
@@ -102,7 +102,7 @@ static kelp_status bn_forward(const kelp_layer_io *io)
                               io->name, kelp_shape_str(&x->shape, buf, sizeof buf));
     }
     float *save_mean = io->state, *save_invstd = save_mean + c;
-    KELP_TRY(be->iface->batchnorm_forward_train(be, rows, c, f32(x), f32(p[BN_WEIGHT]), f32(p[BN_BIAS]),
+    KELP_TRY(be->iface->batchnorm_forward_train(be, x->dtype, rows, c, x->data, f32(p[BN_WEIGHT]), f32(p[BN_BIAS]),
                                                 p[BN_RUNNING_MEAN]->data, p[BN_RUNNING_VAR]->data, a->momentum,
                                                 a->eps, io->out->data, save_mean, save_invstd));
     return count_batch(be, p[BN_NUM_BATCHES]);
@@ -121,7 +121,7 @@ static float *grad_or_null(kelp_tensor *t) { return t ? t->data : NULL; }
 
 static kelp_status bn_backward(const kelp_layer_io *io)
 {
-    float *dx = grad_or_null(io->din[0]);
+    void *dx = io->din[0] ? io->din[0]->data : NULL;
     float *dgamma = grad_or_null(io->dparam[BN_WEIGHT]), *dbeta = grad_or_null(io->dparam[BN_BIAS]);
     if (!dx && !dgamma && !dbeta)
         return KELP_OK;
@@ -130,12 +130,13 @@ static kelp_status bn_backward(const kelp_layer_io *io)
     int c = (int)channels_of(&x->shape);
     int64_t rows = kelp_shape_numel(&x->shape) / c;
     if (!io->training)
-        return be->iface->batchnorm_backward_infer(be, rows, c, f32(x), f32(io->dout), f32(io->param[BN_WEIGHT]),
+        return be->iface->batchnorm_backward_infer(be, x->dtype, rows, c, x->data, io->dout->data,
+                                                   f32(io->param[BN_WEIGHT]),
                                                    f32(io->param[BN_RUNNING_MEAN]), f32(io->param[BN_RUNNING_VAR]),
                                                    ((const kelp_bn_attrs *)io->attrs)->eps, dx, dgamma, dbeta);
     const float *save_mean = io->state, *save_invstd = save_mean + c;
-    return be->iface->batchnorm_backward(be, rows, c, f32(x), f32(io->dout), f32(io->param[BN_WEIGHT]), save_mean,
-                                         save_invstd, ((const kelp_bn_attrs *)io->attrs)->eps, dx, dgamma, dbeta);
+    return be->iface->batchnorm_backward(be, x->dtype, rows, c, x->data, io->dout->data, f32(io->param[BN_WEIGHT]),
+                                         save_mean, save_invstd, ((const kelp_bn_attrs *)io->attrs)->eps, dx, dgamma, dbeta);
 }
 
 const kelp_layer_type kelp_layer_batch_norm = {

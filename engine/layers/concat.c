@@ -58,11 +58,13 @@ static kelp_status forward(const kelp_layer_io *io)
     kelp_backend *be = io->be;
     int width = channels_of(io->out);
     int64_t rows = kelp_shape_numel(&io->out->shape) / width;
-    float *y = io->out->data;
+    kelp_dtype dt = io->out->dtype;
+    char *y = io->out->data;
     int offset = 0;
     for (int i = 0; i < io->n_in; i++) {
         int c = channels_of(io->in[i]);
-        KELP_TRY(be->iface->copy_rows(be, rows, c, io->in[i]->data, c, y + offset, width, false));
+        KELP_TRY(be->iface->copy_rows(be, dt, rows, c, io->in[i]->data, c, y + offset * kelp_dtype_size(dt), width,
+                                      false));
         offset += c;
     }
     return KELP_OK;
@@ -73,12 +75,14 @@ static kelp_status backward(const kelp_layer_io *io)
     kelp_backend *be = io->be;
     int width = channels_of(io->out);
     int64_t rows = kelp_shape_numel(&io->out->shape) / width;
-    const float *dy = io->dout->data;
+    kelp_dtype dt = io->dout->dtype;
+    const char *dy = io->dout->data;
     int offset = 0;
     for (int i = 0; i < io->n_in; i++) {
         int c = channels_of(io->in[i]);
         if (io->din[i])
-            KELP_TRY(be->iface->copy_rows(be, rows, c, dy + offset, width, io->din[i]->data, c, true));
+            KELP_TRY(be->iface->copy_rows(be, dt, rows, c, dy + offset * kelp_dtype_size(dt), width, io->din[i]->data,
+                                          c, true));
         offset += c;
     }
     return KELP_OK;

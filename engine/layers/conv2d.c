@@ -144,7 +144,7 @@ static int params(const void *attrs, const kelp_shape *in, int n_in, kelp_param_
     return kelp_conv_param_specs(a, a->out_channels, cg, cg * taps, a->out_channels * taps, specs);
 }
 
-static kelp_conv_desc make_desc(const kelp_conv_attrs *a, const kelp_shape *x, const kelp_shape *y)
+static kelp_conv_desc make_desc(const kelp_conv_attrs *a, const kelp_shape *x, const kelp_shape *y, kelp_dtype dtype)
 {
     return (kelp_conv_desc){
         .n = (int)x->dims[0], .h = (int)x->dims[1], .w = (int)x->dims[2], .c = (int)x->dims[3],
@@ -154,15 +154,21 @@ static kelp_conv_desc make_desc(const kelp_conv_attrs *a, const kelp_shape *x, c
         .dil_h = a->dilation[0], .dil_w = a->dilation[1],
         .groups = a->groups,
         .oh = (int)y->dims[1], .ow = (int)y->dims[2],
+        .dtype = dtype,
     };
+}
+
+static kelp_conv_desc io_desc(const kelp_layer_io *io)
+{
+    return make_desc(io->attrs, &io->in[0]->shape, &io->out->shape, io->out->dtype);
 }
 
 /* Forward and backward use the same descriptor, hence the same workspace. */
 static kelp_status workspace(const void *attrs, kelp_backend *be, const kelp_shape *in, int n_in,
-                             const kelp_shape *out, size_t *bytes)
+                             const kelp_shape *out, kelp_dtype dtype, size_t *bytes)
 {
     (void)n_in;
-    kelp_conv_desc d = make_desc(attrs, &in[0], out);
+    kelp_conv_desc d = make_desc(attrs, &in[0], out, dtype);
     return be->iface->conv2d_workspace(be, &d, bytes);
 }
 
@@ -178,33 +184,34 @@ static int64_t flops(const void *attrs, const kelp_shape *in, int n_in, const ke
 static kelp_status forward(const kelp_layer_io *io)
 {
     const kelp_conv_attrs *a = io->attrs;
-    kelp_conv_desc d = make_desc(a, &io->in[0]->shape, &io->out->shape);
+    kelp_conv_desc d = io_desc(io);
     const float *bias = a->bias ? io->param[1]->data : NULL;
-    return io->be->iface->conv2d_forward(io->be, &d, io->in[0]->data, io->param[0]->data, bias, io->out->data,
-                                         io->workspace);
+    return io->be->iface->conv2d_forward(io->be, &d, io->in[0]->data, kelp_io_weight(io, 0)->data, bias,
+                                         io->out->data, io->workspace);
 }
 
 kelp_status kelp_conv2d_forward_fused(const kelp_layer_io *io, const kelp_conv_epilogue *ep)
 {
-    kelp_conv_desc d = make_desc(io->attrs, &io->in[0]->shape, &io->out->shape);
-    return io->be->iface->conv2d_forward_fused(io->be, &d, io->in[0]->data, io->param[0]->data, ep, io->out->data,
-                                               io->workspace);
+    kelp_conv_desc d = io_desc(io);
+    return io->be->iface->conv2d_forward_fused(io->be, &d, io->in[0]->data, kelp_io_weight(io, 0)->data, ep,
+                                               io->out->data, io->workspace);
 }
 
 static kelp_status backward(const kelp_layer_io *io)
 {
     const kelp_conv_attrs *a = io->attrs;
     kelp_backend *be = io->be;
-    kelp_conv_desc d = make_desc(a, &io->in[0]->shape, &io->out->shape);
-    const float *dy = io->dout->data;
+    kelp_conv_desc d = io_desc(io);
+    const void *dy = io->dout->data;
     if (io->din[0])
-        KELP_TRY(be->iface->conv2d_backward_data(be, &d, dy, io->param[0]->data, io->din[0]->data, io->workspace));
+        KELP_TRY(be->iface->conv2d_backward_data(be, &d, dy, kelp_io_weight(io, 0)->data, io->din[0]->data,
+                                                 io->workspace));
     float *db = a->bias && io->dparam[1] ? io->dparam[1]->data : NULL;
-    if (io->dparam[0])
-        return be->iface->conv2d_backward_filter(be, &d, io->in[0]->data, dy, io->dparam[0]->data, db,
-                                                 io->workspace);
+    kelp_tensor *dw = kelp_io_dweight(io, 0);
+    if (dw)
+        return be->iface->conv2d_backward_filter(be, &d, io->in[0]->data, dy, dw->data, db, io->workspace);
     if (db)
-        return be->iface->bias_backward(be, (int64_t)d.n * d.oh * d.ow, d.k, dy, db);
+        return be->iface->bias_backward(be, d.dtype, (int64_t)d.n * d.oh * d.ow, d.k, dy, db);
     return KELP_OK;
 }
 

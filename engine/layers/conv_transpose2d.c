@@ -62,7 +62,8 @@ static int params(const void *attrs, const kelp_shape *in, int n_in, kelp_param_
 
 /* The adjoint conv2d: y (N,OH,OW,Cout) -> x (N,H,W,Cin). Its output size is this layer's input size, set here rather
  * than computed: with output_padding >= stride (allowed when < dilation) the last rows of y feed no input pixel. */
-static kelp_conv_desc adjoint_desc(const kelp_conv_attrs *a, const kelp_shape *x, const kelp_shape *y)
+static kelp_conv_desc adjoint_desc(const kelp_conv_attrs *a, const kelp_shape *x, const kelp_shape *y,
+                                   kelp_dtype dtype)
 {
     return (kelp_conv_desc){
         .n = (int)y->dims[0], .h = (int)y->dims[1], .w = (int)y->dims[2], .c = (int)y->dims[3],
@@ -72,7 +73,13 @@ static kelp_conv_desc adjoint_desc(const kelp_conv_attrs *a, const kelp_shape *x
         .dil_h = a->dilation[0], .dil_w = a->dilation[1],
         .groups = a->groups,
         .oh = (int)x->dims[1], .ow = (int)x->dims[2],
+        .dtype = dtype,
     };
+}
+
+static kelp_conv_desc io_desc(const kelp_layer_io *io)
+{
+    return adjoint_desc(io->attrs, &io->in[0]->shape, &io->out->shape, io->out->dtype);
 }
 
 /* The workspace holds the adjoint's scratch, then (from a 64-byte boundary) the input gradient before it is added. */
@@ -85,13 +92,13 @@ static kelp_status scratch_offset(kelp_backend *be, const kelp_conv_desc *d, siz
 }
 
 static kelp_status workspace(const void *attrs, kelp_backend *be, const kelp_shape *in, int n_in,
-                             const kelp_shape *out, size_t *bytes)
+                             const kelp_shape *out, kelp_dtype dtype, size_t *bytes)
 {
     (void)n_in;
-    kelp_conv_desc d = adjoint_desc(attrs, &in[0], out);
+    kelp_conv_desc d = adjoint_desc(attrs, &in[0], out, dtype);
     size_t offset;
     KELP_TRY(scratch_offset(be, &d, &offset));
-    *bytes = offset + (size_t)kelp_shape_numel(&in[0]) * sizeof(float);
+    *bytes = offset + (size_t)kelp_shape_numel(&in[0]) * kelp_dtype_size(dtype);
     return KELP_OK;
 }
 
@@ -109,12 +116,13 @@ static kelp_status forward(const kelp_layer_io *io)
 {
     const kelp_conv_attrs *a = io->attrs;
     kelp_backend *be = io->be;
-    kelp_conv_desc d = adjoint_desc(a, &io->in[0]->shape, &io->out->shape);
-    float *y = io->out->data;
+    kelp_conv_desc d = io_desc(io);
+    void *y = io->out->data;
     KELP_TRY(be->iface->memset(be, y, 0, kelp_tensor_bytes(io->out)));
-    KELP_TRY(be->iface->conv2d_backward_data(be, &d, io->in[0]->data, io->param[0]->data, y, io->workspace));
+    KELP_TRY(be->iface->conv2d_backward_data(be, &d, io->in[0]->data, kelp_io_weight(io, 0)->data, y,
+                                             io->workspace));
     if (a->bias)
-        return be->iface->bias_add(be, (int64_t)d.n * d.h * d.w, d.c, io->param[1]->data, y);
+        return be->iface->bias_add(be, d.dtype, (int64_t)d.n * d.h * d.w, d.c, io->param[1]->data, y);
     return KELP_OK;
 }
 
@@ -122,20 +130,20 @@ static kelp_status backward(const kelp_layer_io *io)
 {
     const kelp_conv_attrs *a = io->attrs;
     kelp_backend *be = io->be;
-    kelp_conv_desc d = adjoint_desc(a, &io->in[0]->shape, &io->out->shape);
-    const float *dy = io->dout->data;
+    kelp_conv_desc d = io_desc(io);
+    const void *dy = io->dout->data;
     if (io->din[0]) {
         size_t offset;
         KELP_TRY(scratch_offset(be, &d, &offset));
-        float *scratch = (float *)((char *)io->workspace + offset);
-        KELP_TRY(be->iface->conv2d_forward(be, &d, dy, io->param[0]->data, NULL, scratch, io->workspace));
-        KELP_TRY(be->iface->axpy(be, kelp_shape_numel(&io->in[0]->shape), 1.0f, scratch, io->din[0]->data));
+        void *scratch = (char *)io->workspace + offset;
+        KELP_TRY(be->iface->conv2d_forward(be, &d, dy, kelp_io_weight(io, 0)->data, NULL, scratch, io->workspace));
+        KELP_TRY(be->iface->axpy(be, d.dtype, kelp_shape_numel(&io->in[0]->shape), 1.0f, scratch, io->din[0]->data));
     }
-    if (io->dparam[0])
-        KELP_TRY(be->iface->conv2d_backward_filter(be, &d, dy, io->in[0]->data, io->dparam[0]->data, NULL,
-                                                   io->workspace));
+    kelp_tensor *dw = kelp_io_dweight(io, 0);
+    if (dw)
+        KELP_TRY(be->iface->conv2d_backward_filter(be, &d, dy, io->in[0]->data, dw->data, NULL, io->workspace));
     if (a->bias && io->dparam[1])
-        return be->iface->bias_backward(be, (int64_t)d.n * d.h * d.w, d.c, dy, io->dparam[1]->data);
+        return be->iface->bias_backward(be, d.dtype, (int64_t)d.n * d.h * d.w, d.c, dy, io->dparam[1]->data);
     return KELP_OK;
 }
 

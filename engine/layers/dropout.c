@@ -44,7 +44,8 @@ static kelp_status forward(const kelp_layer_io *io)
         return be->iface->copy(be, io->out->data, io->in[0]->data, kelp_tensor_bytes(io->out));
     const dropout_attrs *a = io->attrs;
     int64_t n = kelp_shape_numel(&io->out->shape);
-    return be->iface->dropout_forward(be, n, a->p, io->seed, 0, io->in[0]->data, io->out->data, io->state);
+    return be->iface->dropout_forward(be, io->out->dtype, n, a->p, io->seed, 0, io->in[0]->data, io->out->data,
+                                      io->state);
 }
 
 static kelp_status backward(const kelp_layer_io *io)
@@ -54,9 +55,9 @@ static kelp_status backward(const kelp_layer_io *io)
     kelp_backend *be = io->be;
     int64_t n = kelp_shape_numel(&io->out->shape);
     if (!io->training)
-        return be->iface->axpy(be, n, 1.0f, io->dout->data, io->din[0]->data);
+        return be->iface->axpy(be, io->dout->dtype, n, 1.0f, io->dout->data, io->din[0]->data);
     const dropout_attrs *a = io->attrs;
-    return be->iface->dropout_backward(be, n, a->p, io->state, io->dout->data, io->din[0]->data);
+    return be->iface->dropout_backward(be, io->dout->dtype, n, a->p, io->state, io->dout->data, io->din[0]->data);
 }
 
 static const char *const fields[] = {"p", NULL};

@@ -39,7 +39,7 @@ static kelp_status forward(const kelp_layer_io *io)
     const kelp_shape *s = &io->in[0]->shape;
     if (s->ndim == 2)
         return be->iface->copy(be, io->out->data, io->in[0]->data, kelp_tensor_bytes(io->out));
-    return be->iface->nhwc_to_nchw(be, (int)s->dims[0], (int)s->dims[1], (int)s->dims[2], (int)s->dims[3],
+    return be->iface->nhwc_to_nchw(be, io->out->dtype, (int)s->dims[0], (int)s->dims[1], (int)s->dims[2], (int)s->dims[3],
                                    io->in[0]->data, io->out->data);
 }
 
@@ -50,8 +50,8 @@ static kelp_status backward(const kelp_layer_io *io)
     kelp_backend *be = io->be;
     const kelp_shape *s = &io->in[0]->shape;
     if (s->ndim == 2)
-        return be->iface->axpy(be, kelp_shape_numel(s), 1.0f, io->dout->data, io->din[0]->data);
-    return be->iface->nchw_to_nhwc_accumulate(be, (int)s->dims[0], (int)s->dims[1], (int)s->dims[2],
+        return be->iface->axpy(be, io->dout->dtype, kelp_shape_numel(s), 1.0f, io->dout->data, io->din[0]->data);
+    return be->iface->nchw_to_nhwc_accumulate(be, io->dout->dtype, (int)s->dims[0], (int)s->dims[1], (int)s->dims[2],
                                               (int)s->dims[3], io->dout->data, io->din[0]->data);
 }
 

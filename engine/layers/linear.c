@@ -90,11 +90,12 @@ static kelp_status forward(const kelp_layer_io *io)
     const linear_attrs *a = io->attrs;
     kelp_backend *be = io->be;
     int m = (int)rows_of(&io->in[0]->shape), in = (int)in_features(&io->in[0]->shape), out = a->out_features;
-    float *y = io->out->data;
-    KELP_TRY(be->iface->gemm(be, false, true, m, out, in, 1.0f, io->in[0]->data, in, io->param[0]->data, in, 0.0f,
-                             y, out));
+    kelp_dtype dt = io->out->dtype;
+    void *y = io->out->data;
+    KELP_TRY(be->iface->gemm(be, dt, false, true, m, out, in, 1.0f, io->in[0]->data, in, kelp_io_weight(io, 0)->data,
+                             in, 0.0f, y, out));
     if (a->bias)
-        return be->iface->bias_add(be, m, out, io->param[1]->data, y);
+        return be->iface->bias_add(be, dt, m, out, io->param[1]->data, y);
     return KELP_OK;
 }
 
@@ -103,17 +104,19 @@ static kelp_status backward(const kelp_layer_io *io)
     const linear_attrs *a = io->attrs;
     kelp_backend *be = io->be;
     int m = (int)rows_of(&io->in[0]->shape), in = (int)in_features(&io->in[0]->shape), out = a->out_features;
-    const float *dy = io->dout->data;
+    kelp_dtype dt = io->dout->dtype;
+    const void *dy = io->dout->data;
     // dx (M,IN) += dy (M,OUT) w (OUT,IN)
     if (io->din[0])
-        KELP_TRY(be->iface->gemm(be, false, false, m, in, out, 1.0f, dy, out, io->param[0]->data, in, 1.0f,
-                                 io->din[0]->data, in));
+        KELP_TRY(be->iface->gemm(be, dt, false, false, m, in, out, 1.0f, dy, out, kelp_io_weight(io, 0)->data, in,
+                                 1.0f, io->din[0]->data, in));
     // dw (OUT,IN) += dy^T (OUT,M) x (M,IN)
-    if (io->dparam[0])
-        KELP_TRY(be->iface->gemm(be, true, false, out, in, m, 1.0f, dy, out, io->in[0]->data, in, 1.0f,
-                                 io->dparam[0]->data, in));
+    kelp_tensor *dw = kelp_io_dweight(io, 0);
+    if (dw)
+        KELP_TRY(be->iface->gemm(be, dt, true, false, out, in, m, 1.0f, dy, out, io->in[0]->data, in, 1.0f, dw->data,
+                                 in));
     if (a->bias && io->dparam[1])
-        return be->iface->bias_backward(be, m, out, dy, io->dparam[1]->data);
+        return be->iface->bias_backward(be, dt, m, out, dy, io->dparam[1]->data);
     return KELP_OK;
 }
 

@@ -118,6 +118,7 @@ static kelp_pool_desc pool_desc(const kelp_pool_attrs *a, const kelp_tensor *x, 
         .oh = (int)y->shape.dims[1],
         .ow = (int)y->shape.dims[2],
         .count_include_pad = a->count_include_pad,
+        .dtype = y->dtype,
     };
     return d;
 }
@@ -186,7 +187,7 @@ static kelp_status gap_infer(const void *attrs, const kelp_shape *in, int n_in, 
 static kelp_status gap_forward(const kelp_layer_io *io)
 {
     const kelp_shape *s = &io->in[0]->shape;
-    return io->be->iface->global_avg_pool_forward(io->be, (int)s->dims[0], (int)(s->dims[1] * s->dims[2]),
+    return io->be->iface->global_avg_pool_forward(io->be, io->out->dtype, (int)s->dims[0], (int)(s->dims[1] * s->dims[2]),
                                                   (int)s->dims[3], io->in[0]->data, io->out->data);
 }
 
@@ -195,7 +196,7 @@ static kelp_status gap_backward(const kelp_layer_io *io)
     if (!io->din[0])
         return KELP_OK;
     const kelp_shape *s = &io->in[0]->shape;
-    return io->be->iface->global_avg_pool_backward(io->be, (int)s->dims[0], (int)(s->dims[1] * s->dims[2]),
+    return io->be->iface->global_avg_pool_backward(io->be, io->dout->dtype, (int)s->dims[0], (int)(s->dims[1] * s->dims[2]),
                                                    (int)s->dims[3], io->dout->data, io->din[0]->data);
 }
 

@@ -110,7 +110,8 @@ static kelp_status prepare(const kelp_layer_io *io, xent_run *run)
                               "softmax_cross_entropy: labels must be %lld I32 values, got %lld %s", (long long)rows,
                               (long long)kelp_shape_numel(&labels->shape), kelp_dtype_name(labels->dtype));
     run->desc = (kelp_xent_desc){
-        .rows = rows, .classes = classes, .label_smoothing = a->label_smoothing, .ignore_index = a->ignore_index};
+        .rows = rows, .classes = classes, .label_smoothing = a->label_smoothing, .ignore_index = a->ignore_index,
+        .dtype = logits->dtype};
     run->norm = io->state;
     run->weights = run->norm + 1;
     run->probs = run->weights + classes;

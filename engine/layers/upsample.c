@@ -112,6 +112,7 @@ static kelp_upsample_desc upsample_desc(const upsample_attrs *a, const kelp_tens
         .c = (int)x->shape.dims[3],
         .oh = (int)y->shape.dims[1],
         .ow = (int)y->shape.dims[2],
+        .dtype = y->dtype,
     };
     d.scale_h = coordinate_scale(a, 0, d.h, d.oh);
     d.scale_w = coordinate_scale(a, 1, d.w, d.ow);

@@ -53,6 +53,10 @@ kelp_status kelp_tensor_alloc(kelp_ctx *ctx, const kelp_shape *shape, kelp_dtype
 void kelp_tensor_free(kelp_ctx *ctx, kelp_tensor *t);
 kelp_status kelp_tensor_upload(kelp_tensor *t, const void *host, size_t bytes);
 kelp_status kelp_tensor_download(const kelp_tensor *t, void *host, size_t bytes);
+/* `count` floats into or out of a tensor stored as F32, BF16 or F16 (a graph's inputs and outputs under mixed
+ * precision), converted on the host. */
+kelp_status kelp_tensor_upload_floats(kelp_tensor *t, const float *host, int64_t count);
+kelp_status kelp_tensor_download_floats(const kelp_tensor *t, float *host, int64_t count);
 
 /* ---- graph: a DAG of layers built from a JSON model file (docs/model-format.md) ---- */
 typedef struct kelp_graph kelp_graph;
@@ -62,9 +66,16 @@ typedef struct kelp_graph_options {
     bool training;      /* plan for backward: keep activations, allocate gradients */
     bool with_loss;     /* append the model's "loss" node and a "label" input */
     bool input_grads;   /* also compute gradients with respect to the graph inputs (gradient checks) */
+    /* Storage of activations, their gradients and the copy of the parameters that convolutions and linear layers
+     * read: KELP_F32 (the default), or KELP_BF16 / KELP_F16 for mixed precision, where the parameters, their
+     * gradients, batch-norm statistics, the loss and the optimizer stay float and every op computes in float. */
+    kelp_dtype precision;
 } kelp_graph_options;
 
 kelp_graph_options kelp_graph_defaults(void);
+/* A precision's CLI spelling, "fp32", "bf16" or "fp16", to its storage type; KELP_ERR_INVALID_ARG otherwise. */
+kelp_status kelp_precision_parse(const char *name, kelp_dtype *out);
+const char *kelp_precision_name(kelp_dtype precision);
 
 kelp_status kelp_graph_build(kelp_ctx *ctx, const char *model_json, const kelp_graph_options *options,
                              kelp_graph **out);

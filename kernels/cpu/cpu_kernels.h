@@ -144,7 +144,8 @@ void kelp_cpu_sgd_step(int threads, int64_t n, const kelp_sgd_params *p, float *
 void kelp_cpu_adamw_step(int threads, int64_t n, const kelp_adamw_params *p, float *param, const float *grad,
                          float *exp_avg, float *exp_avg_sq);
 
-/* ---- input preparation: out = (pixel / 255 - mean) / std per channel (kernels/ops/prep.h) ---- */
-void kelp_cpu_prepare_images(int threads, const kelp_prep_desc *d, const uint8_t *pixels, float *out);
+/* ---- input preparation: out = (pixel / 255 - mean) / std per channel (kernels/ops/prep.h), stored as d->dtype
+ * (F32, BF16 or F16) ---- */
+void kelp_cpu_prepare_images(int threads, const kelp_prep_desc *d, const uint8_t *pixels, void *out);
 
 #endif

@@ -193,10 +193,16 @@ static void cuda_memory_stats(kelp_backend *be, kelp_device_memory *out)
     out->reserved = c->reserved;
 }
 
+/* Every activation op takes F32, BF16 and F16 storage (cuda_dtype.h), and so does convert; the optimizers update
+ * the float parameters and their float gradients only. */
 static bool cuda_supports(kelp_backend *be, kelp_op op, kelp_dtype dtype)
 {
     (void)be;
-    return op < KELP_OP_COUNT && dtype == KELP_F32;
+    if (op >= KELP_OP_COUNT)
+        return false;
+    if (op == KELP_OP_SGD || op == KELP_OP_ADAMW)
+        return dtype == KELP_F32;
+    return cuda_dtype_ok(dtype);
 }
 
 static kelp_status cuda_alloc(kelp_backend *be, size_t bytes, void **out)
@@ -277,16 +283,28 @@ static kelp_status cuda_synchronize(kelp_backend *be)
 }
 
 /* Row-major C = alpha op(A) op(B) + beta C is column-major C^T = alpha op(B)^T op(A)^T + beta C^T: the same
- * buffers read as their transposes, so cuBLAS gets B first and the dimensions swapped. */
-static kelp_status cuda_gemm(kelp_backend *be, bool ta, bool tb, int m, int n, int k, float alpha, const float *a,
-                             int lda, const float *b, int ldb, float beta, float *c_mat, int ldc)
+ * buffers read as their transposes, so cuBLAS gets B first and the dimensions swapped.
+ * fp32 is cublasSgemm under the handle's math mode (TF32 only when allowed). BF16 and F16 go through cublasGemmEx
+ * with CUBLAS_COMPUTE_32F: A, B and C in the storage type, products summed in float (alpha and beta are floats for
+ * that compute type), C rounded once; init_impl forbids reductions in the output type. */
+static kelp_status cuda_gemm(kelp_backend *be, kelp_dtype dt, bool ta, bool tb, int m, int n, int k, float alpha,
+                             const void *a, int lda, const void *b, int ldb, float beta, void *c_mat, int ldc)
 {
     cuda_impl *c;
     KELP_TRY(cuda_enter(be, &c));
+    if (!cuda_dtype_ok(dt))
+        return kelp_set_error(KELP_ERR_UNSUPPORTED, "gemm (cuda): storage type %d is not F32, BF16 or F16", (int)dt);
     if (m <= 0 || n <= 0)
         return KELP_OK;
-    KELP_CUBLAS_TRY(cublasSgemm(c->cublas, tb ? CUBLAS_OP_T : CUBLAS_OP_N, ta ? CUBLAS_OP_T : CUBLAS_OP_N, n, m, k,
-                                &alpha, b, ldb, a, lda, &beta, c_mat, ldc));
+    const cublasOperation_t op_a = ta ? CUBLAS_OP_T : CUBLAS_OP_N, op_b = tb ? CUBLAS_OP_T : CUBLAS_OP_N;
+    if (dt == KELP_F32) {
+        KELP_CUBLAS_TRY(cublasSgemm(c->cublas, op_b, op_a, n, m, k, &alpha, (const float *)b, ldb, (const float *)a,
+                                    lda, &beta, (float *)c_mat, ldc));
+        return KELP_OK;
+    }
+    const cudaDataType type = cublas_data_type(dt);
+    KELP_CUBLAS_TRY(cublasGemmEx(c->cublas, op_b, op_a, n, m, k, &alpha, b, type, ldb, a, type, lda, &beta, c_mat, type,
+                                 ldc, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
     return KELP_OK;
 }
 
@@ -384,6 +402,7 @@ static void fill_iface(kelp_backend_iface *t)
     t->replay = cuda_replay_launch;
     t->replay_destroy = cuda_replay_destroy;
     t->gemm = cuda_gemm;
+    t->convert = cuda_convert;
     t->conv2d_workspace = cuda_conv2d_workspace;
     t->conv2d_forward = cuda_conv2d_forward;
     t->conv2d_forward_fused = cuda_conv2d_forward_fused;
@@ -430,8 +449,12 @@ static kelp_status init_impl(cuda_impl *c)
     KELP_CUBLAS_TRY(cublasCreate(&c->cublas));
     KELP_CUBLAS_TRY(cublasSetStream(c->cublas, c->stream));
     /* Without allow_tf32, fp32 math as on the CPU: the default math mode never uses TF32 tensor cores, so results
-     * stay within float rounding of OpenBLAS's. */
-    KELP_CUBLAS_TRY(cublasSetMathMode(c->cublas, c->allow_tf32 ? CUBLAS_TF32_TENSOR_OP_MATH : CUBLAS_DEFAULT_MATH));
+     * stay within float rounding of OpenBLAS's. DISALLOW_REDUCED_PRECISION_REDUCTION: a 16-bit GEMM's split-K
+     * partial sums are reduced in its float compute type, not in the 16-bit output type (cuBLAS allows that by
+     * default), so C is rounded once, as on the CPU. It changes nothing for fp32. */
+    const cublasMath_t math = c->allow_tf32 ? CUBLAS_TF32_TENSOR_OP_MATH : CUBLAS_DEFAULT_MATH;
+    KELP_CUBLAS_TRY(cublasSetMathMode(
+        c->cublas, (cublasMath_t)(math | CUBLAS_MATH_DISALLOW_REDUCED_PRECISION_REDUCTION)));
     KELP_TRY(cuda_alloc_impl(c, CUBLAS_WORKSPACE_BYTES, &c->cublas_workspace));
     KELP_CUBLAS_TRY(cublasSetWorkspace(c->cublas, c->cublas_workspace, CUBLAS_WORKSPACE_BYTES));
     KELP_CUDNN_TRY(cudnnCreate(&c->cudnn));

@@ -4,7 +4,8 @@
  * kernels or cuDNN's run. Per-channel sums come from
  * cuda_column_sums (double, fixed chunk order: deterministic); small per-channel kernels then apply the per-channel
  * formulas of kernels/ops/batchnorm.h, which kernels/cpu/batchnorm.c calls too, and an elementwise kernel
- * normalizes. */
+ * normalizes. x, y, dx and dy are in the call's storage type (loaded to float, statistics in double, stored once);
+ * the parameters, statistics and per-channel factors are float. */
 #include "kernels/cuda/cuda_internal.h"
 #include "kernels/ops/batchnorm.h"
 
@@ -57,28 +58,33 @@ __global__ void bn_infer_scale_kernel(int c, const float *gamma, const float *ru
         scale[ch] = kelp_bn_scale(gamma[ch], kelp_bn_invstd(running_var[ch], eps));
 }
 
-__global__ void bn_apply_kernel(int64_t n, int c, const float *x, const float *mean, const float *scale,
-                                const float *shift, float *y)
+template <typename T>
+__global__ void bn_apply_kernel(int64_t n, int c, const T *x, const float *mean, const float *scale,
+                                const float *shift, T *y)
 {
     GRID_STRIDE(i, n)
     {
         int ch = (int)(i % c);
-        y[i] = kelp_bn_apply(x[i], mean[ch], scale[ch], shift[ch]);
+        store(y, i, kelp_bn_apply(load(x, i), mean[ch], scale[ch], shift[ch]));
     }
 }
 
-static kelp_status apply(cuda_impl *ci, int64_t rows, int c, const float *x, const float *mean, const float *scale,
-                         const float *shift, float *y)
+static kelp_status apply(cuda_impl *ci, kelp_dtype dt, int64_t rows, int c, const void *x, const float *mean,
+                         const float *scale, const float *shift, void *y)
 {
     int64_t n = rows * c;
-    bn_apply_kernel<<<cuda_grid(n), CUDA_THREADS, 0, ci->stream>>>(n, c, x, mean, scale, shift, y);
-    KELP_CUDA_LAUNCHED(bn_apply_kernel);
-    return KELP_OK;
+    return cuda_dispatch(dt, "batch_norm", [&](auto tag) {
+        using T = typename decltype(tag)::type;
+        bn_apply_kernel<<<cuda_grid(n), CUDA_THREADS, 0, ci->stream>>>(n, c, (const T *)x, mean, scale, shift, (T *)y);
+        KELP_CUDA_LAUNCHED(bn_apply_kernel);
+        return KELP_OK;
+    });
 }
 
-kelp_status cuda_bn_custom_forward_train(kelp_backend *be, int64_t rows, int c, const float *x, const float *gamma,
-                                  const float *beta, float *running_mean, float *running_var, float momentum,
-                                  float eps, float *y, float *save_mean, float *save_invstd)
+kelp_status cuda_bn_custom_forward_train(kelp_backend *be, kelp_dtype dt, int64_t rows, int c, const void *x,
+                                         const float *gamma, const float *beta, float *running_mean,
+                                         float *running_var, float momentum, float eps, void *y, float *save_mean,
+                                         float *save_invstd)
 {
     cuda_impl *ci;
     KELP_TRY(cuda_enter(be, &ci));
@@ -86,19 +92,19 @@ kelp_status cuda_bn_custom_forward_train(kelp_backend *be, int64_t rows, int c, 
         return KELP_OK;
     bn_scratch s;
     KELP_TRY(carve(ci, rows, c, &s));
-    KELP_TRY(cuda_column_sums(ci, COL_SUM, rows, c, x, NULL, NULL, NULL, s.partials, s.sums));
+    KELP_TRY(cuda_column_sums(ci, dt, COL_SUM, rows, c, x, NULL, NULL, NULL, s.partials, s.sums));
     bn_mean_kernel<<<channel_grid(c), CUDA_THREADS, 0, ci->stream>>>(c, rows, s.sums, s.mean);
     KELP_CUDA_LAUNCHED(bn_mean_kernel);
-    KELP_TRY(cuda_column_sums(ci, COL_CENTRED_SQ, rows, c, x, NULL, s.mean, NULL, s.partials, s.sums));
+    KELP_TRY(cuda_column_sums(ci, dt, COL_CENTRED_SQ, rows, c, x, NULL, s.mean, NULL, s.partials, s.sums));
     bn_train_stats_kernel<<<channel_grid(c), CUDA_THREADS, 0, ci->stream>>>(
         c, rows, s.mean, s.sums, gamma, momentum, eps, running_mean, running_var, save_mean, save_invstd, s.f0);
     KELP_CUDA_LAUNCHED(bn_train_stats_kernel);
-    return apply(ci, rows, c, x, save_mean, s.f0, beta, y);
+    return apply(ci, dt, rows, c, x, save_mean, s.f0, beta, y);
 }
 
-kelp_status cuda_bn_custom_forward_infer(kelp_backend *be, int64_t rows, int c, const float *x, const float *gamma,
-                                  const float *beta, const float *running_mean, const float *running_var, float eps,
-                                  float *y)
+kelp_status cuda_bn_custom_forward_infer(kelp_backend *be, kelp_dtype dt, int64_t rows, int c, const void *x,
+                                         const float *gamma, const float *beta, const float *running_mean,
+                                         const float *running_var, float eps, void *y)
 {
     cuda_impl *ci;
     KELP_TRY(cuda_enter(be, &ci));
@@ -108,7 +114,7 @@ kelp_status cuda_bn_custom_forward_infer(kelp_backend *be, int64_t rows, int c, 
     KELP_TRY(cuda_scratch(ci, (size_t)c * sizeof(float), (void **)&scale));
     bn_infer_scale_kernel<<<channel_grid(c), CUDA_THREADS, 0, ci->stream>>>(c, gamma, running_var, eps, scale);
     KELP_CUDA_LAUNCHED(bn_infer_scale_kernel);
-    return apply(ci, rows, c, x, running_mean, scale, beta, y);
+    return apply(ci, dt, rows, c, x, running_mean, scale, beta, y);
 }
 
 __global__ void bn_fold_kernel(int c, const float *gamma, const float *beta, const float *mean, const float *var,
@@ -153,19 +159,20 @@ __global__ void bn_backward_stats_kernel(int c, int64_t rows, const double *sums
     proj[ch] = f.proj;
 }
 
-__global__ void bn_dx_kernel(int64_t n, int c, const float *x, const float *dy, const float *mean, const float *k,
-                             const float *mean_dy, const float *proj, float *dx)
+template <typename T>
+__global__ void bn_dx_kernel(int64_t n, int c, const T *x, const T *dy, const float *mean, const float *k,
+                             const float *mean_dy, const float *proj, T *dx)
 {
     GRID_STRIDE(i, n)
     {
         int ch = (int)(i % c);
-        dx[i] += kelp_bn_dx(dy[i], x[i] - mean[ch], k[ch], mean_dy[ch], proj[ch]);
+        store(dx, i, load(dx, i) + kelp_bn_dx(load(dy, i), load(x, i) - mean[ch], k[ch], mean_dy[ch], proj[ch]));
     }
 }
 
-kelp_status cuda_bn_custom_backward(kelp_backend *be, int64_t rows, int c, const float *x, const float *dy,
-                             const float *gamma, const float *save_mean, const float *save_invstd, float *dx,
-                             float *dgamma, float *dbeta)
+kelp_status cuda_bn_custom_backward(kelp_backend *be, kelp_dtype dt, int64_t rows, int c, const void *x,
+                                    const void *dy, const float *gamma, const float *save_mean,
+                                    const float *save_invstd, void *dx, float *dgamma, float *dbeta)
 {
     cuda_impl *ci;
     KELP_TRY(cuda_enter(be, &ci));
@@ -173,16 +180,20 @@ kelp_status cuda_bn_custom_backward(kelp_backend *be, int64_t rows, int c, const
         return KELP_OK;
     bn_scratch s;
     KELP_TRY(carve(ci, rows, c, &s));
-    KELP_TRY(cuda_column_sums(ci, COL_DY_XMU, rows, c, dy, x, NULL, save_mean, s.partials, s.sums));
+    KELP_TRY(cuda_column_sums(ci, dt, COL_DY_XMU, rows, c, dy, x, NULL, save_mean, s.partials, s.sums));
     bn_backward_stats_kernel<<<channel_grid(c), CUDA_THREADS, 0, ci->stream>>>(c, rows, s.sums, gamma, save_invstd,
                                                                              dgamma, dbeta, s.f0, s.f1, s.f2);
     KELP_CUDA_LAUNCHED(bn_backward_stats_kernel);
     if (!dx)
         return KELP_OK;
     int64_t n = rows * c;
-    bn_dx_kernel<<<cuda_grid(n), CUDA_THREADS, 0, ci->stream>>>(n, c, x, dy, save_mean, s.f0, s.f1, s.f2, dx);
-    KELP_CUDA_LAUNCHED(bn_dx_kernel);
-    return KELP_OK;
+    return cuda_dispatch(dt, "batch_norm backward", [&](auto tag) {
+        using T = typename decltype(tag)::type;
+        bn_dx_kernel<<<cuda_grid(n), CUDA_THREADS, 0, ci->stream>>>(n, c, (const T *)x, (const T *)dy, save_mean, s.f0,
+                                                                    s.f1, s.f2, (T *)dx);
+        KELP_CUDA_LAUNCHED(bn_dx_kernel);
+        return KELP_OK;
+    });
 }
 
 /* Through the running statistics: a fixed affine map per channel, dx += dy * gamma * invstd. */
@@ -201,14 +212,14 @@ __global__ void bn_backward_infer_stats_kernel(int c, const double *sums, const 
     k[ch] = kelp_bn_scale(gamma[ch], invstd);
 }
 
-__global__ void bn_dx_infer_kernel(int64_t n, int c, const float *dy, const float *k, float *dx)
+template <typename T> __global__ void bn_dx_infer_kernel(int64_t n, int c, const T *dy, const float *k, T *dx)
 {
-    GRID_STRIDE(i, n) dx[i] += dy[i] * k[i % c];
+    GRID_STRIDE(i, n) store(dx, i, load(dx, i) + load(dy, i) * k[i % c]);
 }
 
-kelp_status cuda_bn_backward_infer(kelp_backend *be, int64_t rows, int c, const float *x, const float *dy,
-                                   const float *gamma, const float *running_mean, const float *running_var, float eps,
-                                   float *dx, float *dgamma, float *dbeta)
+kelp_status cuda_bn_backward_infer(kelp_backend *be, kelp_dtype dt, int64_t rows, int c, const void *x,
+                                   const void *dy, const float *gamma, const float *running_mean,
+                                   const float *running_var, float eps, void *dx, float *dgamma, float *dbeta)
 {
     cuda_impl *ci;
     KELP_TRY(cuda_enter(be, &ci));
@@ -216,14 +227,17 @@ kelp_status cuda_bn_backward_infer(kelp_backend *be, int64_t rows, int c, const 
         return KELP_OK;
     bn_scratch s;
     KELP_TRY(carve(ci, rows, c, &s));
-    KELP_TRY(cuda_column_sums(ci, COL_DY_XMU, rows, c, dy, x, NULL, running_mean, s.partials, s.sums));
+    KELP_TRY(cuda_column_sums(ci, dt, COL_DY_XMU, rows, c, dy, x, NULL, running_mean, s.partials, s.sums));
     bn_backward_infer_stats_kernel<<<channel_grid(c), CUDA_THREADS, 0, ci->stream>>>(c, s.sums, gamma, running_var,
                                                                                    eps, dgamma, dbeta, s.f0);
     KELP_CUDA_LAUNCHED(bn_backward_infer_stats_kernel);
     if (!dx)
         return KELP_OK;
     int64_t n = rows * c;
-    bn_dx_infer_kernel<<<cuda_grid(n), CUDA_THREADS, 0, ci->stream>>>(n, c, dy, s.f0, dx);
-    KELP_CUDA_LAUNCHED(bn_dx_infer_kernel);
-    return KELP_OK;
+    return cuda_dispatch(dt, "batch_norm backward", [&](auto tag) {
+        using T = typename decltype(tag)::type;
+        bn_dx_infer_kernel<<<cuda_grid(n), CUDA_THREADS, 0, ci->stream>>>(n, c, (const T *)dy, s.f0, (T *)dx);
+        KELP_CUDA_LAUNCHED(bn_dx_infer_kernel);
+        return KELP_OK;
+    });
 }

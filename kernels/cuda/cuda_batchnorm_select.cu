@@ -12,7 +12,13 @@
  * Training uses CUDNN_BATCHNORM_SPATIAL_PERSISTENT, as PyTorch does for channels-last inputs; inference SPATIAL.
  * A shape is given to cuDNN as N=1, C, H=rows, W=1 in NHWC, the same memory as (N, H, W, C): the statistics are
  * over N*H*W either way, and cuDNN's batch-norm kernels limit N (PyTorch keeps N at most 65535 in inference and
- * 880801 in training for them), not H. */
+ * 880801 in training for them), not H.
+ *
+ * 16-bit storage (BF16, F16) always runs the custom kernels. cuDNN's legacy batch-norm calls are documented for
+ * half x/y with float parameters, but bf16 support there is not something we could confirm from cuDNN's headers or
+ * documentation, and PyTorch's backend selection (aten/src/ATen/native/Normalization.cpp) never gives bf16 to
+ * cuDNN's batch norm. The custom kernels take every storage type with the statistics in double, so one path, the one
+ * the CPU backend mirrors, serves all of them; the choice cache below therefore only ever sees fp32 shapes. */
 #include <stdlib.h>
 #include <string.h>
 
@@ -168,21 +174,26 @@ static signed char fixed_choice(const cuda_impl *ci, int64_t rows, int c)
     return measured(ci) ? CHOICE_UNKNOWN : CHOICE_CUSTOM;
 }
 
-kelp_status cuda_bn_forward_train(kelp_backend *be, int64_t rows, int c, const float *x, const float *gamma,
-                                  const float *beta, float *running_mean, float *running_var, float momentum,
-                                  float eps, float *y, float *save_mean, float *save_invstd)
+kelp_status cuda_bn_forward_train(kelp_backend *be, kelp_dtype dt, int64_t rows, int c, const void *x_,
+                                  const float *gamma, const float *beta, float *running_mean, float *running_var,
+                                  float momentum, float eps, void *y_, float *save_mean, float *save_invstd)
 {
     cuda_impl *ci;
     KELP_TRY(cuda_enter(be, &ci));
     if (rows <= 0 || c <= 0)
         return KELP_OK;
+    if (dt != KELP_F32) /* 16-bit storage: the custom kernels (see the top of this file) */
+        return cuda_bn_custom_forward_train(be, dt, rows, c, x_, gamma, beta, running_mean, running_var, momentum, eps,
+                                            y_, save_mean, save_invstd);
+    const float *x = (const float *)x_;
+    float *y = (float *)y_;
     cuda_bn_choice *choice;
     KELP_TRY(choice_of(ci, rows, c, &choice));
     if (choice->train == CHOICE_UNKNOWN)
         choice->train = fixed_choice(ci, rows, c);
     if (choice->train == CHOICE_UNKNOWN && cuda_capturing(ci)) /* no waiting now: measured at a later call */
-        return cuda_bn_custom_forward_train(be, rows, c, x, gamma, beta, running_mean, running_var, momentum, eps, y,
-                                            save_mean, save_invstd);
+        return cuda_bn_custom_forward_train(be, KELP_F32, rows, c, x, gamma, beta, running_mean, running_var,
+                                            momentum, eps, y, save_mean, save_invstd);
     if (choice->train == CHOICE_UNKNOWN) {
         /* the trials update copies of the running statistics: two vectors of C, allocated once per shape */
         float *stats = NULL;
@@ -196,8 +207,8 @@ kelp_status cuda_bn_forward_train(kelp_backend *be, int64_t rows, int c, const f
             s = kelp_set_error(KELP_ERR_BACKEND, "batch_norm (cuda): cannot copy the running statistics to time");
         if (s == KELP_OK)
             s = time_runs(ci, [&] {
-                return cuda_bn_custom_forward_train(be, rows, c, x, gamma, beta, stats, stats + c, momentum, eps, y,
-                                                    save_mean, save_invstd);
+                return cuda_bn_custom_forward_train(be, KELP_F32, rows, c, x, gamma, beta, stats, stats + c, momentum,
+                                                    eps, y, save_mean, save_invstd);
             }, &custom_ms);
         if (s == KELP_OK)
             s = time_runs(ci, [&] {
@@ -211,28 +222,33 @@ kelp_status cuda_bn_forward_train(kelp_backend *be, int64_t rows, int c, const f
     if (choice->train == CHOICE_CUDNN)
         return cudnn_forward_train(ci, rows, c, x, gamma, beta, running_mean, running_var, momentum, eps, y,
                                    save_mean, save_invstd);
-    return cuda_bn_custom_forward_train(be, rows, c, x, gamma, beta, running_mean, running_var, momentum, eps, y,
-                                        save_mean, save_invstd);
+    return cuda_bn_custom_forward_train(be, KELP_F32, rows, c, x, gamma, beta, running_mean, running_var, momentum,
+                                        eps, y, save_mean, save_invstd);
 }
 
-kelp_status cuda_bn_forward_infer(kelp_backend *be, int64_t rows, int c, const float *x, const float *gamma,
-                                  const float *beta, const float *running_mean, const float *running_var, float eps,
-                                  float *y)
+kelp_status cuda_bn_forward_infer(kelp_backend *be, kelp_dtype dt, int64_t rows, int c, const void *x_,
+                                  const float *gamma, const float *beta, const float *running_mean,
+                                  const float *running_var, float eps, void *y_)
 {
     cuda_impl *ci;
     KELP_TRY(cuda_enter(be, &ci));
     if (rows <= 0 || c <= 0)
         return KELP_OK;
+    if (dt != KELP_F32)
+        return cuda_bn_custom_forward_infer(be, dt, rows, c, x_, gamma, beta, running_mean, running_var, eps, y_);
+    const float *x = (const float *)x_;
+    float *y = (float *)y_;
     cuda_bn_choice *choice;
     KELP_TRY(choice_of(ci, rows, c, &choice));
     if (choice->infer == CHOICE_UNKNOWN)
         choice->infer = fixed_choice(ci, rows, c);
     if (choice->infer == CHOICE_UNKNOWN && cuda_capturing(ci)) /* no waiting now: measured at a later call */
-        return cuda_bn_custom_forward_infer(be, rows, c, x, gamma, beta, running_mean, running_var, eps, y);
+        return cuda_bn_custom_forward_infer(be, KELP_F32, rows, c, x, gamma, beta, running_mean, running_var, eps, y);
     if (choice->infer == CHOICE_UNKNOWN) {
         float custom_ms = 0, cudnn_ms = 0;
         kelp_status s = time_runs(ci, [&] {
-            return cuda_bn_custom_forward_infer(be, rows, c, x, gamma, beta, running_mean, running_var, eps, y);
+            return cuda_bn_custom_forward_infer(be, KELP_F32, rows, c, x, gamma, beta, running_mean, running_var, eps,
+                                                y);
         }, &custom_ms);
         if (s == KELP_OK)
             s = time_runs(ci, [&] {
@@ -242,22 +258,26 @@ kelp_status cuda_bn_forward_infer(kelp_backend *be, int64_t rows, int c, const f
     }
     if (choice->infer == CHOICE_CUDNN)
         return cudnn_forward_infer(ci, rows, c, x, gamma, beta, running_mean, running_var, eps, y);
-    return cuda_bn_custom_forward_infer(be, rows, c, x, gamma, beta, running_mean, running_var, eps, y);
+    return cuda_bn_custom_forward_infer(be, KELP_F32, rows, c, x, gamma, beta, running_mean, running_var, eps, y);
 }
 
 /* The training forward's choice, where cuDNN can do what is asked: all three gradients. */
-kelp_status cuda_bn_backward(kelp_backend *be, int64_t rows, int c, const float *x, const float *dy,
-                             const float *gamma, const float *save_mean, const float *save_invstd, float eps,
-                             float *dx, float *dgamma, float *dbeta)
+kelp_status cuda_bn_backward(kelp_backend *be, kelp_dtype dt, int64_t rows, int c, const void *x_, const void *dy_,
+                             const float *gamma, const float *save_mean, const float *save_invstd, float eps, void *dx_,
+                             float *dgamma, float *dbeta)
 {
     cuda_impl *ci;
     KELP_TRY(cuda_enter(be, &ci));
     if (rows <= 0 || c <= 0)
         return KELP_OK;
+    if (dt != KELP_F32)
+        return cuda_bn_custom_backward(be, dt, rows, c, x_, dy_, gamma, save_mean, save_invstd, dx_, dgamma, dbeta);
+    const float *x = (const float *)x_, *dy = (const float *)dy_;
+    float *dx = (float *)dx_;
     cuda_bn_choice *choice;
     KELP_TRY(choice_of(ci, rows, c, &choice));
     signed char train = choice->train == CHOICE_UNKNOWN ? fixed_choice(ci, rows, c) : choice->train;
     if (train == CHOICE_CUDNN && dx && dgamma && dbeta)
         return cudnn_backward(ci, rows, c, x, dy, gamma, save_mean, save_invstd, eps, dx, dgamma, dbeta);
-    return cuda_bn_custom_backward(be, rows, c, x, dy, gamma, save_mean, save_invstd, dx, dgamma, dbeta);
+    return cuda_bn_custom_backward(be, KELP_F32, rows, c, x, dy, gamma, save_mean, save_invstd, dx, dgamma, dbeta);
 }

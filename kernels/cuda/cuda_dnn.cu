@@ -15,7 +15,14 @@
  * geometry at a batch at least as large, so it never needs more than the graph holds. A shape never planned at all
  * gets workspace-free algorithms only.
  *
- * Backward passes accumulate (cuDNN's beta = 1), as the interface requires; the bias gradient adds its column sums. */
+ * Backward passes accumulate (cuDNN's beta = 1), as the interface requires; the bias gradient adds its column sums.
+ *
+ * Mixed precision: x, w, y and their gradients in d->dtype, F32, BF16 or F16 (cuDNN's FLOAT, BFLOAT16, HALF tensor
+ * and filter descriptors), always with a FLOAT compute type, so products accumulate in fp32 (cuDNN's
+ * PSEUDO_HALF_CONFIG and PSEUDO_BFLOAT16_CONFIG). 16-bit data may take tensor-core algorithms (CUDNN_TENSOR_OP_MATH):
+ * their products of 16-bit values are exact in fp32, so tensor cores lose nothing there, unlike TF32 on fp32 data.
+ * The dtype is a field of kelp_conv_desc, which is the cache key, so each storage type has its own entry. The float
+ * bias and the fused epilogue's float scale and shift are applied by our kernels on the typed y. */
 #include <stdlib.h>
 #include <string.h>
 
@@ -57,6 +64,7 @@ void cuda_conv_cache_clear(cuda_impl *c)
     c->n_conv = 0;
 }
 
+/* Every field, the storage type included (kelp_conv_desc is all ints and an enum: no padding bytes to compare). */
 static bool same_desc(const kelp_conv_desc *a, const kelp_conv_desc *b) { return memcmp(a, b, sizeof *a) == 0; }
 
 /* Everything but the batch size. */
@@ -67,25 +75,34 @@ static bool same_geometry(const kelp_conv_desc *a, const kelp_conv_desc *b)
     return same_desc(&x, b);
 }
 
-static cudnnMathType_t allowed_math(const cuda_impl *c) { return c->allow_tf32 ? CUDNN_DEFAULT_MATH : CUDNN_FMA_MATH; }
+static bool half_data(const kelp_conv_desc *d) { return d->dtype == KELP_BF16 || d->dtype == KELP_F16; }
+
+/* The math type a shape's candidates start from: tensor cores for 16-bit data; for fp32, FMA unless TF32 is allowed. */
+static cudnnMathType_t allowed_math(const cuda_impl *c, const kelp_conv_desc *d)
+{
+    if (half_data(d))
+        return CUDNN_TENSOR_OP_MATH;
+    return c->allow_tf32 ? CUDNN_DEFAULT_MATH : CUDNN_FMA_MATH;
+}
 
 static kelp_status make_descriptors(const cuda_impl *c, cuda_conv_entry *e)
 {
     const kelp_conv_desc *d = &e->d;
+    const cudnnDataType_t type = cudnn_data_type(d->dtype);
     KELP_CUDNN_TRY(cudnnCreateTensorDescriptor(&e->x));
     KELP_CUDNN_TRY(cudnnCreateTensorDescriptor(&e->y));
     KELP_CUDNN_TRY(cudnnCreateFilterDescriptor(&e->w));
     KELP_CUDNN_TRY(cudnnCreateConvolutionDescriptor(&e->conv));
-    KELP_CUDNN_TRY(cudnnSetTensor4dDescriptor(e->x, CUDNN_TENSOR_NHWC, CUDNN_DATA_FLOAT, d->n, d->c, d->h, d->w));
-    KELP_CUDNN_TRY(cudnnSetTensor4dDescriptor(e->y, CUDNN_TENSOR_NHWC, CUDNN_DATA_FLOAT, d->n, d->k, d->oh, d->ow));
-    KELP_CUDNN_TRY(cudnnSetFilter4dDescriptor(e->w, CUDNN_DATA_FLOAT, CUDNN_TENSOR_NHWC, d->k, d->c / d->groups, d->r,
-                                              d->s));
+    KELP_CUDNN_TRY(cudnnSetTensor4dDescriptor(e->x, CUDNN_TENSOR_NHWC, type, d->n, d->c, d->h, d->w));
+    KELP_CUDNN_TRY(cudnnSetTensor4dDescriptor(e->y, CUDNN_TENSOR_NHWC, type, d->n, d->k, d->oh, d->ow));
+    KELP_CUDNN_TRY(cudnnSetFilter4dDescriptor(e->w, type, CUDNN_TENSOR_NHWC, d->k, d->c / d->groups, d->r, d->s));
+    /* the compute type is FLOAT for every storage type: sums in fp32 */
     KELP_CUDNN_TRY(cudnnSetConvolution2dDescriptor(e->conv, d->pad_h, d->pad_w, d->stride_h, d->stride_w, d->dil_h,
                                                    d->dil_w, CUDNN_CROSS_CORRELATION, CUDNN_DATA_FLOAT));
     KELP_CUDNN_TRY(cudnnSetConvolutionGroupCount(e->conv, d->groups));
     /* What the candidates may use (PyTorch's rule for fp32 data): the default math mode lets cuDNN use TF32 tensor
-     * cores on Ampere and later, FMA keeps fp32 products. */
-    KELP_CUDNN_TRY(cudnnSetConvolutionMathType(e->conv, allowed_math(c)));
+     * cores on Ampere and later, FMA keeps fp32 products. 16-bit data: tensor cores. */
+    KELP_CUDNN_TRY(cudnnSetConvolutionMathType(e->conv, allowed_math(c, d)));
     int n, k, oh, ow;
     KELP_CUDNN_TRY(cudnnGetConvolution2dForwardOutputDim(e->conv, e->x, e->w, &n, &k, &oh, &ow));
     if (n != d->n || k != d->k || oh != d->oh || ow != d->ow)
@@ -96,13 +113,16 @@ static kelp_status make_descriptors(const cuda_impl *c, cuda_conv_entry *e)
 }
 
 /* fp32 data: FMA math multiplies in fp32; the default and tensor-op math types may use TF32 on Ampere and later.
- * (CUDNN_TENSOR_OP_MATH_ALLOW_CONVERSION rounds to fp16 and is never taken.) */
-static bool acceptable(const cuda_impl *c, cudnnStatus_t status, cudnnMathType_t math, cudnnDeterminism_t det)
+ * 16-bit data: any of FMA, default and tensor-op math, whose products of 16-bit values are exact in the fp32
+ * accumulator. CUDNN_TENSOR_OP_MATH_ALLOW_CONVERSION rounds to fp16 (bf16 data would lose its range) and is never
+ * taken. Deterministic backends take deterministic algorithms only, whatever the storage type. */
+static bool acceptable(const cuda_impl *c, const kelp_conv_desc *d, cudnnStatus_t status, cudnnMathType_t math,
+                       cudnnDeterminism_t det)
 {
-    if (status != CUDNN_STATUS_SUCCESS)
+    if (status != CUDNN_STATUS_SUCCESS || math == CUDNN_TENSOR_OP_MATH_ALLOW_CONVERSION)
         return false;
     bool tf32 = math == CUDNN_DEFAULT_MATH || math == CUDNN_TENSOR_OP_MATH;
-    if (math != CUDNN_FMA_MATH && !(c->allow_tf32 && tf32))
+    if (!half_data(d) && math != CUDNN_FMA_MATH && !(c->allow_tf32 && tf32))
         return false;
     return !c->deterministic || det == CUDNN_DETERMINISTIC;
 }
@@ -110,10 +130,11 @@ static bool acceptable(const cuda_impl *c, cudnnStatus_t status, cudnnMathType_t
 static kelp_status no_algorithm(const cuda_impl *c, const char *pass, const kelp_conv_desc *d, size_t budget)
 {
     return kelp_set_error(KELP_ERR_UNSUPPORTED,
-                          "conv2d (cuda) %s: no %s%scuDNN algorithm fits %zu bytes of workspace for x %dx%dx%dx%d, "
+                          "conv2d (cuda) %s: no %s%scuDNN algorithm fits %zu bytes of workspace for %s x %dx%dx%dx%d, "
                           "w %dx%dx%dx%d, groups %d (was the layer's workspace planned for this shape?)",
-                          pass, c->deterministic ? "deterministic " : "", c->allow_tf32 ? "" : "FMA-math ", budget,
-                          d->n, d->h, d->w, d->c, d->k, d->r, d->s, d->c / d->groups, d->groups);
+                          pass, c->deterministic ? "deterministic " : "",
+                          c->allow_tf32 || half_data(d) ? "" : "FMA-math ", budget, cuda_dtype_name(d->dtype), d->n,
+                          d->h, d->w, d->c, d->k, d->r, d->s, d->c / d->groups, d->groups);
 }
 
 /* The first acceptable candidate within the budget, in cuDNN's order (heuristic rank, or measured time). The three
@@ -121,13 +142,13 @@ static kelp_status no_algorithm(const cuda_impl *c, const char *pass, const kelp
  * heuristic candidate's workspace under that candidate's own math type (which it leaves set on the descriptor:
  * fill_entry resets it), or returns `memory` for measured ones. */
 template <typename Perf, typename Algo, typename WorkspaceOf>
-static bool pick(const cuda_impl *c, const Perf *perf, int got, size_t budget, WorkspaceOf workspace_of, Algo *algo,
-                 cudnnMathType_t *math, size_t *bytes)
+static bool pick(const cuda_impl *c, const kelp_conv_desc *d, const Perf *perf, int got, size_t budget,
+                 WorkspaceOf workspace_of, Algo *algo, cudnnMathType_t *math, size_t *bytes)
 {
     for (int i = 0; i < got; i++) {
         size_t need = 0;
-        if (!acceptable(c, perf[i].status, perf[i].mathType, perf[i].determinism) || !workspace_of(perf[i], &need) ||
-            need > budget)
+        if (!acceptable(c, d, perf[i].status, perf[i].mathType, perf[i].determinism) ||
+            !workspace_of(perf[i], &need) || need > budget)
             continue;
         *algo = perf[i].algo;
         *math = perf[i].mathType;
@@ -154,7 +175,7 @@ static kelp_status choose_forward(cuda_impl *c, cuda_conv_entry *e, size_t budge
     int got = 0;
     if (c->autotune && measured(cudnnFindConvolutionForwardAlgorithm(c->cudnn, e->x, e->w, e->conv, e->y,
                                                                      CUDNN_CONVOLUTION_FWD_ALGO_COUNT, &got, perf)) &&
-        pick(c, perf, got, budget, measured_memory<cudnnConvolutionFwdAlgoPerf_t>, &e->fwd, &e->fwd_math,
+        pick(c, &e->d, perf, got, budget, measured_memory<cudnnConvolutionFwdAlgoPerf_t>, &e->fwd, &e->fwd_math,
              &e->fwd_bytes))
         return KELP_OK;
     KELP_CUDNN_TRY(cudnnGetConvolutionForwardAlgorithm_v7(c->cudnn, e->x, e->w, e->conv, e->y,
@@ -164,7 +185,7 @@ static kelp_status choose_forward(cuda_impl *c, cuda_conv_entry *e, size_t budge
                cudnnGetConvolutionForwardWorkspaceSize(c->cudnn, e->x, e->w, e->conv, e->y, p.algo, bytes) ==
                    CUDNN_STATUS_SUCCESS;
     };
-    if (pick(c, perf, got, budget, size, &e->fwd, &e->fwd_math, &e->fwd_bytes))
+    if (pick(c, &e->d, perf, got, budget, size, &e->fwd, &e->fwd_math, &e->fwd_bytes))
         return KELP_OK;
     return no_algorithm(c, "forward", &e->d, budget);
 }
@@ -176,7 +197,7 @@ static kelp_status choose_backward_data(cuda_impl *c, cuda_conv_entry *e, size_t
     if (c->autotune &&
         measured(cudnnFindConvolutionBackwardDataAlgorithm(c->cudnn, e->w, e->y, e->conv, e->x,
                                                            CUDNN_CONVOLUTION_BWD_DATA_ALGO_COUNT, &got, perf)) &&
-        pick(c, perf, got, budget, measured_memory<cudnnConvolutionBwdDataAlgoPerf_t>, &e->data, &e->data_math,
+        pick(c, &e->d, perf, got, budget, measured_memory<cudnnConvolutionBwdDataAlgoPerf_t>, &e->data, &e->data_math,
              &e->data_bytes))
         return KELP_OK;
     KELP_CUDNN_TRY(cudnnGetConvolutionBackwardDataAlgorithm_v7(c->cudnn, e->w, e->y, e->conv, e->x,
@@ -186,7 +207,7 @@ static kelp_status choose_backward_data(cuda_impl *c, cuda_conv_entry *e, size_t
                cudnnGetConvolutionBackwardDataWorkspaceSize(c->cudnn, e->w, e->y, e->conv, e->x, p.algo, bytes) ==
                    CUDNN_STATUS_SUCCESS;
     };
-    if (pick(c, perf, got, budget, size, &e->data, &e->data_math, &e->data_bytes))
+    if (pick(c, &e->d, perf, got, budget, size, &e->data, &e->data_math, &e->data_bytes))
         return KELP_OK;
     return no_algorithm(c, "backward data", &e->d, budget);
 }
@@ -198,7 +219,7 @@ static kelp_status choose_backward_filter(cuda_impl *c, cuda_conv_entry *e, size
     if (c->autotune &&
         measured(cudnnFindConvolutionBackwardFilterAlgorithm(c->cudnn, e->x, e->y, e->conv, e->w,
                                                              CUDNN_CONVOLUTION_BWD_FILTER_ALGO_COUNT, &got, perf)) &&
-        pick(c, perf, got, budget, measured_memory<cudnnConvolutionBwdFilterAlgoPerf_t>, &e->filter,
+        pick(c, &e->d, perf, got, budget, measured_memory<cudnnConvolutionBwdFilterAlgoPerf_t>, &e->filter,
              &e->filter_math, &e->filter_bytes))
         return KELP_OK;
     KELP_CUDNN_TRY(cudnnGetConvolutionBackwardFilterAlgorithm_v7(c->cudnn, e->x, e->y, e->conv, e->w,
@@ -208,7 +229,7 @@ static kelp_status choose_backward_filter(cuda_impl *c, cuda_conv_entry *e, size
                cudnnGetConvolutionBackwardFilterWorkspaceSize(c->cudnn, e->x, e->y, e->conv, e->w, p.algo,
                                                               bytes) == CUDNN_STATUS_SUCCESS;
     };
-    if (pick(c, perf, got, budget, size, &e->filter, &e->filter_math, &e->filter_bytes))
+    if (pick(c, &e->d, perf, got, budget, size, &e->filter, &e->filter_math, &e->filter_bytes))
         return KELP_OK;
     return no_algorithm(c, "backward filter", &e->d, budget);
 }
@@ -239,6 +260,9 @@ static kelp_status check_desc(const kelp_conv_desc *d)
         d->c % d->groups != 0 || d->k % d->groups != 0 || d->oh <= 0 || d->ow <= 0)
         return kelp_set_error(KELP_ERR_SHAPE, "conv2d (cuda): impossible descriptor (n %d, c %d, k %d, groups %d)",
                               d->n, d->c, d->k, d->groups);
+    if (!cuda_dtype_ok(d->dtype))
+        return kelp_set_error(KELP_ERR_UNSUPPORTED, "conv2d (cuda): storage type %d is not F32, BF16 or F16",
+                              (int)d->dtype);
     return KELP_OK;
 }
 
@@ -247,9 +271,9 @@ static kelp_status fill_entry(cuda_impl *c, cuda_conv_entry *e, size_t budget)
     KELP_TRY(make_descriptors(c, e));
     /* each choice starts from the math types the backend allows: the workspace queries leave the last candidate's */
     KELP_TRY(choose_forward(c, e, budget));
-    KELP_CUDNN_TRY(cudnnSetConvolutionMathType(e->conv, allowed_math(c)));
+    KELP_CUDNN_TRY(cudnnSetConvolutionMathType(e->conv, allowed_math(c, &e->d)));
     KELP_TRY(choose_backward_data(c, e, budget));
-    KELP_CUDNN_TRY(cudnnSetConvolutionMathType(e->conv, allowed_math(c)));
+    KELP_CUDNN_TRY(cudnnSetConvolutionMathType(e->conv, allowed_math(c, &e->d)));
     KELP_TRY(choose_backward_filter(c, e, budget));
     size_t most = e->fwd_bytes > e->data_bytes ? e->fwd_bytes : e->data_bytes;
     e->workspace = most > e->filter_bytes ? most : e->filter_bytes;
@@ -303,8 +327,8 @@ static kelp_status need_workspace(size_t bytes, const void *workspace, const cha
     return KELP_OK;
 }
 
-kelp_status cuda_conv2d_forward(kelp_backend *be, const kelp_conv_desc *d, const float *x, const float *w,
-                                const float *bias, float *y, void *workspace)
+kelp_status cuda_conv2d_forward(kelp_backend *be, const kelp_conv_desc *d, const void *x, const void *w,
+                                const float *bias, void *y, void *workspace)
 {
     cuda_impl *c;
     cuda_conv_entry *e;
@@ -316,23 +340,23 @@ kelp_status cuda_conv2d_forward(kelp_backend *be, const kelp_conv_desc *d, const
     KELP_CUDNN_TRY(cudnnConvolutionForward(c->cudnn, &one, e->x, x, e->w, w, e->conv, e->fwd, workspace,
                                            e->fwd_bytes, &zero, e->y, y));
     if (bias)
-        KELP_TRY(cuda_bias_add(be, (int64_t)d->n * d->oh * d->ow, d->k, bias, y));
+        KELP_TRY(cuda_bias_add(be, d->dtype, (int64_t)d->n * d->oh * d->ow, d->k, bias, y));
     return KELP_OK;
 }
 
 /* Inference fusion: cuDNN's convolution, then the folded batch norm and clamp in one pass over y, instead of the
  * bias, batch-norm and ReLU passes. (cudnnConvolutionBiasActivationForward would fold it all into the convolution,
  * but takes one scale for every channel and so would need the weights rescaled at every forward.) */
-kelp_status cuda_conv2d_forward_fused(kelp_backend *be, const kelp_conv_desc *d, const float *x, const float *w,
-                                      const kelp_conv_epilogue *ep, float *y, void *workspace)
+kelp_status cuda_conv2d_forward_fused(kelp_backend *be, const kelp_conv_desc *d, const void *x, const void *w,
+                                      const kelp_conv_epilogue *ep, void *y, void *workspace)
 {
     KELP_TRY(cuda_conv2d_forward(be, d, x, w, NULL, y, workspace));
-    return cuda_conv_epilogue(cuda_of(be), (int64_t)d->n * d->oh * d->ow, d->k, ep, y);
+    return cuda_conv_epilogue(cuda_of(be), d->dtype, (int64_t)d->n * d->oh * d->ow, d->k, ep, y);
 }
 
 // dy (N,OH,OW,K), w (K,R,S,C/G) -> dx (N,H,W,C) +=
-kelp_status cuda_conv2d_backward_data(kelp_backend *be, const kelp_conv_desc *d, const float *dy, const float *w,
-                                      float *dx, void *workspace)
+kelp_status cuda_conv2d_backward_data(kelp_backend *be, const kelp_conv_desc *d, const void *dy, const void *w,
+                                      void *dx, void *workspace)
 {
     cuda_impl *c;
     cuda_conv_entry *e;
@@ -347,8 +371,8 @@ kelp_status cuda_conv2d_backward_data(kelp_backend *be, const kelp_conv_desc *d,
 }
 
 // x (N,H,W,C), dy (N,OH,OW,K) -> dw (K,R,S,C/G) +=, db (K) += when given
-kelp_status cuda_conv2d_backward_filter(kelp_backend *be, const kelp_conv_desc *d, const float *x, const float *dy,
-                                        float *dw, float *db, void *workspace)
+kelp_status cuda_conv2d_backward_filter(kelp_backend *be, const kelp_conv_desc *d, const void *x, const void *dy,
+                                        void *dw, float *db, void *workspace)
 {
     cuda_impl *c;
     cuda_conv_entry *e;
@@ -356,7 +380,7 @@ kelp_status cuda_conv2d_backward_filter(kelp_backend *be, const kelp_conv_desc *
     KELP_TRY(lookup(c, d, false, &e)); /* before touching db: a failure leaves both gradients as they were */
     KELP_TRY(need_workspace(e->filter_bytes, workspace, "backward filter"));
     if (db)
-        KELP_TRY(cuda_bias_backward(be, (int64_t)d->n * d->oh * d->ow, d->k, dy, db));
+        KELP_TRY(cuda_bias_backward(be, d->dtype, (int64_t)d->n * d->oh * d->ow, d->k, dy, db));
     const float one = 1.0f;
     KELP_CUDNN_TRY(cudnnSetConvolutionMathType(e->conv, e->filter_math));
     KELP_CUDNN_TRY(cudnnConvolutionBackwardFilter(c->cudnn, &one, e->x, x, e->y, dy, e->conv, e->filter, workspace,

@@ -1,7 +1,8 @@
-/* Elementwise and row kernels: activations, vector arithmetic, sum of squares, bias, copies and layout changes,
- * dropout, and the per-channel column sums that bias and batch norm reduce with. The per-element math is
- * kernels/ops, shared with the CPU kernels; each kernel does what its kernels/cpu twin does, backward ones adding
- * into their outputs. */
+/* Elementwise and row kernels: activations, vector arithmetic, conversion between storage types, sum of squares,
+ * bias, copies and layout changes, dropout, and the per-channel column sums that bias and batch norm reduce with.
+ * The per-element math is kernels/ops, shared with the CPU kernels; each kernel does what its kernels/cpu twin does,
+ * backward ones adding into their outputs. Activations are in the call's storage type (cuda_dtype.h: load to float,
+ * compute, store); the optimizer's vectors (scale, sum of squares) are float. */
 #include "kernels/cuda/cuda_internal.h"
 #include "kernels/ops/activation.h"
 #include "kernels/ops/conv.h"
@@ -9,25 +10,30 @@
 
 /* ---- activations and vector arithmetic ---- */
 
-__global__ void act_forward_kernel(kelp_act_kind kind, float alpha, int64_t n, const float *x, float *y)
+template <typename T> __global__ void act_forward_kernel(kelp_act_kind kind, float alpha, int64_t n, const T *x, T *y)
 {
-    GRID_STRIDE(i, n) y[i] = kelp_act_forward(kind, alpha, x[i]);
+    GRID_STRIDE(i, n) store(y, i, kelp_act_forward(kind, alpha, load(x, i)));
 }
 
-__global__ void act_backward_kernel(kelp_act_kind kind, float alpha, int64_t n, const float *x, const float *y,
-                                    const float *dy, float *dx)
+template <typename T>
+__global__ void act_backward_kernel(kelp_act_kind kind, float alpha, int64_t n, const T *x, const T *y, const T *dy,
+                                    T *dx)
 {
-    GRID_STRIDE(i, n) dx[i] += dy[i] * kelp_act_derivative(kind, alpha, x[i], y[i]);
+    GRID_STRIDE(i, n)
+    {
+        float derivative = kelp_act_derivative(kind, alpha, load(x, i), load(y, i));
+        store(dx, i, load(dx, i) + load(dy, i) * derivative);
+    }
 }
 
-__global__ void add_kernel(int64_t n, const float *a, const float *b, float *y)
+template <typename T> __global__ void add_kernel(int64_t n, const T *a, const T *b, T *y)
 {
-    GRID_STRIDE(i, n) y[i] = a[i] + b[i];
+    GRID_STRIDE(i, n) store(y, i, load(a, i) + load(b, i));
 }
 
-__global__ void axpy_kernel(int64_t n, float alpha, const float *x, float *y)
+template <typename T> __global__ void axpy_kernel(int64_t n, float alpha, const T *x, T *y)
 {
-    GRID_STRIDE(i, n) y[i] += alpha * x[i];
+    GRID_STRIDE(i, n) store(y, i, load(y, i) + alpha * load(x, i));
 }
 
 __global__ void scale_kernel(int64_t n, float alpha, float *x)
@@ -35,50 +41,94 @@ __global__ void scale_kernel(int64_t n, float alpha, float *x)
     GRID_STRIDE(i, n) x[i] *= alpha;
 }
 
-kelp_status cuda_activation_forward(kelp_backend *be, kelp_act_kind kind, float alpha, int64_t n, const float *x,
-                                    float *y)
+kelp_status cuda_activation_forward(kelp_backend *be, kelp_dtype dt, kelp_act_kind kind, float alpha, int64_t n,
+                                    const void *x, void *y)
 {
     cuda_impl *c;
     KELP_TRY(cuda_enter(be, &c));
     if (n <= 0)
         return KELP_OK;
-    act_forward_kernel<<<cuda_grid(n), CUDA_THREADS, 0, c->stream>>>(kind, alpha, n, x, y);
-    KELP_CUDA_LAUNCHED(act_forward_kernel);
-    return KELP_OK;
+    return cuda_dispatch(dt, "activation_forward", [&](auto tag) {
+        using T = typename decltype(tag)::type;
+        act_forward_kernel<<<cuda_grid(n), CUDA_THREADS, 0, c->stream>>>(kind, alpha, n, (const T *)x, (T *)y);
+        KELP_CUDA_LAUNCHED(act_forward_kernel);
+        return KELP_OK;
+    });
 }
 
-kelp_status cuda_activation_backward(kelp_backend *be, kelp_act_kind kind, float alpha, int64_t n, const float *x,
-                                     const float *y, const float *dy, float *dx)
+kelp_status cuda_activation_backward(kelp_backend *be, kelp_dtype dt, kelp_act_kind kind, float alpha, int64_t n,
+                                     const void *x, const void *y, const void *dy, void *dx)
 {
     cuda_impl *c;
     KELP_TRY(cuda_enter(be, &c));
     if (n <= 0)
         return KELP_OK;
-    act_backward_kernel<<<cuda_grid(n), CUDA_THREADS, 0, c->stream>>>(kind, alpha, n, x, y, dy, dx);
-    KELP_CUDA_LAUNCHED(act_backward_kernel);
-    return KELP_OK;
+    return cuda_dispatch(dt, "activation_backward", [&](auto tag) {
+        using T = typename decltype(tag)::type;
+        act_backward_kernel<<<cuda_grid(n), CUDA_THREADS, 0, c->stream>>>(kind, alpha, n, (const T *)x, (const T *)y,
+                                                                          (const T *)dy, (T *)dx);
+        KELP_CUDA_LAUNCHED(act_backward_kernel);
+        return KELP_OK;
+    });
 }
 
-kelp_status cuda_add(kelp_backend *be, int64_t n, const float *a, const float *b, float *y)
+kelp_status cuda_add(kelp_backend *be, kelp_dtype dt, int64_t n, const void *a, const void *b, void *y)
 {
     cuda_impl *c;
     KELP_TRY(cuda_enter(be, &c));
     if (n <= 0)
         return KELP_OK;
-    add_kernel<<<cuda_grid(n), CUDA_THREADS, 0, c->stream>>>(n, a, b, y);
-    KELP_CUDA_LAUNCHED(add_kernel);
-    return KELP_OK;
+    return cuda_dispatch(dt, "add", [&](auto tag) {
+        using T = typename decltype(tag)::type;
+        add_kernel<<<cuda_grid(n), CUDA_THREADS, 0, c->stream>>>(n, (const T *)a, (const T *)b, (T *)y);
+        KELP_CUDA_LAUNCHED(add_kernel);
+        return KELP_OK;
+    });
 }
 
-kelp_status cuda_axpy(kelp_backend *be, int64_t n, float alpha, const float *x, float *y)
+kelp_status cuda_axpy(kelp_backend *be, kelp_dtype dt, int64_t n, float alpha, const void *x, void *y)
 {
     cuda_impl *c;
     KELP_TRY(cuda_enter(be, &c));
     if (n <= 0)
         return KELP_OK;
-    axpy_kernel<<<cuda_grid(n), CUDA_THREADS, 0, c->stream>>>(n, alpha, x, y);
-    KELP_CUDA_LAUNCHED(axpy_kernel);
-    return KELP_OK;
+    return cuda_dispatch(dt, "axpy", [&](auto tag) {
+        using T = typename decltype(tag)::type;
+        axpy_kernel<<<cuda_grid(n), CUDA_THREADS, 0, c->stream>>>(n, alpha, (const T *)x, (T *)y);
+        KELP_CUDA_LAUNCHED(axpy_kernel);
+        return KELP_OK;
+    });
+}
+
+/* ---- convert: y = x or y += x between storage types, through float (widening is exact, so one rounding) ---- */
+
+template <typename S, typename D> __global__ void convert_kernel(int64_t n, const S *x, D *y, bool accumulate)
+{
+    GRID_STRIDE(i, n) store(y, i, accumulate ? load(y, i) + load(x, i) : load(x, i));
+}
+
+kelp_status cuda_convert(kelp_backend *be, int64_t n, kelp_dtype src_dt, const void *x, kelp_dtype dst_dt, void *y,
+                         bool accumulate)
+{
+    cuda_impl *c;
+    KELP_TRY(cuda_enter(be, &c));
+    if (n <= 0)
+        return KELP_OK;
+    if (src_dt == dst_dt && !accumulate && cuda_dtype_ok(src_dt)) {
+        if (x != y)
+            KELP_CUDA_TRY(cudaMemcpyAsync(y, x, (size_t)n * cuda_dtype_bytes(src_dt), cudaMemcpyDeviceToDevice,
+                                          c->stream));
+        return KELP_OK;
+    }
+    return cuda_dispatch(src_dt, "convert", [&](auto src_tag) {
+        using S = typename decltype(src_tag)::type;
+        return cuda_dispatch(dst_dt, "convert", [&](auto dst_tag) {
+            using D = typename decltype(dst_tag)::type;
+            convert_kernel<<<cuda_grid(n), CUDA_THREADS, 0, c->stream>>>(n, (const S *)x, (D *)y, accumulate);
+            KELP_CUDA_LAUNCHED(convert_kernel);
+            return KELP_OK;
+        });
+    });
 }
 
 kelp_status cuda_scale(kelp_backend *be, int64_t n, float alpha, float *x)
@@ -169,8 +219,9 @@ size_t cuda_column_sums_scratch(int64_t rows, int c)
     return cuda_align((size_t)chunk_count(rows) * 2 * (size_t)c * sizeof(double));
 }
 
-__global__ void column_partials_kernel(int mode, int64_t rows, int c, int64_t per_chunk, const float *a,
-                                       const float *b, const double *mean_d, const float *mean_f, double *partials)
+template <typename T>
+__global__ void column_partials_kernel(int mode, int64_t rows, int c, int64_t per_chunk, const T *a, const T *b,
+                                       const double *mean_d, const float *mean_f, double *partials)
 {
     __shared__ double s0[COL_TY][COL_TX], s1[COL_TY][COL_TX];
     const int tx = threadIdx.x, ty = threadIdx.y, ch = blockIdx.x * COL_TX + tx;
@@ -180,7 +231,7 @@ __global__ void column_partials_kernel(int mode, int64_t rows, int c, int64_t pe
     if (ch < c) {
         double mean = mode == COL_CENTRED_SQ ? mean_d[ch] : mode == COL_DY_XMU ? (double)mean_f[ch] : 0.0;
         for (int64_t r = r0 + ty; r < r1; r += COL_TY) {
-            double v = a[r * c + ch];
+            double v = load(a, r * c + ch);
             if (mode == COL_SUM) {
                 acc0 += v;
             } else if (mode == COL_CENTRED_SQ) {
@@ -188,7 +239,7 @@ __global__ void column_partials_kernel(int mode, int64_t rows, int c, int64_t pe
                 acc0 += d * d;
             } else {
                 acc0 += v;
-                acc1 += v * ((double)b[r * c + ch] - mean);
+                acc1 += v * ((double)load(b, r * c + ch) - mean);
             }
         }
     }
@@ -220,14 +271,18 @@ __global__ void column_finish_kernel(int chunks, int c, const double *partials, 
     out[c + ch] = t1;
 }
 
-kelp_status cuda_column_sums(cuda_impl *ci, int mode, int64_t rows, int c, const float *a, const float *b,
-                             const double *mean_d, const float *mean_f, double *partials, double *out)
+kelp_status cuda_column_sums(cuda_impl *ci, kelp_dtype dt, int mode, int64_t rows, int c, const void *a,
+                             const void *b, const double *mean_d, const float *mean_f, double *partials, double *out)
 {
     int chunks = chunk_count(rows);
     dim3 grid((unsigned)((c + COL_TX - 1) / COL_TX), (unsigned)chunks), block(COL_TX, COL_TY);
-    column_partials_kernel<<<grid, block, 0, ci->stream>>>(mode, rows, c, chunk_rows(rows), a, b, mean_d, mean_f,
-                                                           partials);
-    KELP_CUDA_LAUNCHED(column_partials_kernel);
+    KELP_TRY(cuda_dispatch(dt, "column sums", [&](auto tag) {
+        using T = typename decltype(tag)::type;
+        column_partials_kernel<<<grid, block, 0, ci->stream>>>(mode, rows, c, chunk_rows(rows), (const T *)a,
+                                                               (const T *)b, mean_d, mean_f, partials);
+        KELP_CUDA_LAUNCHED(column_partials_kernel);
+        return KELP_OK;
+    }));
     column_finish_kernel<<<(c + CUDA_THREADS - 1) / CUDA_THREADS, CUDA_THREADS, 0, ci->stream>>>(chunks, c, partials,
                                                                                                out);
     KELP_CUDA_LAUNCHED(column_finish_kernel);
@@ -236,9 +291,9 @@ kelp_status cuda_column_sums(cuda_impl *ci, int mode, int64_t rows, int c, const
 
 /* ---- bias ---- */
 
-__global__ void bias_add_kernel(int64_t n, int c, const float *bias, float *y)
+template <typename T> __global__ void bias_add_kernel(int64_t n, int c, const float *bias, T *y)
 {
-    GRID_STRIDE(i, n) y[i] += bias[i % c];
+    GRID_STRIDE(i, n) store(y, i, load(y, i) + bias[i % c]);
 }
 
 __global__ void bias_grad_kernel(int c, const double *sums, float *db)
@@ -248,16 +303,19 @@ __global__ void bias_grad_kernel(int c, const double *sums, float *db)
         db[ch] += (float)sums[ch];
 }
 
-kelp_status cuda_bias_add(kelp_backend *be, int64_t rows, int c, const float *bias, float *y)
+kelp_status cuda_bias_add(kelp_backend *be, kelp_dtype dt, int64_t rows, int c, const float *bias, void *y)
 {
     cuda_impl *ci;
     KELP_TRY(cuda_enter(be, &ci));
     int64_t n = rows * c;
     if (n <= 0)
         return KELP_OK;
-    bias_add_kernel<<<cuda_grid(n), CUDA_THREADS, 0, ci->stream>>>(n, c, bias, y);
-    KELP_CUDA_LAUNCHED(bias_add_kernel);
-    return KELP_OK;
+    return cuda_dispatch(dt, "bias_add", [&](auto tag) {
+        using T = typename decltype(tag)::type;
+        bias_add_kernel<<<cuda_grid(n), CUDA_THREADS, 0, ci->stream>>>(n, c, bias, (T *)y);
+        KELP_CUDA_LAUNCHED(bias_add_kernel);
+        return KELP_OK;
+    });
 }
 
 __global__ void counter_add_kernel(int64_t *counter, int64_t delta) { *counter += delta; }
@@ -271,25 +329,29 @@ kelp_status cuda_counter_add(kelp_backend *be, int64_t *counter, int64_t delta)
     return KELP_OK;
 }
 
-/* The epilogue struct travels by value; its scale and shift point into device memory. */
-__global__ void conv_epilogue_kernel(int64_t n, int c, kelp_conv_epilogue ep, float *y)
+/* The epilogue struct travels by value; its scale and shift point into device memory (float, whatever y holds). */
+template <typename T> __global__ void conv_epilogue_kernel(int64_t n, int c, kelp_conv_epilogue ep, T *y)
 {
-    GRID_STRIDE(i, n) y[i] = kelp_conv_epilogue_value(&ep, (int)(i % c), y[i]);
+    GRID_STRIDE(i, n) store(y, i, kelp_conv_epilogue_value(&ep, (int)(i % c), load(y, i)));
 }
 
 // y (rows, C) = epilogue(y), in place
-kelp_status cuda_conv_epilogue(cuda_impl *ci, int64_t rows, int c, const kelp_conv_epilogue *ep, float *y)
+kelp_status cuda_conv_epilogue(cuda_impl *ci, kelp_dtype dt, int64_t rows, int c, const kelp_conv_epilogue *ep,
+                               void *y)
 {
     int64_t n = rows * c;
     if (n <= 0 || (!ep->scale && !ep->shift && ep->clamp == KELP_CLAMP_NONE))
         return KELP_OK;
-    conv_epilogue_kernel<<<cuda_grid(n), CUDA_THREADS, 0, ci->stream>>>(n, c, *ep, y);
-    KELP_CUDA_LAUNCHED(conv_epilogue_kernel);
-    return KELP_OK;
+    return cuda_dispatch(dt, "conv2d epilogue", [&](auto tag) {
+        using T = typename decltype(tag)::type;
+        conv_epilogue_kernel<<<cuda_grid(n), CUDA_THREADS, 0, ci->stream>>>(n, c, *ep, (T *)y);
+        KELP_CUDA_LAUNCHED(conv_epilogue_kernel);
+        return KELP_OK;
+    });
 }
 
 // dy (rows, C) -> db (C) +=, summed in double as on the CPU
-kelp_status cuda_bias_backward(kelp_backend *be, int64_t rows, int c, const float *dy, float *db)
+kelp_status cuda_bias_backward(kelp_backend *be, kelp_dtype dt, int64_t rows, int c, const void *dy, float *db)
 {
     cuda_impl *ci;
     KELP_TRY(cuda_enter(be, &ci));
@@ -299,7 +361,7 @@ kelp_status cuda_bias_backward(kelp_backend *be, int64_t rows, int c, const floa
     char *scratch;
     KELP_TRY(cuda_scratch(ci, part + cuda_align(2 * (size_t)c * sizeof(double)), (void **)&scratch));
     double *sums = (double *)(scratch + part);
-    KELP_TRY(cuda_column_sums(ci, COL_SUM, rows, c, dy, NULL, NULL, NULL, (double *)scratch, sums));
+    KELP_TRY(cuda_column_sums(ci, dt, COL_SUM, rows, c, dy, NULL, NULL, NULL, (double *)scratch, sums));
     bias_grad_kernel<<<(c + CUDA_THREADS - 1) / CUDA_THREADS, CUDA_THREADS, 0, ci->stream>>>(c, sums, db);
     KELP_CUDA_LAUNCHED(bias_grad_kernel);
     return KELP_OK;
@@ -307,39 +369,43 @@ kelp_status cuda_bias_backward(kelp_backend *be, int64_t rows, int c, const floa
 
 /* ---- copies and layout ---- */
 
-__global__ void copy_rows_accumulate_kernel(int64_t rows, int cols, const float *src, int src_stride, float *dst,
+template <typename T>
+__global__ void copy_rows_accumulate_kernel(int64_t rows, int cols, const T *src, int src_stride, T *dst,
                                             int dst_stride)
 {
     GRID_STRIDE(i, rows * cols)
     {
-        int64_t r = i / cols, j = i % cols;
-        dst[r * dst_stride + j] += src[r * src_stride + j];
+        int64_t r = i / cols, j = i % cols, d = r * dst_stride + j;
+        store(dst, d, load(dst, d) + load(src, r * src_stride + j));
     }
 }
 
-kelp_status cuda_copy_rows(kelp_backend *be, int64_t rows, int cols, const float *src, int src_stride, float *dst,
-                           int dst_stride, bool accumulate)
+kelp_status cuda_copy_rows(kelp_backend *be, kelp_dtype dt, int64_t rows, int cols, const void *src, int src_stride,
+                           void *dst, int dst_stride, bool accumulate)
 {
     cuda_impl *c;
     KELP_TRY(cuda_enter(be, &c));
     if (rows <= 0 || cols <= 0)
         return KELP_OK;
-    if (!accumulate) {
-        KELP_CUDA_TRY(cudaMemcpy2DAsync(dst, (size_t)dst_stride * sizeof(float), src,
-                                        (size_t)src_stride * sizeof(float), (size_t)cols * sizeof(float),
-                                        (size_t)rows, cudaMemcpyDeviceToDevice, c->stream));
+    return cuda_dispatch(dt, "copy_rows", [&](auto tag) {
+        using T = typename decltype(tag)::type;
+        if (!accumulate) {
+            KELP_CUDA_TRY(cudaMemcpy2DAsync(dst, (size_t)dst_stride * sizeof(T), src, (size_t)src_stride * sizeof(T),
+                                            (size_t)cols * sizeof(T), (size_t)rows, cudaMemcpyDeviceToDevice,
+                                            c->stream));
+            return KELP_OK;
+        }
+        copy_rows_accumulate_kernel<<<cuda_grid(rows * cols), CUDA_THREADS, 0, c->stream>>>(
+            rows, cols, (const T *)src, src_stride, (T *)dst, dst_stride);
+        KELP_CUDA_LAUNCHED(copy_rows_accumulate_kernel);
         return KELP_OK;
-    }
-    copy_rows_accumulate_kernel<<<cuda_grid(rows * cols), CUDA_THREADS, 0, c->stream>>>(rows, cols, src, src_stride,
-                                                                                      dst, dst_stride);
-    KELP_CUDA_LAUNCHED(copy_rows_accumulate_kernel);
-    return KELP_OK;
+    });
 }
 
 /* One thread per output element, writes coalesced. TODO: a shared-memory tiled transpose would also coalesce the
  * reads; these run once per flatten, not in the convolution stack. */
 // x (N,H,W,C) -> y (N,C,H,W)
-__global__ void nhwc_to_nchw_kernel(int64_t total, int64_t hw, int c, const float *x, float *y)
+template <typename T> __global__ void nhwc_to_nchw_kernel(int64_t total, int64_t hw, int c, const T *x, T *y)
 {
     GRID_STRIDE(i, total)
     {
@@ -349,81 +415,102 @@ __global__ void nhwc_to_nchw_kernel(int64_t total, int64_t hw, int c, const floa
 }
 
 // x (N,C,H,W) -> y (N,H,W,C) +=
-__global__ void nchw_to_nhwc_acc_kernel(int64_t total, int64_t hw, int c, const float *x, float *y)
+template <typename T> __global__ void nchw_to_nhwc_acc_kernel(int64_t total, int64_t hw, int c, const T *x, T *y)
 {
     GRID_STRIDE(i, total)
     {
         int64_t ch = i % c, pixel = i / c, p = pixel % hw, b = pixel / hw;
-        y[i] += x[(b * c + ch) * hw + p];
+        store(y, i, load(y, i) + load(x, (b * c + ch) * hw + p));
     }
 }
 
-kelp_status cuda_nhwc_to_nchw(kelp_backend *be, int n, int h, int w, int c, const float *x, float *y)
+kelp_status cuda_nhwc_to_nchw(kelp_backend *be, kelp_dtype dt, int n, int h, int w, int c, const void *x, void *y)
 {
     cuda_impl *ci;
     KELP_TRY(cuda_enter(be, &ci));
     int64_t hw = (int64_t)h * w, total = (int64_t)n * hw * c;
     if (total <= 0)
         return KELP_OK;
-    nhwc_to_nchw_kernel<<<cuda_grid(total), CUDA_THREADS, 0, ci->stream>>>(total, hw, c, x, y);
-    KELP_CUDA_LAUNCHED(nhwc_to_nchw_kernel);
-    return KELP_OK;
+    return cuda_dispatch(dt, "nhwc_to_nchw", [&](auto tag) {
+        using T = typename decltype(tag)::type;
+        nhwc_to_nchw_kernel<<<cuda_grid(total), CUDA_THREADS, 0, ci->stream>>>(total, hw, c, (const T *)x, (T *)y);
+        KELP_CUDA_LAUNCHED(nhwc_to_nchw_kernel);
+        return KELP_OK;
+    });
 }
 
-kelp_status cuda_nchw_to_nhwc_accumulate(kelp_backend *be, int n, int h, int w, int c, const float *x, float *y)
+kelp_status cuda_nchw_to_nhwc_accumulate(kelp_backend *be, kelp_dtype dt, int n, int h, int w, int c, const void *x,
+                                         void *y)
 {
     cuda_impl *ci;
     KELP_TRY(cuda_enter(be, &ci));
     int64_t hw = (int64_t)h * w, total = (int64_t)n * hw * c;
     if (total <= 0)
         return KELP_OK;
-    nchw_to_nhwc_acc_kernel<<<cuda_grid(total), CUDA_THREADS, 0, ci->stream>>>(total, hw, c, x, y);
-    KELP_CUDA_LAUNCHED(nchw_to_nhwc_acc_kernel);
-    return KELP_OK;
+    return cuda_dispatch(dt, "nchw_to_nhwc_accumulate", [&](auto tag) {
+        using T = typename decltype(tag)::type;
+        nchw_to_nhwc_acc_kernel<<<cuda_grid(total), CUDA_THREADS, 0, ci->stream>>>(total, hw, c, (const T *)x,
+                                                                                   (T *)y);
+        KELP_CUDA_LAUNCHED(nchw_to_nhwc_acc_kernel);
+        return KELP_OK;
+    });
 }
 
-/* ---- dropout: the CPU's Philox stream, one block of 4 draws per thread ---- */
+/* ---- dropout: the CPU's Philox stream, one block of 4 draws per thread ----
+ * The mask comes from kernels/ops/dropout.h as on the CPU, so it is the CPU's whatever the storage type. */
 
+template <typename T>
 __global__ void dropout_forward_kernel(int64_t blocks, uint64_t first, uint64_t offset, uint64_t end, float p,
-                                       float scale, uint64_t seed, const float *x, float *y, uint8_t *mask)
+                                       float scale, uint64_t seed, const T *x, T *y, uint8_t *mask)
 {
     GRID_STRIDE(b, blocks)
     {
-        kelp_dropout_block(seed, first + (uint64_t)b, offset, end, p, scale, x, y, mask);
+        int64_t lo, hi;
+        kelp_dropout_block_mask(seed, first + (uint64_t)b, offset, end, p, mask, &lo, &hi);
+        for (int64_t i = lo; i < hi; i++)
+            store(y, i, mask[i] ? load(x, i) * scale : 0.0f);
     }
 }
 
-__global__ void dropout_backward_kernel(int64_t n, float scale, const uint8_t *mask, const float *dy, float *dx)
+template <typename T>
+__global__ void dropout_backward_kernel(int64_t n, float scale, const uint8_t *mask, const T *dy, T *dx)
 {
     GRID_STRIDE(i, n)
     {
         if (mask[i])
-            dx[i] += dy[i] * scale;
+            store(dx, i, load(dx, i) + load(dy, i) * scale);
     }
 }
 
-kelp_status cuda_dropout_forward(kelp_backend *be, int64_t n, float p, uint64_t seed, uint64_t offset,
-                                 const float *x, float *y, uint8_t *mask)
+kelp_status cuda_dropout_forward(kelp_backend *be, kelp_dtype dt, int64_t n, float p, uint64_t seed, uint64_t offset,
+                                 const void *x, void *y, uint8_t *mask)
 {
     cuda_impl *c;
     KELP_TRY(cuda_enter(be, &c));
     if (n <= 0)
         return KELP_OK;
     kelp_dropout_range r = kelp_dropout_blocks(offset, n);
-    dropout_forward_kernel<<<cuda_grid(r.count), CUDA_THREADS, 0, c->stream>>>(
-        r.count, r.first, offset, r.end, p, kelp_dropout_scale(p), seed, x, y, mask);
-    KELP_CUDA_LAUNCHED(dropout_forward_kernel);
-    return KELP_OK;
+    return cuda_dispatch(dt, "dropout_forward", [&](auto tag) {
+        using T = typename decltype(tag)::type;
+        dropout_forward_kernel<<<cuda_grid(r.count), CUDA_THREADS, 0, c->stream>>>(
+            r.count, r.first, offset, r.end, p, kelp_dropout_scale(p), seed, (const T *)x, (T *)y, mask);
+        KELP_CUDA_LAUNCHED(dropout_forward_kernel);
+        return KELP_OK;
+    });
 }
 
-kelp_status cuda_dropout_backward(kelp_backend *be, int64_t n, float p, const uint8_t *mask, const float *dy,
-                                  float *dx)
+kelp_status cuda_dropout_backward(kelp_backend *be, kelp_dtype dt, int64_t n, float p, const uint8_t *mask,
+                                  const void *dy, void *dx)
 {
     cuda_impl *c;
     KELP_TRY(cuda_enter(be, &c));
     if (n <= 0)
         return KELP_OK;
-    dropout_backward_kernel<<<cuda_grid(n), CUDA_THREADS, 0, c->stream>>>(n, kelp_dropout_scale(p), mask, dy, dx);
-    KELP_CUDA_LAUNCHED(dropout_backward_kernel);
-    return KELP_OK;
+    return cuda_dispatch(dt, "dropout_backward", [&](auto tag) {
+        using T = typename decltype(tag)::type;
+        dropout_backward_kernel<<<cuda_grid(n), CUDA_THREADS, 0, c->stream>>>(n, kelp_dropout_scale(p), mask,
+                                                                              (const T *)dy, (T *)dx);
+        KELP_CUDA_LAUNCHED(dropout_backward_kernel);
+        return KELP_OK;
+    });
 }

@@ -14,6 +14,7 @@ extern "C" {
 }
 #include "kernels/cuda/backend_cuda.h"
 #include "kernels/cuda/cuda_check.h"
+#include "kernels/cuda/cuda_dtype.h"
 
 /* One device allocation known to the caching allocator. */
 typedef struct cuda_block {
@@ -106,97 +107,105 @@ kelp_status cuda_scratch(cuda_impl *c, size_t bytes, void **out);
 /* Rounds a scratch carve-out up to 256 bytes so every region stays aligned for doubles and vector loads. */
 static inline size_t cuda_align(size_t bytes) { return (bytes + 255) & ~(size_t)255; }
 
-/* ---- cuda_elementwise.cu ---- */
-kelp_status cuda_activation_forward(kelp_backend *be, kelp_act_kind kind, float alpha, int64_t n, const float *x,
-                                    float *y);
-kelp_status cuda_activation_backward(kelp_backend *be, kelp_act_kind kind, float alpha, int64_t n, const float *x,
-                                     const float *y, const float *dy, float *dx);
-kelp_status cuda_add(kelp_backend *be, int64_t n, const float *a, const float *b, float *y);
-kelp_status cuda_axpy(kelp_backend *be, int64_t n, float alpha, const float *x, float *y);
+/* ---- cuda_elementwise.cu ----
+ * Activations travel as `void *` in the storage type `dt` names (cuda_dtype.h); parameters and statistics are float. */
+kelp_status cuda_activation_forward(kelp_backend *be, kelp_dtype dt, kelp_act_kind kind, float alpha, int64_t n,
+                                    const void *x, void *y);
+kelp_status cuda_activation_backward(kelp_backend *be, kelp_dtype dt, kelp_act_kind kind, float alpha, int64_t n,
+                                     const void *x, const void *y, const void *dy, void *dx);
+kelp_status cuda_add(kelp_backend *be, kelp_dtype dt, int64_t n, const void *a, const void *b, void *y);
+kelp_status cuda_axpy(kelp_backend *be, kelp_dtype dt, int64_t n, float alpha, const void *x, void *y);
 kelp_status cuda_scale(kelp_backend *be, int64_t n, float alpha, float *x);
 kelp_status cuda_sum_squares(kelp_backend *be, int64_t n, const float *x, double *out);
 kelp_status cuda_counter_add(kelp_backend *be, int64_t *counter, int64_t delta);
-kelp_status cuda_bias_add(kelp_backend *be, int64_t rows, int c, const float *bias, float *y);
-kelp_status cuda_bias_backward(kelp_backend *be, int64_t rows, int c, const float *dy, float *db);
-/* y (rows, C) = a fused convolution's epilogue applied in place (kernels/ops/conv.h) */
-kelp_status cuda_conv_epilogue(cuda_impl *ci, int64_t rows, int c, const kelp_conv_epilogue *ep, float *y);
-kelp_status cuda_copy_rows(kelp_backend *be, int64_t rows, int cols, const float *src, int src_stride, float *dst,
-                           int dst_stride, bool accumulate);
-kelp_status cuda_nhwc_to_nchw(kelp_backend *be, int n, int h, int w, int c, const float *x, float *y);
-kelp_status cuda_nchw_to_nhwc_accumulate(kelp_backend *be, int n, int h, int w, int c, const float *x, float *y);
-kelp_status cuda_dropout_forward(kelp_backend *be, int64_t n, float p, uint64_t seed, uint64_t offset,
-                                 const float *x, float *y, uint8_t *mask);
-kelp_status cuda_dropout_backward(kelp_backend *be, int64_t n, float p, const uint8_t *mask, const float *dy,
-                                  float *dx);
+kelp_status cuda_convert(kelp_backend *be, int64_t n, kelp_dtype src_dt, const void *x, kelp_dtype dst_dt, void *y,
+                         bool accumulate);
+kelp_status cuda_bias_add(kelp_backend *be, kelp_dtype dt, int64_t rows, int c, const float *bias, void *y);
+kelp_status cuda_bias_backward(kelp_backend *be, kelp_dtype dt, int64_t rows, int c, const void *dy, float *db);
+/* y (rows, C) in dt = a fused convolution's epilogue applied in place (kernels/ops/conv.h) */
+kelp_status cuda_conv_epilogue(cuda_impl *ci, kelp_dtype dt, int64_t rows, int c, const kelp_conv_epilogue *ep,
+                               void *y);
+kelp_status cuda_copy_rows(kelp_backend *be, kelp_dtype dt, int64_t rows, int cols, const void *src, int src_stride,
+                           void *dst, int dst_stride, bool accumulate);
+kelp_status cuda_nhwc_to_nchw(kelp_backend *be, kelp_dtype dt, int n, int h, int w, int c, const void *x, void *y);
+kelp_status cuda_nchw_to_nhwc_accumulate(kelp_backend *be, kelp_dtype dt, int n, int h, int w, int c, const void *x,
+                                         void *y);
+kelp_status cuda_dropout_forward(kelp_backend *be, kelp_dtype dt, int64_t n, float p, uint64_t seed, uint64_t offset,
+                                 const void *x, void *y, uint8_t *mask);
+kelp_status cuda_dropout_backward(kelp_backend *be, kelp_dtype dt, int64_t n, float p, const uint8_t *mask,
+                                  const void *dy, void *dx);
 
-/* Per-channel sums over rows (rows, C) in double, deterministic (fixed chunks, summed in order). mode COL_SUM:
- * out[0][c] = sum a; COL_CENTRED_SQ: out[0][c] = sum (a - mean_d)^2; COL_DY_XMU: out[0][c] = sum a,
+/* Per-channel sums over rows (rows, C) in double, deterministic (fixed chunks, summed in order); a and b in dt.
+ * mode COL_SUM: out[0][c] = sum a; COL_CENTRED_SQ: out[0][c] = sum (a - mean_d)^2; COL_DY_XMU: out[0][c] = sum a,
  * out[1][c] = sum a * (b - mean_f). `out` is device memory of 2*C doubles outside the scratch buffer's first
  * cuda_column_sums_scratch(rows, c) bytes, which the partials use. */
 enum { COL_SUM = 0, COL_CENTRED_SQ = 1, COL_DY_XMU = 2 };
 size_t cuda_column_sums_scratch(int64_t rows, int c);
-kelp_status cuda_column_sums(cuda_impl *ci, int mode, int64_t rows, int c, const float *a, const float *b,
-                             const double *mean_d, const float *mean_f, double *partials, double *out);
+kelp_status cuda_column_sums(cuda_impl *ci, kelp_dtype dt, int mode, int64_t rows, int c, const void *a,
+                             const void *b, const double *mean_d, const float *mean_f, double *partials, double *out);
 
-/* ---- cuda_spatial.cu ---- */
-kelp_status cuda_pool2d_forward(kelp_backend *be, const kelp_pool_desc *d, const float *x, float *y,
-                                int32_t *argmax);
-kelp_status cuda_pool2d_backward(kelp_backend *be, const kelp_pool_desc *d, const float *dy, const int32_t *argmax,
-                                 float *dx);
-kelp_status cuda_global_avg_pool_forward(kelp_backend *be, int n, int hw, int c, const float *x, float *y);
-kelp_status cuda_global_avg_pool_backward(kelp_backend *be, int n, int hw, int c, const float *dy, float *dx);
-kelp_status cuda_upsample_forward(kelp_backend *be, const kelp_upsample_desc *d, const float *x, float *y);
-kelp_status cuda_upsample_backward(kelp_backend *be, const kelp_upsample_desc *d, const float *dy, float *dx);
+/* ---- cuda_spatial.cu (storage type in the descriptor, or dt) ---- */
+kelp_status cuda_pool2d_forward(kelp_backend *be, const kelp_pool_desc *d, const void *x, void *y, int32_t *argmax);
+kelp_status cuda_pool2d_backward(kelp_backend *be, const kelp_pool_desc *d, const void *dy, const int32_t *argmax,
+                                 void *dx);
+kelp_status cuda_global_avg_pool_forward(kelp_backend *be, kelp_dtype dt, int n, int hw, int c, const void *x,
+                                         void *y);
+kelp_status cuda_global_avg_pool_backward(kelp_backend *be, kelp_dtype dt, int n, int hw, int c, const void *dy,
+                                          void *dx);
+kelp_status cuda_upsample_forward(kelp_backend *be, const kelp_upsample_desc *d, const void *x, void *y);
+kelp_status cuda_upsample_backward(kelp_backend *be, const kelp_upsample_desc *d, const void *dy, void *dx);
 
-/* ---- cuda_dnn.cu ---- */
+/* ---- cuda_dnn.cu: x, w, y, dx, dw, dy in d->dtype; bias and db float ---- */
 kelp_status cuda_conv2d_workspace(kelp_backend *be, const kelp_conv_desc *d, size_t *out);
-kelp_status cuda_conv2d_forward(kelp_backend *be, const kelp_conv_desc *d, const float *x, const float *w,
-                                const float *bias, float *y, void *workspace);
-kelp_status cuda_conv2d_forward_fused(kelp_backend *be, const kelp_conv_desc *d, const float *x, const float *w,
-                                      const kelp_conv_epilogue *ep, float *y, void *workspace);
-kelp_status cuda_conv2d_backward_data(kelp_backend *be, const kelp_conv_desc *d, const float *dy, const float *w,
-                                      float *dx, void *workspace);
-kelp_status cuda_conv2d_backward_filter(kelp_backend *be, const kelp_conv_desc *d, const float *x, const float *dy,
-                                        float *dw, float *db, void *workspace);
+kelp_status cuda_conv2d_forward(kelp_backend *be, const kelp_conv_desc *d, const void *x, const void *w,
+                                const float *bias, void *y, void *workspace);
+kelp_status cuda_conv2d_forward_fused(kelp_backend *be, const kelp_conv_desc *d, const void *x, const void *w,
+                                      const kelp_conv_epilogue *ep, void *y, void *workspace);
+kelp_status cuda_conv2d_backward_data(kelp_backend *be, const kelp_conv_desc *d, const void *dy, const void *w,
+                                      void *dx, void *workspace);
+kelp_status cuda_conv2d_backward_filter(kelp_backend *be, const kelp_conv_desc *d, const void *x, const void *dy,
+                                        void *dw, float *db, void *workspace);
 void cuda_conv_cache_clear(cuda_impl *c);
 
-/* ---- cuda_batchnorm.cu (the custom kernels) and cuda_batchnorm_select.cu (custom or cuDNN, per shape) ---- */
-kelp_status cuda_bn_forward_train(kelp_backend *be, int64_t rows, int c, const float *x, const float *gamma,
-                                  const float *beta, float *running_mean, float *running_var, float momentum,
-                                  float eps, float *y, float *save_mean, float *save_invstd);
-kelp_status cuda_bn_forward_infer(kelp_backend *be, int64_t rows, int c, const float *x, const float *gamma,
-                                  const float *beta, const float *running_mean, const float *running_var, float eps,
-                                  float *y);
-kelp_status cuda_bn_backward(kelp_backend *be, int64_t rows, int c, const float *x, const float *dy,
-                             const float *gamma, const float *save_mean, const float *save_invstd, float eps,
-                             float *dx, float *dgamma, float *dbeta);
-kelp_status cuda_bn_custom_forward_train(kelp_backend *be, int64_t rows, int c, const float *x, const float *gamma,
-                                         const float *beta, float *running_mean, float *running_var, float momentum,
-                                         float eps, float *y, float *save_mean, float *save_invstd);
-kelp_status cuda_bn_custom_forward_infer(kelp_backend *be, int64_t rows, int c, const float *x, const float *gamma,
-                                         const float *beta, const float *running_mean, const float *running_var,
-                                         float eps, float *y);
-kelp_status cuda_bn_custom_backward(kelp_backend *be, int64_t rows, int c, const float *x, const float *dy,
-                                    const float *gamma, const float *save_mean, const float *save_invstd, float *dx,
-                                    float *dgamma, float *dbeta);
+/* ---- cuda_batchnorm.cu (the custom kernels) and cuda_batchnorm_select.cu (custom or cuDNN, per shape) ----
+ * x, y, dx, dy in dt; gamma, beta, statistics and their gradients float. */
+kelp_status cuda_bn_forward_train(kelp_backend *be, kelp_dtype dt, int64_t rows, int c, const void *x,
+                                  const float *gamma, const float *beta, float *running_mean, float *running_var,
+                                  float momentum, float eps, void *y, float *save_mean, float *save_invstd);
+kelp_status cuda_bn_forward_infer(kelp_backend *be, kelp_dtype dt, int64_t rows, int c, const void *x,
+                                  const float *gamma, const float *beta, const float *running_mean,
+                                  const float *running_var, float eps, void *y);
+kelp_status cuda_bn_backward(kelp_backend *be, kelp_dtype dt, int64_t rows, int c, const void *x, const void *dy,
+                             const float *gamma, const float *save_mean, const float *save_invstd, float eps, void *dx,
+                             float *dgamma, float *dbeta);
+kelp_status cuda_bn_custom_forward_train(kelp_backend *be, kelp_dtype dt, int64_t rows, int c, const void *x,
+                                         const float *gamma, const float *beta, float *running_mean,
+                                         float *running_var, float momentum, float eps, void *y, float *save_mean,
+                                         float *save_invstd);
+kelp_status cuda_bn_custom_forward_infer(kelp_backend *be, kelp_dtype dt, int64_t rows, int c, const void *x,
+                                         const float *gamma, const float *beta, const float *running_mean,
+                                         const float *running_var, float eps, void *y);
+kelp_status cuda_bn_custom_backward(kelp_backend *be, kelp_dtype dt, int64_t rows, int c, const void *x,
+                                    const void *dy, const float *gamma, const float *save_mean,
+                                    const float *save_invstd, void *dx, float *dgamma, float *dbeta);
 kelp_status cuda_bn_fold(kelp_backend *be, int c, const float *gamma, const float *beta, const float *running_mean,
                          const float *running_var, float eps, const float *conv_bias, float *scale, float *shift);
-kelp_status cuda_bn_backward_infer(kelp_backend *be, int64_t rows, int c, const float *x, const float *dy,
-                                   const float *gamma, const float *running_mean, const float *running_var, float eps,
-                                   float *dx, float *dgamma, float *dbeta);
+kelp_status cuda_bn_backward_infer(kelp_backend *be, kelp_dtype dt, int64_t rows, int c, const void *x,
+                                   const void *dy, const float *gamma, const float *running_mean,
+                                   const float *running_var, float eps, void *dx, float *dgamma, float *dbeta);
 
-/* ---- cuda_loss_optim.cu ---- */
-kelp_status cuda_xent_forward(kelp_backend *be, const kelp_xent_desc *d, const float *logits, const int32_t *labels,
+/* ---- cuda_loss_optim.cu: logits and dlogits in d->dtype; probs, losses and optimizer state float ---- */
+kelp_status cuda_xent_forward(kelp_backend *be, const kelp_xent_desc *d, const void *logits, const int32_t *labels,
                               const float *class_weights, float *loss, float *probs, float *norm);
 kelp_status cuda_xent_backward(kelp_backend *be, const kelp_xent_desc *d, const float *probs, const int32_t *labels,
-                               const float *class_weights, const float *norm, const float *dloss, float *dlogits);
+                               const float *class_weights, const float *norm, const float *dloss, void *dlogits);
 kelp_status cuda_sgd_step(kelp_backend *be, int64_t n, const kelp_sgd_params *p, float *param, const float *grad,
                           float *momentum_buf);
 kelp_status cuda_adamw_step(kelp_backend *be, int64_t n, const kelp_adamw_params *p, float *param,
                             const float *grad, float *exp_avg, float *exp_avg_sq);
 
-/* ---- cuda_prep.cu ---- */
-kelp_status cuda_prepare_images(kelp_backend *be, const kelp_prep_desc *d, const uint8_t *host_pixels, float *out);
+/* ---- cuda_prep.cu: writes d->dtype ---- */
+kelp_status cuda_prepare_images(kelp_backend *be, const kelp_prep_desc *d, const uint8_t *host_pixels, void *out);
 void cuda_prep_destroy(cuda_impl *c);
 
 #endif

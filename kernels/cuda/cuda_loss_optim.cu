@@ -3,7 +3,10 @@
  *
  * The loss's forward is the one op that waits for the device outside download and sum_squares: a label outside
  * [0, K) that is not the ignore index must fail the call, as on the CPU, and only the device has seen the labels.
- * That is one wait per training step (the loss runs once), not one per layer. */
+ * That is one wait per training step (the loss runs once), not one per layer.
+ *
+ * Logits and their gradient are in d->dtype (loaded to float, the gradient added in float and stored once); the
+ * probabilities, the loss and its norm stay float. */
 #include <math.h>
 
 #include "kernels/cuda/cuda_internal.h"
@@ -42,17 +45,18 @@ typedef struct xent_partial {
 } xent_partial;
 
 /* The row's softmax into p (max-shifted log-sum-exp, as the CPU) and its two loss terms, known to every lane. */
-__device__ void softmax_row(const kelp_xent_desc *d, const float *x, const float *w, int32_t label, float *p,
-                            int lane, double *nll, double *smooth)
+template <typename T>
+__device__ void softmax_row(const kelp_xent_desc *d, const T *x, const float *w, int32_t label, float *p, int lane,
+                            double *nll, double *smooth)
 {
     const int k_count = d->classes;
     float mx = -INFINITY;
     for (int k = lane; k < k_count; k += 32)
-        mx = fmaxf(mx, x[k]);
+        mx = fmaxf(mx, load(x, k));
     mx = warp_max(mx);
     float sum = 0.0f;
     for (int k = lane; k < k_count; k += 32) {
-        p[k] = expf(x[k] - mx);
+        p[k] = expf(load(x, k) - mx);
         sum += p[k];
     }
     sum = warp_sum_f(sum);
@@ -60,13 +64,14 @@ __device__ void softmax_row(const kelp_xent_desc *d, const float *x, const float
     double sm = 0.0;
     for (int k = lane; k < k_count; k += 32) {
         p[k] *= inv;
-        sm -= (double)kelp_xent_class_weight(w, k) * (double)(x[k] - lse);
+        sm -= (double)kelp_xent_class_weight(w, k) * (double)(load(x, k) - lse);
     }
     *smooth = warp_sum_d(sm);
-    *nll = -(double)kelp_xent_class_weight(w, label) * (double)(x[label] - lse);
+    *nll = -(double)kelp_xent_class_weight(w, label) * (double)(load(x, label) - lse);
 }
 
-__global__ void xent_rows_kernel(kelp_xent_desc d, const float *logits, const int32_t *labels, const float *w,
+template <typename T>
+__global__ void xent_rows_kernel(kelp_xent_desc d, const T *logits, const int32_t *labels, const float *w,
                                  float *probs, xent_partial *partials)
 {
     __shared__ xent_partial warp_part[XENT_WARPS];
@@ -122,7 +127,7 @@ __global__ void xent_finish_kernel(int blocks, kelp_xent_desc d, const xent_part
 }
 
 // logits (M,K), labels (M) -> loss (1), probs (M,K) for counted rows, norm (1)
-kelp_status cuda_xent_forward(kelp_backend *be, const kelp_xent_desc *d, const float *logits, const int32_t *labels,
+kelp_status cuda_xent_forward(kelp_backend *be, const kelp_xent_desc *d, const void *logits, const int32_t *labels,
                               const float *class_weights, float *loss, float *probs, float *norm)
 {
     cuda_impl *c;
@@ -134,8 +139,13 @@ kelp_status cuda_xent_forward(kelp_backend *be, const kelp_xent_desc *d, const f
     KELP_TRY(cuda_scratch(c, part + sizeof(int), (void **)&scratch));
     xent_partial *partials = (xent_partial *)scratch;
     int *invalid = (int *)(scratch + part);
-    xent_rows_kernel<<<blocks, XENT_WARPS * 32, 0, c->stream>>>(*d, logits, labels, class_weights, probs, partials);
-    KELP_CUDA_LAUNCHED(xent_rows_kernel);
+    KELP_TRY(cuda_dispatch(d->dtype, "softmax_xent_forward", [&](auto tag) {
+        using T = typename decltype(tag)::type;
+        xent_rows_kernel<<<blocks, XENT_WARPS * 32, 0, c->stream>>>(*d, (const T *)logits, labels, class_weights,
+                                                                    probs, partials);
+        KELP_CUDA_LAUNCHED(xent_rows_kernel);
+        return KELP_OK;
+    }));
     xent_finish_kernel<<<1, 1, 0, c->stream>>>(blocks, *d, partials, loss, norm, invalid);
     KELP_CUDA_LAUNCHED(xent_finish_kernel);
     KELP_CUDA_TRY(cudaMemcpyAsync(c->host_pinned, invalid, sizeof(int), cudaMemcpyDeviceToHost, c->stream));
@@ -154,8 +164,9 @@ __global__ void xent_weight_sum_kernel(int classes, const float *w, float *out)
 }
 
 // probs (M,K), labels (M) -> dlogits (M,K) +=; dloss and norm are device scalars
+template <typename T>
 __global__ void xent_backward_kernel(kelp_xent_desc d, const float *probs, const int32_t *labels, const float *w,
-                                     const float *norm, const float *dloss, const float *w_sum, float *dlogits)
+                                     const float *norm, const float *dloss, const float *w_sum, T *dlogits)
 {
     const int64_t total = d.rows * d.classes;
     const float scale = kelp_xent_grad_scale(*dloss, *norm);
@@ -166,13 +177,14 @@ __global__ void xent_backward_kernel(kelp_xent_desc d, const float *probs, const
         int32_t label = labels[row];
         if (!kelp_xent_label_counts(&d, label))
             continue;
-        dlogits[i] += scale * kelp_xent_grad(&d, probs[i], k == label, kelp_xent_class_weight(w, label),
-                                             kelp_xent_class_weight(w, k), *w_sum);
+        float g = kelp_xent_grad(&d, probs[i], k == label, kelp_xent_class_weight(w, label),
+                                 kelp_xent_class_weight(w, k), *w_sum);
+        store(dlogits, i, load(dlogits, i) + scale * g);
     }
 }
 
 kelp_status cuda_xent_backward(kelp_backend *be, const kelp_xent_desc *d, const float *probs, const int32_t *labels,
-                               const float *class_weights, const float *norm, const float *dloss, float *dlogits)
+                               const float *class_weights, const float *norm, const float *dloss, void *dlogits)
 {
     cuda_impl *c;
     KELP_TRY(cuda_enter(be, &c));
@@ -183,10 +195,13 @@ kelp_status cuda_xent_backward(kelp_backend *be, const kelp_xent_desc *d, const 
     KELP_TRY(cuda_scratch(c, sizeof(float), (void **)&w_sum));
     xent_weight_sum_kernel<<<1, 1, 0, c->stream>>>(d->classes, class_weights, w_sum);
     KELP_CUDA_LAUNCHED(xent_weight_sum_kernel);
-    xent_backward_kernel<<<cuda_grid(total), CUDA_THREADS, 0, c->stream>>>(*d, probs, labels, class_weights, norm,
-                                                                         dloss, w_sum, dlogits);
-    KELP_CUDA_LAUNCHED(xent_backward_kernel);
-    return KELP_OK;
+    return cuda_dispatch(d->dtype, "softmax_xent_backward", [&](auto tag) {
+        using T = typename decltype(tag)::type;
+        xent_backward_kernel<<<cuda_grid(total), CUDA_THREADS, 0, c->stream>>>(*d, probs, labels, class_weights, norm,
+                                                                             dloss, w_sum, (T *)dlogits);
+        KELP_CUDA_LAUNCHED(xent_backward_kernel);
+        return KELP_OK;
+    });
 }
 
 /* ---- optimizers ---- */

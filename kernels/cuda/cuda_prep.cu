@@ -16,13 +16,13 @@
 #include "kernels/cuda/cuda_internal.h"
 #include "kernels/ops/prep.h"
 
-// pixels (n_values) uint8, NHWC with c channels -> out (n_values)
-__global__ void prepare_kernel(int64_t n_values, kelp_prep_desc d, const uint8_t *pixels, float *out)
+// pixels (n_values) uint8, NHWC with c channels -> out (n_values) in d.dtype, normalized in float, stored once
+template <typename T> __global__ void prepare_kernel(int64_t n_values, kelp_prep_desc d, const uint8_t *pixels, T *out)
 {
     GRID_STRIDE(i, n_values)
     {
         int ch = (int)(i % d.c);
-        out[i] = kelp_normalize_pixel(pixels[i], d.mean[ch], d.std[ch]);
+        store(out, i, kelp_normalize_pixel(pixels[i], d.mean[ch], d.std[ch]));
     }
 }
 
@@ -72,13 +72,16 @@ static kelp_status grow_slot(cuda_prep_slot *s, size_t bytes)
     return KELP_OK;
 }
 
-kelp_status cuda_prepare_images(kelp_backend *be, const kelp_prep_desc *d, const uint8_t *host_pixels, float *out)
+kelp_status cuda_prepare_images(kelp_backend *be, const kelp_prep_desc *d, const uint8_t *host_pixels, void *out)
 {
     cuda_impl *c;
     KELP_TRY(cuda_enter(be, &c));
     if (d->c < 1 || d->c > KELP_PREP_MAX_CHANNELS || d->pixels < 0)
         return kelp_set_error(KELP_ERR_INVALID_ARG, "prepare_images (cuda): %lld pixels of %d channels (1..%d)",
                               (long long)d->pixels, d->c, KELP_PREP_MAX_CHANNELS);
+    if (!cuda_dtype_ok(d->dtype)) /* before any copy is queued: a refused call leaves the staging ring as it was */
+        return kelp_set_error(KELP_ERR_UNSUPPORTED, "prepare_images (cuda): storage type %d is not F32, BF16 or F16",
+                              (int)d->dtype);
     int64_t n_values = d->pixels * d->c;
     if (n_values == 0)
         return KELP_OK;
@@ -96,8 +99,13 @@ kelp_status cuda_prepare_images(kelp_backend *be, const kelp_prep_desc *d, const
     s->used = true; /* from here on a copy may read `host`: its next refill waits for `copied` */
     KELP_CUDA_TRY(cudaEventRecord(s->copied, c->copy_stream));
     KELP_CUDA_TRY(cudaStreamWaitEvent(c->stream, s->copied, 0));
-    prepare_kernel<<<cuda_grid(n_values), CUDA_THREADS, 0, c->stream>>>(n_values, *d, (const uint8_t *)s->device, out);
-    KELP_CUDA_LAUNCHED(prepare_kernel);
+    KELP_TRY(cuda_dispatch(d->dtype, "prepare_images", [&](auto tag) {
+        using T = typename decltype(tag)::type;
+        prepare_kernel<<<cuda_grid(n_values), CUDA_THREADS, 0, c->stream>>>(n_values, *d, (const uint8_t *)s->device,
+                                                                          (T *)out);
+        KELP_CUDA_LAUNCHED(prepare_kernel);
+        return KELP_OK;
+    }));
     KELP_CUDA_TRY(cudaEventRecord(s->consumed, c->stream));
     return KELP_OK;
 }

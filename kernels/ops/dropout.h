@@ -32,20 +32,26 @@ KELP_HD kelp_dropout_range kelp_dropout_blocks(uint64_t offset, int64_t n)
 
 /* The elements of one Philox block: indices block*4 .. block*4+3 of the stream, those in [offset, end) being
  * elements index - offset of x, y and mask. One block's four draws serve four elements (the first and last blocks
- * of a call may be partial), so kernels loop over blocks, not elements. */
+ * of a call may be partial), so kernels loop over blocks, not elements. Writes the block's mask entries and gives
+ * their element range [*lo, *hi), where each backend stores y = mask ? x * scale : 0 in its storage type. */
+KELP_HD void kelp_dropout_block_mask(uint64_t seed, uint64_t block, uint64_t offset, uint64_t end, float p,
+                                     uint8_t *mask, int64_t *lo, int64_t *hi)
+{
+    kelp_philox_out r = kelp_philox4x32(seed, block);
+    uint64_t first = block * 4 < offset ? offset : block * 4, last = block * 4 + 4 > end ? end : block * 4 + 4;
+    for (uint64_t index = first; index < last; index++)
+        mask[index - offset] = kelp_dropout_keep(kelp_uniform01(r.v[index - block * 4]), p);
+    *lo = (int64_t)(first - offset);
+    *hi = (int64_t)(last - offset);
+}
+
 KELP_HD void kelp_dropout_block(uint64_t seed, uint64_t block, uint64_t offset, uint64_t end, float p, float scale,
                                 const float *x, float *y, uint8_t *mask)
 {
-    kelp_philox_out r = kelp_philox4x32(seed, block);
-    for (uint64_t word = 0; word < 4; word++) {
-        uint64_t index = block * 4 + word;
-        if (index < offset || index >= end)
-            continue;
-        int64_t i = (int64_t)(index - offset);
-        bool keep = kelp_dropout_keep(kelp_uniform01(r.v[word]), p);
-        mask[i] = keep;
-        y[i] = keep ? x[i] * scale : 0.0f;
-    }
+    int64_t lo, hi;
+    kelp_dropout_block_mask(seed, block, offset, end, p, mask, &lo, &hi);
+    for (int64_t i = lo; i < hi; i++)
+        y[i] = mask[i] ? x[i] * scale : 0.0f;
 }
 
 #endif

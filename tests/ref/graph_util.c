@@ -44,7 +44,7 @@ void test_fill_graph_inputs(kelp_graph *g, int classes, uint64_t seed)
     size_t n = (size_t)kelp_shape_numel(&x->shape);
     float *host = malloc(n * sizeof *host);
     test_fill_uniform(host, n, seed, -1.0f, 1.0f);
-    TEST_OK(kelp_tensor_upload(x, host, n * sizeof *host));
+    TEST_OK(kelp_tensor_upload_floats(x, host, (int64_t)n)); /* rounded to the graph's precision */
     free(host);
     kelp_tensor *label = kelp_graph_label(g);
     if (label) {

@@ -69,7 +69,7 @@ kelp_status test_layer_try_setup(test_layer *t, const char *type, const char *fi
     if (t->type->state)
         t->state_bytes = t->type->state(t->attrs, t->in_shape, n_in, &t->out_shape);
     if (t->type->workspace)
-        TEST_OK(t->type->workspace(t->attrs, be, t->in_shape, n_in, &t->out_shape, &t->workspace_bytes));
+        TEST_OK(t->type->workspace(t->attrs, be, t->in_shape, n_in, &t->out_shape, KELP_F32, &t->workspace_bytes));
     TEST_OK(be->iface->alloc(be, t->state_bytes + 1, &t->state));
     TEST_OK(be->iface->alloc(be, t->workspace_bytes + 1, &t->workspace));
 

@@ -404,8 +404,8 @@ static void test_pointwise_path_matches_general_path(void **state)
     (void)state;
     kelp_backend *be = test_cpu_backend();
     enum { N = 2, H = 5, W = 6, C = 8, K = 6, G = 2 };
-    kelp_conv_desc fast = {N, H, W, C, K, 1, 1, 1, 1, 0, 0, 1, 1, G, H, W};
-    kelp_conv_desc general = {N, H, W, C, K, 1, 1, 1, 1, 1, 1, 1, 1, G, H + 2, W + 2};
+    kelp_conv_desc fast = {N, H, W, C, K, 1, 1, 1, 1, 0, 0, 1, 1, G, H, W, KELP_F32};
+    kelp_conv_desc general = {N, H, W, C, K, 1, 1, 1, 1, 1, 1, 1, 1, G, H + 2, W + 2, KELP_F32};
     size_t fast_bytes = 1, ws_bytes = 0;
     TEST_OK(be->iface->conv2d_workspace(be, &fast, &fast_bytes));
     assert_int_equal(fast_bytes, 0);

@@ -17,6 +17,7 @@
 #include "kernels/cuda/backend_cuda.h"
 #include "kernels/cuda/device_info.h"
 #include "kernels/ops/conv.h"
+#include "kernels/ops/half.h"
 
 static kelp_backend *gpu;
 
@@ -178,8 +179,8 @@ static void test_gemm(void **state)
             float *a = host_random(na, 10 + ta, -1, 1), *b = host_random(nb, 20 + tb, -1, 1);
             float *c = host_random(nc, 30, -1, 1);
             float *da = dev_from(a, na), *db = dev_from(b, nb), *dc = dev_from(c, nc);
-            TEST_OK(cpu()->iface->gemm(cpu(), ta, tb, m, n, k, 0.7f, a, lda, b, ldb, 0.5f, c, ldc));
-            TEST_OK(gpu->iface->gemm(gpu, ta, tb, m, n, k, 0.7f, da, lda, db, ldb, 0.5f, dc, ldc));
+            TEST_OK(cpu()->iface->gemm(cpu(), KELP_F32, ta, tb, m, n, k, 0.7f, a, lda, b, ldb, 0.5f, c, ldc));
+            TEST_OK(gpu->iface->gemm(gpu, KELP_F32, ta, tb, m, n, k, 0.7f, da, lda, db, ldb, 0.5f, dc, ldc));
             char what[64];
             snprintf(what, sizeof what, "gemm ta=%d tb=%d", ta, tb);
             expect_close(dc, c, nc, RTOL_SUM, ATOL_SUM, what);
@@ -197,7 +198,7 @@ static void test_gemm(void **state)
 static kelp_conv_desc conv_desc(int n, int h, int w, int c, int k, int r, int s, int stride, int pad, int dil,
                                 int groups)
 {
-    kelp_conv_desc d = {n, h, w, c, k, r, s, stride, stride, pad, pad, dil, dil, groups, 0, 0};
+    kelp_conv_desc d = {n, h, w, c, k, r, s, stride, stride, pad, pad, dil, dil, groups, 0, 0, KELP_F32};
     d.oh = (int)kelp_conv_out_size(h, r, stride, pad, dil);
     d.ow = (int)kelp_conv_out_size(w, s, stride, pad, dil);
     return d;
@@ -359,11 +360,11 @@ static void test_bias(void **state)
     size_t n = (size_t)rows * c;
     float *bias = host_random(c, 1, -1, 1), *y = host_random(n, 2, -1, 1), *db = host_random(c, 3, -1, 1);
     float *g_bias = dev_from(bias, c), *g_y = dev_from(y, n), *g_db = dev_from(db, c);
-    TEST_OK(cpu()->iface->bias_add(cpu(), rows, c, bias, y));
-    TEST_OK(gpu->iface->bias_add(gpu, rows, c, g_bias, g_y));
+    TEST_OK(cpu()->iface->bias_add(cpu(), KELP_F32, rows, c, bias, y));
+    TEST_OK(gpu->iface->bias_add(gpu, KELP_F32, rows, c, g_bias, g_y));
     expect_close(g_y, y, n, RTOL, ATOL, "bias_add");
-    TEST_OK(cpu()->iface->bias_backward(cpu(), rows, c, y, db));
-    TEST_OK(gpu->iface->bias_backward(gpu, rows, c, g_y, g_db));
+    TEST_OK(cpu()->iface->bias_backward(cpu(), KELP_F32, rows, c, y, db));
+    TEST_OK(gpu->iface->bias_backward(gpu, KELP_F32, rows, c, g_y, g_db));
     expect_close(g_db, db, c, RTOL, ATOL, "bias_backward");
     dev_free(g_bias), dev_free(g_y), dev_free(g_db);
     free(bias), free(y), free(db);
@@ -388,9 +389,10 @@ static void check_batchnorm_on(kelp_backend *be, int64_t rows, int c, uint64_t s
     const float momentum = 0.1f, eps = 1e-5f;
     handover(gpu, be);
 
-    TEST_OK(cpu()->iface->batchnorm_forward_train(cpu(), rows, c, x, gamma, beta, rm, rv, momentum, eps, y, sm, si));
-    TEST_OK(be->iface->batchnorm_forward_train(be, rows, c, g_x, g_gamma, g_beta, g_rm, g_rv, momentum, eps, g_y,
-                                               g_sm, g_si));
+    TEST_OK(cpu()->iface->batchnorm_forward_train(cpu(), KELP_F32, rows, c, x, gamma, beta, rm, rv, momentum, eps, y,
+                                                  sm, si));
+    TEST_OK(be->iface->batchnorm_forward_train(be, KELP_F32, rows, c, g_x, g_gamma, g_beta, g_rm, g_rv, momentum, eps,
+                                               g_y, g_sm, g_si));
     handover(be, gpu);
     expect_close(g_y, y, n, rtol, atol, "batchnorm train y");
     expect_close(g_sm, sm, c, rtol, atol, "batchnorm save_mean");
@@ -398,25 +400,27 @@ static void check_batchnorm_on(kelp_backend *be, int64_t rows, int c, uint64_t s
     expect_close(g_rm, rm, c, rtol, atol, "batchnorm running_mean");
     expect_close(g_rv, rv, c, rtol, atol, "batchnorm running_var");
 
-    TEST_OK(cpu()->iface->batchnorm_backward(cpu(), rows, c, x, dy, gamma, sm, si, eps, dx, dg, dbeta));
-    TEST_OK(be->iface->batchnorm_backward(be, rows, c, g_x, g_dy, g_gamma, g_sm, g_si, eps, g_dx, g_dg, g_dbeta));
+    TEST_OK(cpu()->iface->batchnorm_backward(cpu(), KELP_F32, rows, c, x, dy, gamma, sm, si, eps, dx, dg, dbeta));
+    TEST_OK(be->iface->batchnorm_backward(be, KELP_F32, rows, c, g_x, g_dy, g_gamma, g_sm, g_si, eps, g_dx, g_dg,
+                                          g_dbeta));
     handover(be, gpu);
     expect_close(g_dx, dx, n, rtol, atol, "batchnorm backward dx");
     expect_close(g_dg, dg, c, rtol, atol, "batchnorm backward dgamma");
     expect_close(g_dbeta, dbeta, c, rtol, atol, "batchnorm backward dbeta");
     /* parameters without gradient: dx only */
-    TEST_OK(cpu()->iface->batchnorm_backward(cpu(), rows, c, x, dy, gamma, sm, si, eps, dx, NULL, NULL));
-    TEST_OK(be->iface->batchnorm_backward(be, rows, c, g_x, g_dy, g_gamma, g_sm, g_si, eps, g_dx, NULL, NULL));
+    TEST_OK(cpu()->iface->batchnorm_backward(cpu(), KELP_F32, rows, c, x, dy, gamma, sm, si, eps, dx, NULL, NULL));
+    TEST_OK(be->iface->batchnorm_backward(be, KELP_F32, rows, c, g_x, g_dy, g_gamma, g_sm, g_si, eps, g_dx, NULL,
+                                          NULL));
     handover(be, gpu);
     expect_close(g_dx, dx, n, rtol, atol, "batchnorm backward dx without parameter gradients");
 
-    TEST_OK(cpu()->iface->batchnorm_forward_infer(cpu(), rows, c, x, gamma, beta, rm, rv, eps, y2));
-    TEST_OK(be->iface->batchnorm_forward_infer(be, rows, c, g_x, g_gamma, g_beta, g_rm, g_rv, eps, g_y2));
+    TEST_OK(cpu()->iface->batchnorm_forward_infer(cpu(), KELP_F32, rows, c, x, gamma, beta, rm, rv, eps, y2));
+    TEST_OK(be->iface->batchnorm_forward_infer(be, KELP_F32, rows, c, g_x, g_gamma, g_beta, g_rm, g_rv, eps, g_y2));
     handover(be, gpu);
     expect_close(g_y2, y2, n, rtol, atol, "batchnorm infer y");
 
-    TEST_OK(cpu()->iface->batchnorm_backward_infer(cpu(), rows, c, x, dy, gamma, rm, rv, eps, dx, dg, dbeta));
-    TEST_OK(be->iface->batchnorm_backward_infer(be, rows, c, g_x, g_dy, g_gamma, g_rm, g_rv, eps, g_dx, g_dg,
+    TEST_OK(cpu()->iface->batchnorm_backward_infer(cpu(), KELP_F32, rows, c, x, dy, gamma, rm, rv, eps, dx, dg, dbeta));
+    TEST_OK(be->iface->batchnorm_backward_infer(be, KELP_F32, rows, c, g_x, g_dy, g_gamma, g_rm, g_rv, eps, g_dx, g_dg,
                                                 g_dbeta));
     handover(be, gpu);
     expect_close(g_dx, dx, n, rtol, atol, "batchnorm backward_infer dx");
@@ -471,13 +475,13 @@ static void test_activations(void **state)
         float *x = host_random(n, 60 + k, -8, 8), *dy = host_random(n, 70 + k, -1, 1);
         float *dx = host_random(n, 80 + k, -1, 1), *y = host_nan(n);
         float *g_x = dev_from(x, n), *g_dy = dev_from(dy, n), *g_dx = dev_from(dx, n), *g_y = dev_nan(n);
-        TEST_OK(cpu()->iface->activation_forward(cpu(), kinds[k], 0.1f, n, x, y));
-        TEST_OK(gpu->iface->activation_forward(gpu, kinds[k], 0.1f, n, g_x, g_y));
+        TEST_OK(cpu()->iface->activation_forward(cpu(), KELP_F32, kinds[k], 0.1f, n, x, y));
+        TEST_OK(gpu->iface->activation_forward(gpu, KELP_F32, kinds[k], 0.1f, n, g_x, g_y));
         char what[64];
         snprintf(what, sizeof what, "activation %d forward", (int)kinds[k]);
         expect_close(g_y, y, n, RTOL, 1e-6, what);
-        TEST_OK(cpu()->iface->activation_backward(cpu(), kinds[k], 0.1f, n, x, y, dy, dx));
-        TEST_OK(gpu->iface->activation_backward(gpu, kinds[k], 0.1f, n, g_x, g_y, g_dy, g_dx));
+        TEST_OK(cpu()->iface->activation_backward(cpu(), KELP_F32, kinds[k], 0.1f, n, x, y, dy, dx));
+        TEST_OK(gpu->iface->activation_backward(gpu, KELP_F32, kinds[k], 0.1f, n, g_x, g_y, g_dy, g_dx));
         snprintf(what, sizeof what, "activation %d backward", (int)kinds[k]);
         expect_close(g_dx, dx, n, RTOL, 1e-6, what);
         dev_free(g_x), dev_free(g_dy), dev_free(g_dx), dev_free(g_y);
@@ -491,11 +495,11 @@ static void test_elementwise(void **state)
     const int64_t n = 100003;
     float *a = host_random(n, 90, -1, 1), *b = host_random(n, 91, -1, 1), *y = host_nan(n);
     float *g_a = dev_from(a, n), *g_b = dev_from(b, n), *g_y = dev_nan(n);
-    TEST_OK(cpu()->iface->add(cpu(), n, a, b, y));
-    TEST_OK(gpu->iface->add(gpu, n, g_a, g_b, g_y));
+    TEST_OK(cpu()->iface->add(cpu(), KELP_F32, n, a, b, y));
+    TEST_OK(gpu->iface->add(gpu, KELP_F32, n, g_a, g_b, g_y));
     expect_close(g_y, y, n, RTOL, ATOL, "add");
-    TEST_OK(cpu()->iface->axpy(cpu(), n, -0.3f, a, y));
-    TEST_OK(gpu->iface->axpy(gpu, n, -0.3f, g_a, g_y));
+    TEST_OK(cpu()->iface->axpy(cpu(), KELP_F32, n, -0.3f, a, y));
+    TEST_OK(gpu->iface->axpy(gpu, KELP_F32, n, -0.3f, g_a, g_y));
     expect_close(g_y, y, n, RTOL, ATOL, "axpy");
     TEST_OK(cpu()->iface->scale(cpu(), n, 1.7f, y));
     TEST_OK(gpu->iface->scale(gpu, n, 1.7f, g_y));
@@ -545,14 +549,14 @@ static void test_pool(void **state)
 {
     (void)state;
     /* 3x3 stride 2 pad 1 on 10x10, ceil mode: 6x6 outputs, the last windows clipped */
-    kelp_pool_desc d = {KELP_POOL_MAX, 2, 10, 10, 19, 3, 3, 2, 2, 1, 1, 6, 6, false};
+    kelp_pool_desc d = {KELP_POOL_MAX, 2, 10, 10, 19, 3, 3, 2, 2, 1, 1, 6, 6, false, KELP_F32};
     check_pool(&d, 200, false, "max pool");
     check_pool(&d, 205, true, "max pool with ties");
     d.kind = KELP_POOL_AVG;
     check_pool(&d, 210, false, "avg pool");
     d.count_include_pad = true;
     check_pool(&d, 220, false, "avg pool counting padding");
-    kelp_pool_desc plain = {KELP_POOL_MAX, 3, 8, 6, 8, 2, 2, 2, 2, 0, 0, 4, 3, false};
+    kelp_pool_desc plain = {KELP_POOL_MAX, 3, 8, 6, 8, 2, 2, 2, 2, 0, 0, 4, 3, false, KELP_F32};
     check_pool(&plain, 230, false, "2x2 max pool");
     check_pool(&plain, 235, true, "2x2 max pool with ties");
 }
@@ -564,11 +568,11 @@ static void test_global_avg_pool(void **state)
     size_t nx = (size_t)n * hw * c, ny = (size_t)n * c;
     float *x = host_random(nx, 240, -1, 1), *y = host_nan(ny), *dx = host_random(nx, 241, -1, 1);
     float *g_x = dev_from(x, nx), *g_y = dev_nan(ny), *g_dx = dev_from(dx, nx);
-    TEST_OK(cpu()->iface->global_avg_pool_forward(cpu(), n, hw, c, x, y));
-    TEST_OK(gpu->iface->global_avg_pool_forward(gpu, n, hw, c, g_x, g_y));
+    TEST_OK(cpu()->iface->global_avg_pool_forward(cpu(), KELP_F32, n, hw, c, x, y));
+    TEST_OK(gpu->iface->global_avg_pool_forward(gpu, KELP_F32, n, hw, c, g_x, g_y));
     expect_close(g_y, y, ny, RTOL, ATOL, "global_avg_pool forward");
-    TEST_OK(cpu()->iface->global_avg_pool_backward(cpu(), n, hw, c, y, dx));
-    TEST_OK(gpu->iface->global_avg_pool_backward(gpu, n, hw, c, g_y, g_dx));
+    TEST_OK(cpu()->iface->global_avg_pool_backward(cpu(), KELP_F32, n, hw, c, y, dx));
+    TEST_OK(gpu->iface->global_avg_pool_backward(gpu, KELP_F32, n, hw, c, g_y, g_dx));
     expect_close(g_dx, dx, nx, RTOL, ATOL, "global_avg_pool backward");
     dev_free(g_x), dev_free(g_y), dev_free(g_dx);
     free(x), free(y), free(dx);
@@ -584,22 +588,22 @@ static void test_copy_rows_and_layout(void **state)
     size_t ns = (size_t)rows * ss, nd = (size_t)rows * ds;
     float *src = host_random(ns, 250, -1, 1), *dst = host_random(nd, 251, -1, 1);
     float *g_src = dev_from(src, ns), *g_dst = dev_from(dst, nd);
-    TEST_OK(cpu()->iface->copy_rows(cpu(), rows, cols, src, ss, dst, ds, false));
-    TEST_OK(gpu->iface->copy_rows(gpu, rows, cols, g_src, ss, g_dst, ds, false));
+    TEST_OK(cpu()->iface->copy_rows(cpu(), KELP_F32, rows, cols, src, ss, dst, ds, false));
+    TEST_OK(gpu->iface->copy_rows(gpu, KELP_F32, rows, cols, g_src, ss, g_dst, ds, false));
     expect_close(g_dst, dst, nd, 0, 0, "copy_rows");
-    TEST_OK(cpu()->iface->copy_rows(cpu(), rows, cols, src, ss, dst, ds, true));
-    TEST_OK(gpu->iface->copy_rows(gpu, rows, cols, g_src, ss, g_dst, ds, true));
+    TEST_OK(cpu()->iface->copy_rows(cpu(), KELP_F32, rows, cols, src, ss, dst, ds, true));
+    TEST_OK(gpu->iface->copy_rows(gpu, KELP_F32, rows, cols, g_src, ss, g_dst, ds, true));
     expect_close(g_dst, dst, nd, RTOL, ATOL, "copy_rows accumulate");
 
     const int n = 2, h = 5, w = 3, c = 7;
     size_t nt = (size_t)n * h * w * c;
     float *x = host_random(nt, 252, -1, 1), *y = host_nan(nt), *back = host_random(nt, 253, -1, 1);
     float *g_x = dev_from(x, nt), *g_y = dev_nan(nt), *g_back = dev_from(back, nt);
-    TEST_OK(cpu()->iface->nhwc_to_nchw(cpu(), n, h, w, c, x, y));
-    TEST_OK(gpu->iface->nhwc_to_nchw(gpu, n, h, w, c, g_x, g_y));
+    TEST_OK(cpu()->iface->nhwc_to_nchw(cpu(), KELP_F32, n, h, w, c, x, y));
+    TEST_OK(gpu->iface->nhwc_to_nchw(gpu, KELP_F32, n, h, w, c, g_x, g_y));
     expect_close(g_y, y, nt, 0, 0, "nhwc_to_nchw");
-    TEST_OK(cpu()->iface->nchw_to_nhwc_accumulate(cpu(), n, h, w, c, y, back));
-    TEST_OK(gpu->iface->nchw_to_nhwc_accumulate(gpu, n, h, w, c, g_y, g_back));
+    TEST_OK(cpu()->iface->nchw_to_nhwc_accumulate(cpu(), KELP_F32, n, h, w, c, y, back));
+    TEST_OK(gpu->iface->nchw_to_nhwc_accumulate(gpu, KELP_F32, n, h, w, c, g_y, g_back));
     expect_close(g_back, back, nt, RTOL, ATOL, "nchw_to_nhwc_accumulate");
     dev_free(g_src), dev_free(g_dst), dev_free(g_x), dev_free(g_y), dev_free(g_back);
     free(src), free(dst), free(x), free(y), free(back);
@@ -610,7 +614,7 @@ static void test_copy_rows_and_layout(void **state)
 static void check_upsample(kelp_upsample_kind kind, int h, int w, int oh, int ow, float scale_h, float scale_w,
                            uint64_t seed, const char *name)
 {
-    kelp_upsample_desc d = {kind, 2, h, w, 5, oh, ow, scale_h, scale_w};
+    kelp_upsample_desc d = {kind, 2, h, w, 5, oh, ow, scale_h, scale_w, KELP_F32};
     size_t nx = (size_t)d.n * h * w * d.c, ny = (size_t)d.n * oh * ow * d.c;
     float *x = host_random(nx, seed, -1, 1), *dy = host_random(ny, seed + 1, -1, 1);
     float *dx = host_random(nx, seed + 2, -1, 1), *y = host_nan(ny);
@@ -652,12 +656,12 @@ static void test_dropout(void **state)
     memset(mask, 7, n);
     float *g_x = dev_from(x, n), *g_y = dev_nan(n), *g_dy = dev_from(dy, n), *g_dx = dev_from(dx, n);
     uint8_t *g_mask = dev_from_bytes(mask, n);
-    TEST_OK(cpu()->iface->dropout_forward(cpu(), n, 0.3f, seed, offset, x, y, mask));
-    TEST_OK(gpu->iface->dropout_forward(gpu, n, 0.3f, seed, offset, g_x, g_y, g_mask));
+    TEST_OK(cpu()->iface->dropout_forward(cpu(), KELP_F32, n, 0.3f, seed, offset, x, y, mask));
+    TEST_OK(gpu->iface->dropout_forward(gpu, KELP_F32, n, 0.3f, seed, offset, g_x, g_y, g_mask));
     expect_equal_bytes(g_mask, mask, n, "dropout mask");
     expect_close(g_y, y, n, RTOL, ATOL, "dropout forward");
-    TEST_OK(cpu()->iface->dropout_backward(cpu(), n, 0.3f, mask, dy, dx));
-    TEST_OK(gpu->iface->dropout_backward(gpu, n, 0.3f, g_mask, g_dy, g_dx));
+    TEST_OK(cpu()->iface->dropout_backward(cpu(), KELP_F32, n, 0.3f, mask, dy, dx));
+    TEST_OK(gpu->iface->dropout_backward(gpu, KELP_F32, n, 0.3f, g_mask, g_dy, g_dx));
     expect_close(g_dx, dx, n, RTOL, ATOL, "dropout backward");
     dev_free(g_x), dev_free(g_y), dev_free(g_dy), dev_free(g_dx), dev_free(g_mask);
     free(x), free(y), free(dy), free(dx), free(mask);
@@ -667,7 +671,7 @@ static void test_dropout(void **state)
 
 static void check_xent(int64_t rows, int classes, float smoothing, bool weighted, uint64_t seed, const char *name)
 {
-    kelp_xent_desc d = {rows, classes, smoothing, -100};
+    kelp_xent_desc d = {rows, classes, smoothing, -100, KELP_F32};
     size_t n = (size_t)rows * classes;
     float *logits = host_random(n, seed, -4, 4), *w = weighted ? host_random(classes, seed + 1, 0.5f, 2) : NULL;
     int32_t *labels = malloc((size_t)rows * sizeof *labels);
@@ -796,6 +800,577 @@ static void test_prepare_images(void **state)
     dev_free(out);
 }
 
+/* ---- mixed precision: the ops on BF16 and F16 storage ----
+ * The same float inputs are rounded to the storage type by each backend's own `convert`, the op runs on both, and
+ * the outputs are widened back by each backend's `convert` and compared in float. Both backends compute in float
+ * from identical 16-bit inputs, so the outputs differ by the float rounding of different summation orders, which
+ * can move a stored value to the neighbouring 16-bit one: a unit in the last place is 2^-8 relative for bf16 and
+ * 2^-11 for f16. Float outputs (statistics, parameter gradients, losses) keep the fp32 tolerances. */
+
+typedef struct lp_type {
+    kelp_dtype dt;
+    const char *name;
+    double rtol, atol;
+} lp_type;
+
+static const lp_type lp_types[] = {{KELP_BF16, "bf16", 1e-2, 1e-2}, {KELP_F16, "f16", 2e-3, 2e-3}};
+#define LP_TYPES (sizeof lp_types / sizeof lp_types[0])
+/* GEMM and convolution: the libraries choose algorithms (tensor cores, split sums) per storage type */
+#define LP_SUM 2.0
+
+/* The same values on both backends: `cpu` in the CPU backend's memory, `gpu` in the GPU's, n values of dt. */
+typedef struct lp_buf {
+    void *cpu, *gpu;
+    size_t n;
+    kelp_dtype dt;
+} lp_buf;
+
+static void *be_alloc(kelp_backend *be, size_t bytes)
+{
+    void *p = NULL;
+    TEST_OK(be->iface->alloc(be, bytes ? bytes : 1, &p));
+    return p;
+}
+
+/* host floats as n values of dt in be's memory, rounded by be's own convert */
+static void *be_from(kelp_backend *be, kelp_dtype dt, const float *host, size_t n)
+{
+    void *f32 = be_alloc(be, n * sizeof(float)), *out = be_alloc(be, n * kelp_dtype_size(dt));
+    TEST_OK(be->iface->upload(be, f32, host, n * sizeof(float)));
+    TEST_OK(be->iface->convert(be, (int64_t)n, KELP_F32, f32, dt, out, false));
+    be->iface->free(be, f32); /* stream-ordered on the GPU: the convert has read it before a reuse */
+    return out;
+}
+
+/* n values of dt in be's memory, widened by be's own convert, on the host */
+static float *be_read(kelp_backend *be, kelp_dtype dt, const void *buf, size_t n)
+{
+    void *f32 = be_alloc(be, n * sizeof(float));
+    TEST_OK(be->iface->convert(be, (int64_t)n, dt, buf, KELP_F32, f32, false));
+    float *host = host_alloc(n);
+    TEST_OK(be->iface->download(be, host, f32, n * sizeof(float)));
+    be->iface->free(be, f32);
+    return host;
+}
+
+static lp_buf lp_from(kelp_dtype dt, const float *host, size_t n)
+{
+    lp_buf b = {be_from(cpu(), dt, host, n), be_from(gpu, dt, host, n), n, dt};
+    return b;
+}
+
+static lp_buf lp_random(kelp_dtype dt, size_t n, uint64_t seed, float lo, float hi)
+{
+    float *h = host_random(n, seed, lo, hi);
+    lp_buf b = lp_from(dt, h, n);
+    free(h);
+    return b;
+}
+
+/* for outputs the op overwrites: an element it forgets stays NaN and fails */
+static lp_buf lp_nan(kelp_dtype dt, size_t n)
+{
+    float *h = host_nan(n);
+    lp_buf b = lp_from(dt, h, n);
+    free(h);
+    return b;
+}
+
+static void lp_free(lp_buf *b)
+{
+    cpu()->iface->free(cpu(), b->cpu);
+    gpu->iface->free(gpu, b->gpu);
+}
+
+/* The GPU's values against the CPU's, both widened to float. */
+static void lp_expect_close(const lp_buf *b, double rtol, double atol, const char *what)
+{
+    float *want = be_read(cpu(), b->dt, b->cpu, b->n), *got = be_read(gpu, b->dt, b->gpu, b->n);
+    test_assert_close_f(got, want, b->n, rtol, atol, what);
+    free(want);
+    free(got);
+}
+
+/* The bytes of two backends' buffers, equal. */
+static void lp_expect_same_bits(const lp_buf *b, const char *what)
+{
+    size_t bytes = b->n * kelp_dtype_size(b->dt);
+    unsigned char *want = malloc(bytes ? bytes : 1);
+    assert_non_null(want);
+    TEST_OK(cpu()->iface->download(cpu(), want, b->cpu, bytes));
+    expect_equal_bytes(b->gpu, want, bytes, what);
+    free(want);
+}
+
+/* Rounding: the GPU stores kernels/ops/half.h's bits (round to nearest even, overflow to infinity, subnormal f16),
+ * as the CPU does; widening is exact; accumulation adds in float and rounds once; BF16 <-> F16 goes through float.
+ * All of it bit for bit. (A NaN stays a NaN, but its payload bits may differ: checked apart.) */
+static void test_lowp_convert(void **state)
+{
+    (void)state;
+    const size_t n = 4099;
+    float *x = host_random(n, 600, -4, 4);
+    const float edges[] = {
+        1.0f + 1.0f / 256, 1.0f + 3.0f / 256,   /* bf16 halfway cases: to even, down and up */
+        1.0f + 1.0f / 2048, 1.0f + 3.0f / 2048, /* f16 halfway cases */
+        65504.0f, 65519.0f, 65520.0f, -70000.0f, /* f16: the largest, the last that rounds to it, overflow */
+        3e-8f, 6e-8f, 1e-5f, -2.5e-6f,           /* f16 subnormals, and below its smallest */
+        3.4e38f, -0.0f, INFINITY, -INFINITY,     /* bf16 overflow, signed zero, infinities */
+    };
+    memcpy(x, edges, sizeof edges);
+    for (size_t t = 0; t < LP_TYPES; t++) {
+        const lp_type *lt = &lp_types[t];
+        char what[96];
+        uint16_t *bits = malloc(n * sizeof *bits);
+        float *widened = host_alloc(n);
+        assert_non_null(bits);
+        for (size_t i = 0; i < n; i++) {
+            bits[i] = lt->dt == KELP_BF16 ? kelp_bf16_from_float(x[i]) : kelp_f16_from_float(x[i]);
+            widened[i] = lt->dt == KELP_BF16 ? kelp_bf16_to_float(bits[i]) : kelp_f16_to_float(bits[i]);
+        }
+        lp_buf y = lp_from(lt->dt, x, n);
+        snprintf(what, sizeof what, "convert F32 -> %s (GPU against half.h)", lt->name);
+        expect_equal_bytes(y.gpu, bits, n * sizeof *bits, what);
+        snprintf(what, sizeof what, "convert F32 -> %s (GPU against the CPU)", lt->name);
+        lp_expect_same_bits(&y, what);
+
+        float *back = be_read(gpu, lt->dt, y.gpu, n);
+        snprintf(what, sizeof what, "convert %s -> F32", lt->name);
+        if (memcmp(back, widened, n * sizeof(float)) != 0)
+            fail_msg("%s: not the exact widening", what);
+        free(back);
+
+        /* y += x into float, and into the 16-bit type */
+        lp_buf acc = lp_random(KELP_F32, n, 601, -4, 4);
+        TEST_OK(cpu()->iface->convert(cpu(), (int64_t)n, lt->dt, y.cpu, KELP_F32, acc.cpu, true));
+        TEST_OK(gpu->iface->convert(gpu, (int64_t)n, lt->dt, y.gpu, KELP_F32, acc.gpu, true));
+        snprintf(what, sizeof what, "convert %s -> F32, accumulating", lt->name);
+        lp_expect_same_bits(&acc, what);
+        lp_buf acc16 = lp_random(lt->dt, n, 602, -4, 4), xf = lp_from(KELP_F32, x, n);
+        TEST_OK(cpu()->iface->convert(cpu(), (int64_t)n, KELP_F32, xf.cpu, lt->dt, acc16.cpu, true));
+        TEST_OK(gpu->iface->convert(gpu, (int64_t)n, KELP_F32, xf.gpu, lt->dt, acc16.gpu, true));
+        snprintf(what, sizeof what, "convert F32 -> %s, accumulating", lt->name);
+        lp_expect_same_bits(&acc16, what);
+
+        /* to the other 16-bit type */
+        kelp_dtype other = lt->dt == KELP_BF16 ? KELP_F16 : KELP_BF16;
+        lp_buf cross = lp_nan(other, n);
+        TEST_OK(cpu()->iface->convert(cpu(), (int64_t)n, lt->dt, y.cpu, other, cross.cpu, false));
+        TEST_OK(gpu->iface->convert(gpu, (int64_t)n, lt->dt, y.gpu, other, cross.gpu, false));
+        snprintf(what, sizeof what, "convert %s -> %s", lt->name, lt->dt == KELP_BF16 ? "f16" : "bf16");
+        lp_expect_same_bits(&cross, what);
+
+        /* a NaN stays one */
+        float nan_in = NAN;
+        void *g_nan = be_from(gpu, lt->dt, &nan_in, 1);
+        float *nan_out = be_read(gpu, lt->dt, g_nan, 1);
+        if (!isnan(nan_out[0]))
+            fail_msg("convert: NaN through %s came back as %g", lt->name, nan_out[0]);
+        gpu->iface->free(gpu, g_nan);
+        free(nan_out);
+
+        lp_free(&y), lp_free(&acc), lp_free(&acc16), lp_free(&xf), lp_free(&cross);
+        free(bits), free(widened);
+    }
+    free(x);
+}
+
+static void test_lowp_gemm(void **state)
+{
+    (void)state;
+    const int m = 37, n = 29, k = 53;
+    for (size_t t = 0; t < LP_TYPES; t++)
+        for (int ta = 0; ta < 2; ta++)
+            for (int tb = 0; tb < 2; tb++) {
+                const lp_type *lt = &lp_types[t];
+                int lda = ta ? m + 3 : k + 3, ldb = tb ? k + 2 : n + 2, ldc = n + 1;
+                size_t na = (size_t)(ta ? k : m) * lda, nb = (size_t)(tb ? n : k) * ldb, nc = (size_t)m * ldc;
+                lp_buf a = lp_random(lt->dt, na, 610 + ta, -1, 1), b = lp_random(lt->dt, nb, 620 + tb, -1, 1);
+                lp_buf c = lp_random(lt->dt, nc, 630, -1, 1);
+                TEST_OK(cpu()->iface->gemm(cpu(), lt->dt, ta, tb, m, n, k, 0.7f, a.cpu, lda, b.cpu, ldb, 0.5f, c.cpu,
+                                           ldc));
+                TEST_OK(gpu->iface->gemm(gpu, lt->dt, ta, tb, m, n, k, 0.7f, a.gpu, lda, b.gpu, ldb, 0.5f, c.gpu,
+                                         ldc));
+                char what[64];
+                snprintf(what, sizeof what, "%s gemm ta=%d tb=%d", lt->name, ta, tb);
+                lp_expect_close(&c, LP_SUM * lt->rtol, LP_SUM * lt->atol, what);
+                lp_free(&a), lp_free(&b), lp_free(&c);
+            }
+}
+
+/* Forward (with the float bias), the fused forward (float scale and shift, ReLU), backward data and backward
+ * filter (the float bias gradient) of d in d->dtype. */
+static void check_conv_lp(const lp_type *lt, kelp_conv_desc d, uint64_t seed, const char *name)
+{
+    d.dtype = lt->dt;
+    size_t nx = (size_t)d.n * d.h * d.w * d.c, nw = (size_t)d.k * d.r * d.s * (d.c / d.groups);
+    size_t ny = (size_t)d.n * d.oh * d.ow * d.k;
+    const double rtol = LP_SUM * lt->rtol, atol = LP_SUM * lt->atol;
+    lp_buf x = lp_random(lt->dt, nx, seed, -1, 1), w = lp_random(lt->dt, nw, seed + 1, -1, 1);
+    lp_buf bias = lp_random(KELP_F32, (size_t)d.k, seed + 2, -1, 1), dy = lp_random(lt->dt, ny, seed + 3, -1, 1);
+    lp_buf dx = lp_random(lt->dt, nx, seed + 4, -1, 1), dw = lp_random(lt->dt, nw, seed + 5, -1, 1);
+    lp_buf db = lp_random(KELP_F32, (size_t)d.k, seed + 6, -1, 1), y = lp_nan(lt->dt, ny);
+    lp_buf scale = lp_random(KELP_F32, (size_t)d.k, seed + 7, 0.5f, 1.5f);
+    size_t cpu_ws = 0, gpu_ws = 0;
+    TEST_OK(cpu()->iface->conv2d_workspace(cpu(), &d, &cpu_ws));
+    TEST_OK(gpu->iface->conv2d_workspace(gpu, &d, &gpu_ws));
+    void *ws = be_alloc(cpu(), cpu_ws), *g_ws = be_alloc(gpu, gpu_ws);
+    char what[96];
+
+    TEST_OK(cpu()->iface->conv2d_forward(cpu(), &d, x.cpu, w.cpu, bias.cpu, y.cpu, ws));
+    TEST_OK(gpu->iface->conv2d_forward(gpu, &d, x.gpu, w.gpu, bias.gpu, y.gpu, g_ws));
+    snprintf(what, sizeof what, "%s %s forward", lt->name, name);
+    lp_expect_close(&y, rtol, atol, what);
+
+    kelp_conv_epilogue ep = {scale.cpu, bias.cpu, KELP_CLAMP_RELU}, g_ep = {scale.gpu, bias.gpu, KELP_CLAMP_RELU};
+    TEST_OK(cpu()->iface->conv2d_forward_fused(cpu(), &d, x.cpu, w.cpu, &ep, y.cpu, ws));
+    TEST_OK(gpu->iface->conv2d_forward_fused(gpu, &d, x.gpu, w.gpu, &g_ep, y.gpu, g_ws));
+    snprintf(what, sizeof what, "%s %s fused forward", lt->name, name);
+    lp_expect_close(&y, rtol, atol, what);
+
+    TEST_OK(cpu()->iface->conv2d_backward_data(cpu(), &d, dy.cpu, w.cpu, dx.cpu, ws));
+    TEST_OK(gpu->iface->conv2d_backward_data(gpu, &d, dy.gpu, w.gpu, dx.gpu, g_ws));
+    snprintf(what, sizeof what, "%s %s backward data (accumulated)", lt->name, name);
+    lp_expect_close(&dx, rtol, atol, what);
+
+    TEST_OK(cpu()->iface->conv2d_backward_filter(cpu(), &d, x.cpu, dy.cpu, dw.cpu, db.cpu, ws));
+    TEST_OK(gpu->iface->conv2d_backward_filter(gpu, &d, x.gpu, dy.gpu, dw.gpu, db.gpu, g_ws));
+    snprintf(what, sizeof what, "%s %s backward filter (accumulated)", lt->name, name);
+    lp_expect_close(&dw, rtol, atol, what);
+    snprintf(what, sizeof what, "%s %s bias gradient (float, accumulated)", lt->name, name);
+    lp_expect_close(&db, RTOL_SUM, ATOL_SUM, what);
+
+    lp_buf *bufs[] = {&x, &w, &bias, &dy, &dx, &dw, &db, &y, &scale};
+    for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++)
+        lp_free(bufs[i]);
+    cpu()->iface->free(cpu(), ws);
+    gpu->iface->free(gpu, g_ws);
+}
+
+static void test_lowp_conv(void **state)
+{
+    (void)state;
+    struct {
+        const char *name;
+        kelp_conv_desc d;
+    } cases[] = {
+        {"3x3", conv_desc(2, 9, 7, 16, 24, 3, 3, 1, 1, 1, 1)},
+        {"3x3 stride 2", conv_desc(2, 11, 10, 8, 12, 3, 3, 2, 1, 1, 1)},
+        {"1x1", conv_desc(3, 5, 6, 32, 16, 1, 1, 1, 0, 1, 1)},
+        {"depthwise stride 2", conv_desc(2, 9, 9, 24, 24, 3, 3, 2, 1, 1, 24)},
+        {"7x7 stem", conv_desc(2, 20, 18, 3, 16, 7, 7, 2, 3, 1, 1)},
+    };
+    for (size_t t = 0; t < LP_TYPES; t++)
+        for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++)
+            check_conv_lp(&lp_types[t], cases[i].d, 640 + 10 * i, cases[i].name);
+}
+
+/* Bias, batch norm (the custom kernels: 16-bit storage never takes cuDNN's), activations, add and axpy. */
+static void test_lowp_bias_norm_act(void **state)
+{
+    (void)state;
+    for (size_t t = 0; t < LP_TYPES; t++) {
+        const lp_type *lt = &lp_types[t];
+        const kelp_dtype dt = lt->dt;
+        char what[96];
+
+        const int64_t rows = 300;
+        const int c = 37;
+        const size_t n = (size_t)rows * c;
+        lp_buf bias = lp_random(KELP_F32, c, 700, -1, 1), y = lp_random(dt, n, 701, -1, 1);
+        lp_buf db = lp_random(KELP_F32, c, 702, -1, 1);
+        TEST_OK(cpu()->iface->bias_add(cpu(), dt, rows, c, bias.cpu, y.cpu));
+        TEST_OK(gpu->iface->bias_add(gpu, dt, rows, c, bias.gpu, y.gpu));
+        snprintf(what, sizeof what, "%s bias_add", lt->name);
+        lp_expect_close(&y, lt->rtol, lt->atol, what);
+        TEST_OK(cpu()->iface->bias_backward(cpu(), dt, rows, c, y.cpu, db.cpu));
+        TEST_OK(gpu->iface->bias_backward(gpu, dt, rows, c, y.gpu, db.gpu));
+        snprintf(what, sizeof what, "%s bias_backward (float)", lt->name);
+        lp_expect_close(&db, RTOL_SUM, ATOL_SUM, what);
+        lp_free(&bias), lp_free(&y), lp_free(&db);
+
+        /* batch norm: x with a mean away from 0, as the fp32 test; statistics and parameter gradients are float */
+        lp_buf x = lp_random(dt, n, 710, 2, 4), dy = lp_random(dt, n, 711, -1, 1);
+        lp_buf gamma = lp_random(KELP_F32, c, 712, 0.5f, 1.5f), beta = lp_random(KELP_F32, c, 713, -1, 1);
+        lp_buf rm = lp_random(KELP_F32, c, 714, -1, 1), rv = lp_random(KELP_F32, c, 715, 0.5f, 2);
+        lp_buf dx = lp_random(dt, n, 716, -1, 1), dg = lp_random(KELP_F32, c, 717, -1, 1);
+        lp_buf dbeta = lp_random(KELP_F32, c, 718, -1, 1), by = lp_nan(dt, n);
+        lp_buf sm = lp_nan(KELP_F32, c), si = lp_nan(KELP_F32, c);
+        const float momentum = 0.1f, eps = 1e-5f;
+        TEST_OK(cpu()->iface->batchnorm_forward_train(cpu(), dt, rows, c, x.cpu, gamma.cpu, beta.cpu, rm.cpu, rv.cpu,
+                                                      momentum, eps, by.cpu, sm.cpu, si.cpu));
+        TEST_OK(gpu->iface->batchnorm_forward_train(gpu, dt, rows, c, x.gpu, gamma.gpu, beta.gpu, rm.gpu, rv.gpu,
+                                                    momentum, eps, by.gpu, sm.gpu, si.gpu));
+        snprintf(what, sizeof what, "%s batchnorm train y", lt->name);
+        lp_expect_close(&by, lt->rtol, lt->atol, what);
+        lp_buf *stats[] = {&sm, &si, &rm, &rv};
+        const char *stat_names[] = {"save_mean", "save_invstd", "running_mean", "running_var"};
+        for (int i = 0; i < 4; i++) {
+            snprintf(what, sizeof what, "%s batchnorm %s (float)", lt->name, stat_names[i]);
+            lp_expect_close(stats[i], RTOL_SUM, ATOL_SUM, what);
+        }
+        TEST_OK(cpu()->iface->batchnorm_backward(cpu(), dt, rows, c, x.cpu, dy.cpu, gamma.cpu, sm.cpu, si.cpu, eps,
+                                                 dx.cpu, dg.cpu, dbeta.cpu));
+        TEST_OK(gpu->iface->batchnorm_backward(gpu, dt, rows, c, x.gpu, dy.gpu, gamma.gpu, sm.gpu, si.gpu, eps,
+                                               dx.gpu, dg.gpu, dbeta.gpu));
+        snprintf(what, sizeof what, "%s batchnorm backward dx", lt->name);
+        lp_expect_close(&dx, lt->rtol, lt->atol, what);
+        snprintf(what, sizeof what, "%s batchnorm backward dgamma (float)", lt->name);
+        lp_expect_close(&dg, RTOL_SUM, ATOL_SUM, what);
+        snprintf(what, sizeof what, "%s batchnorm backward dbeta (float)", lt->name);
+        lp_expect_close(&dbeta, RTOL_SUM, ATOL_SUM, what);
+        lp_buf by2 = lp_nan(dt, n);
+        TEST_OK(cpu()->iface->batchnorm_forward_infer(cpu(), dt, rows, c, x.cpu, gamma.cpu, beta.cpu, rm.cpu, rv.cpu,
+                                                      eps, by2.cpu));
+        TEST_OK(gpu->iface->batchnorm_forward_infer(gpu, dt, rows, c, x.gpu, gamma.gpu, beta.gpu, rm.gpu, rv.gpu, eps,
+                                                    by2.gpu));
+        snprintf(what, sizeof what, "%s batchnorm infer y", lt->name);
+        lp_expect_close(&by2, lt->rtol, lt->atol, what);
+        TEST_OK(cpu()->iface->batchnorm_backward_infer(cpu(), dt, rows, c, x.cpu, dy.cpu, gamma.cpu, rm.cpu, rv.cpu,
+                                                       eps, dx.cpu, dg.cpu, dbeta.cpu));
+        TEST_OK(gpu->iface->batchnorm_backward_infer(gpu, dt, rows, c, x.gpu, dy.gpu, gamma.gpu, rm.gpu, rv.gpu, eps,
+                                                     dx.gpu, dg.gpu, dbeta.gpu));
+        snprintf(what, sizeof what, "%s batchnorm backward_infer dx", lt->name);
+        lp_expect_close(&dx, lt->rtol, lt->atol, what);
+        snprintf(what, sizeof what, "%s batchnorm backward_infer dgamma (float)", lt->name);
+        lp_expect_close(&dg, RTOL_SUM, ATOL_SUM, what);
+        lp_buf *bn_bufs[] = {&x, &dy, &gamma, &beta, &rm, &rv, &dx, &dg, &dbeta, &by, &sm, &si, &by2};
+        for (size_t i = 0; i < sizeof bn_bufs / sizeof bn_bufs[0]; i++)
+            lp_free(bn_bufs[i]);
+
+        const int64_t na = 10007;
+        const kelp_act_kind kinds[] = {KELP_ACT_RELU, KELP_ACT_LEAKY_RELU, KELP_ACT_SILU,
+                                       KELP_ACT_SIGMOID, KELP_ACT_GELU, KELP_ACT_RELU6};
+        for (size_t k = 0; k < sizeof kinds / sizeof kinds[0]; k++) {
+            lp_buf ax = lp_random(dt, na, 720 + k, -8, 8), ay = lp_nan(dt, na);
+            lp_buf ady = lp_random(dt, na, 730 + k, -1, 1), adx = lp_random(dt, na, 740 + k, -1, 1);
+            TEST_OK(cpu()->iface->activation_forward(cpu(), dt, kinds[k], 0.1f, na, ax.cpu, ay.cpu));
+            TEST_OK(gpu->iface->activation_forward(gpu, dt, kinds[k], 0.1f, na, ax.gpu, ay.gpu));
+            snprintf(what, sizeof what, "%s activation %d forward", lt->name, (int)kinds[k]);
+            lp_expect_close(&ay, lt->rtol, lt->atol, what);
+            TEST_OK(cpu()->iface->activation_backward(cpu(), dt, kinds[k], 0.1f, na, ax.cpu, ay.cpu, ady.cpu, adx.cpu));
+            TEST_OK(gpu->iface->activation_backward(gpu, dt, kinds[k], 0.1f, na, ax.gpu, ay.gpu, ady.gpu, adx.gpu));
+            snprintf(what, sizeof what, "%s activation %d backward", lt->name, (int)kinds[k]);
+            lp_expect_close(&adx, lt->rtol, lt->atol, what);
+            lp_free(&ax), lp_free(&ay), lp_free(&ady), lp_free(&adx);
+        }
+
+        const int64_t ne = 100003;
+        lp_buf a = lp_random(dt, ne, 750, -1, 1), b = lp_random(dt, ne, 751, -1, 1), s = lp_nan(dt, ne);
+        TEST_OK(cpu()->iface->add(cpu(), dt, ne, a.cpu, b.cpu, s.cpu));
+        TEST_OK(gpu->iface->add(gpu, dt, ne, a.gpu, b.gpu, s.gpu));
+        snprintf(what, sizeof what, "%s add", lt->name);
+        lp_expect_close(&s, lt->rtol, lt->atol, what);
+        TEST_OK(cpu()->iface->axpy(cpu(), dt, ne, -0.3f, a.cpu, s.cpu));
+        TEST_OK(gpu->iface->axpy(gpu, dt, ne, -0.3f, a.gpu, s.gpu));
+        snprintf(what, sizeof what, "%s axpy", lt->name);
+        lp_expect_close(&s, lt->rtol, lt->atol, what);
+        lp_free(&a), lp_free(&b), lp_free(&s);
+    }
+}
+
+static void check_pool_lp(const lp_type *lt, kelp_pool_desc d, uint64_t seed, const char *name)
+{
+    d.dtype = lt->dt;
+    size_t nx = (size_t)d.n * d.h * d.w * d.c, ny = (size_t)d.n * d.oh * d.ow * d.c;
+    lp_buf x = lp_random(lt->dt, nx, seed, -1, 1), dy = lp_random(lt->dt, ny, seed + 1, -1, 1);
+    lp_buf dx = lp_random(lt->dt, nx, seed + 2, -1, 1), y = lp_nan(lt->dt, ny);
+    int32_t *arg = malloc(ny * sizeof *arg);
+    assert_non_null(arg);
+    memset(arg, 0xff, ny * sizeof *arg);
+    int32_t *g_arg = dev_from_bytes(arg, ny * sizeof *arg);
+    char what[96];
+    TEST_OK(cpu()->iface->pool2d_forward(cpu(), &d, x.cpu, y.cpu, arg));
+    TEST_OK(gpu->iface->pool2d_forward(gpu, &d, x.gpu, y.gpu, g_arg));
+    snprintf(what, sizeof what, "%s %s forward", lt->name, name);
+    lp_expect_close(&y, lt->rtol, lt->atol, what);
+    if (d.kind == KELP_POOL_MAX) { /* identical 16-bit inputs: identical choices, ties included */
+        snprintf(what, sizeof what, "%s %s argmax", lt->name, name);
+        expect_equal_bytes(g_arg, arg, ny * sizeof *arg, what);
+    }
+    TEST_OK(cpu()->iface->pool2d_backward(cpu(), &d, dy.cpu, arg, dx.cpu));
+    TEST_OK(gpu->iface->pool2d_backward(gpu, &d, dy.gpu, g_arg, dx.gpu));
+    snprintf(what, sizeof what, "%s %s backward", lt->name, name);
+    lp_expect_close(&dx, lt->rtol, lt->atol, what);
+    lp_free(&x), lp_free(&dy), lp_free(&dx), lp_free(&y);
+    dev_free(g_arg);
+    free(arg);
+}
+
+static void check_upsample_lp(const lp_type *lt, kelp_upsample_desc d, uint64_t seed, const char *name)
+{
+    d.dtype = lt->dt;
+    size_t nx = (size_t)d.n * d.h * d.w * d.c, ny = (size_t)d.n * d.oh * d.ow * d.c;
+    lp_buf x = lp_random(lt->dt, nx, seed, -1, 1), dy = lp_random(lt->dt, ny, seed + 1, -1, 1);
+    lp_buf dx = lp_random(lt->dt, nx, seed + 2, -1, 1), y = lp_nan(lt->dt, ny);
+    char what[96];
+    TEST_OK(cpu()->iface->upsample_forward(cpu(), &d, x.cpu, y.cpu));
+    TEST_OK(gpu->iface->upsample_forward(gpu, &d, x.gpu, y.gpu));
+    snprintf(what, sizeof what, "%s %s forward", lt->name, name);
+    lp_expect_close(&y, lt->rtol, lt->atol, what);
+    TEST_OK(cpu()->iface->upsample_backward(cpu(), &d, dy.cpu, dx.cpu));
+    TEST_OK(gpu->iface->upsample_backward(gpu, &d, dy.gpu, dx.gpu));
+    snprintf(what, sizeof what, "%s %s backward", lt->name, name);
+    lp_expect_close(&dx, lt->rtol, lt->atol, what);
+    lp_free(&x), lp_free(&dy), lp_free(&dx), lp_free(&y);
+}
+
+/* Pooling, global average pooling, copies and layout, upsampling, dropout. */
+static void test_lowp_spatial(void **state)
+{
+    (void)state;
+    for (size_t t = 0; t < LP_TYPES; t++) {
+        const lp_type *lt = &lp_types[t];
+        const kelp_dtype dt = lt->dt;
+        char what[96];
+
+        kelp_pool_desc pd = {KELP_POOL_MAX, 2, 10, 10, 19, 3, 3, 2, 2, 1, 1, 6, 6, false, KELP_F32};
+        check_pool_lp(lt, pd, 800, "max pool");
+        pd.kind = KELP_POOL_AVG;
+        check_pool_lp(lt, pd, 810, "avg pool");
+        pd.count_include_pad = true;
+        check_pool_lp(lt, pd, 820, "avg pool counting padding");
+
+        const int gn = 3, hw = 49, gc = 40;
+        lp_buf gx = lp_random(dt, (size_t)gn * hw * gc, 830, -1, 1), gy = lp_nan(dt, (size_t)gn * gc);
+        lp_buf gdx = lp_random(dt, (size_t)gn * hw * gc, 831, -1, 1);
+        TEST_OK(cpu()->iface->global_avg_pool_forward(cpu(), dt, gn, hw, gc, gx.cpu, gy.cpu));
+        TEST_OK(gpu->iface->global_avg_pool_forward(gpu, dt, gn, hw, gc, gx.gpu, gy.gpu));
+        snprintf(what, sizeof what, "%s global_avg_pool forward", lt->name);
+        lp_expect_close(&gy, lt->rtol, lt->atol, what);
+        TEST_OK(cpu()->iface->global_avg_pool_backward(cpu(), dt, gn, hw, gc, gy.cpu, gdx.cpu));
+        TEST_OK(gpu->iface->global_avg_pool_backward(gpu, dt, gn, hw, gc, gy.gpu, gdx.gpu));
+        snprintf(what, sizeof what, "%s global_avg_pool backward", lt->name);
+        lp_expect_close(&gdx, lt->rtol, lt->atol, what);
+        lp_free(&gx), lp_free(&gy), lp_free(&gdx);
+
+        /* copies move 16-bit values unchanged: bit for bit */
+        const int64_t rows = 50;
+        const int cols = 13, ss = 20, ds = 17;
+        lp_buf src = lp_random(dt, (size_t)rows * ss, 840, -1, 1), dst = lp_random(dt, (size_t)rows * ds, 841, -1, 1);
+        TEST_OK(cpu()->iface->copy_rows(cpu(), dt, rows, cols, src.cpu, ss, dst.cpu, ds, false));
+        TEST_OK(gpu->iface->copy_rows(gpu, dt, rows, cols, src.gpu, ss, dst.gpu, ds, false));
+        snprintf(what, sizeof what, "%s copy_rows", lt->name);
+        lp_expect_same_bits(&dst, what);
+        TEST_OK(cpu()->iface->copy_rows(cpu(), dt, rows, cols, src.cpu, ss, dst.cpu, ds, true));
+        TEST_OK(gpu->iface->copy_rows(gpu, dt, rows, cols, src.gpu, ss, dst.gpu, ds, true));
+        snprintf(what, sizeof what, "%s copy_rows accumulate", lt->name);
+        lp_expect_close(&dst, lt->rtol, lt->atol, what);
+        lp_free(&src), lp_free(&dst);
+
+        const int n = 2, h = 5, w = 3, c = 7;
+        const size_t nt = (size_t)n * h * w * c;
+        lp_buf lx = lp_random(dt, nt, 850, -1, 1), ly = lp_nan(dt, nt), back = lp_random(dt, nt, 851, -1, 1);
+        TEST_OK(cpu()->iface->nhwc_to_nchw(cpu(), dt, n, h, w, c, lx.cpu, ly.cpu));
+        TEST_OK(gpu->iface->nhwc_to_nchw(gpu, dt, n, h, w, c, lx.gpu, ly.gpu));
+        snprintf(what, sizeof what, "%s nhwc_to_nchw", lt->name);
+        lp_expect_same_bits(&ly, what);
+        TEST_OK(cpu()->iface->nchw_to_nhwc_accumulate(cpu(), dt, n, h, w, c, ly.cpu, back.cpu));
+        TEST_OK(gpu->iface->nchw_to_nhwc_accumulate(gpu, dt, n, h, w, c, ly.gpu, back.gpu));
+        snprintf(what, sizeof what, "%s nchw_to_nhwc_accumulate", lt->name);
+        lp_expect_close(&back, lt->rtol, lt->atol, what);
+        lp_free(&lx), lp_free(&ly), lp_free(&back);
+
+        kelp_upsample_desc ud = {KELP_UPSAMPLE_NEAREST, 2, 5, 7, 5, 7, 3, 5.0f / 7, 7.0f / 3, KELP_F32};
+        check_upsample_lp(lt, ud, 860, "nearest 5->7, 7->3");
+        ud.kind = KELP_UPSAMPLE_BILINEAR;
+        check_upsample_lp(lt, ud, 870, "bilinear 5->7, 7->3");
+
+        const int64_t nd = 10001;
+        const uint64_t seed = 0x1234567890abcdefull, offset = 6;
+        lp_buf dx_in = lp_random(dt, nd, 880, -1, 1), d_y = lp_nan(dt, nd), d_dy = lp_random(dt, nd, 881, -1, 1);
+        lp_buf d_dx = lp_random(dt, nd, 882, -1, 1);
+        uint8_t *mask = malloc(nd);
+        assert_non_null(mask);
+        memset(mask, 7, nd);
+        uint8_t *g_mask = dev_from_bytes(mask, nd);
+        TEST_OK(cpu()->iface->dropout_forward(cpu(), dt, nd, 0.3f, seed, offset, dx_in.cpu, d_y.cpu, mask));
+        TEST_OK(gpu->iface->dropout_forward(gpu, dt, nd, 0.3f, seed, offset, dx_in.gpu, d_y.gpu, g_mask));
+        snprintf(what, sizeof what, "%s dropout mask", lt->name);
+        expect_equal_bytes(g_mask, mask, nd, what);
+        snprintf(what, sizeof what, "%s dropout forward", lt->name);
+        lp_expect_close(&d_y, lt->rtol, lt->atol, what);
+        TEST_OK(cpu()->iface->dropout_backward(cpu(), dt, nd, 0.3f, mask, d_dy.cpu, d_dx.cpu));
+        TEST_OK(gpu->iface->dropout_backward(gpu, dt, nd, 0.3f, g_mask, d_dy.gpu, d_dx.gpu));
+        snprintf(what, sizeof what, "%s dropout backward", lt->name);
+        lp_expect_close(&d_dx, lt->rtol, lt->atol, what);
+        lp_free(&dx_in), lp_free(&d_y), lp_free(&d_dy), lp_free(&d_dx);
+        dev_free(g_mask);
+        free(mask);
+    }
+}
+
+/* Cross-entropy on 16-bit logits (float loss, probabilities and norm; 16-bit dlogits) and input preparation
+ * writing 16-bit values. */
+static void test_lowp_loss_prep(void **state)
+{
+    (void)state;
+    for (size_t t = 0; t < LP_TYPES; t++) {
+        const lp_type *lt = &lp_types[t];
+        char what[96];
+        const int64_t rows = 300;
+        const int classes = 37;
+        kelp_xent_desc d = {rows, classes, 0.1f, -100, lt->dt};
+        const size_t n = (size_t)rows * classes;
+        lp_buf logits = lp_random(lt->dt, n, 900, -4, 4), cw = lp_random(KELP_F32, classes, 901, 0.5f, 2);
+        lp_buf probs = lp_nan(KELP_F32, n), loss = lp_nan(KELP_F32, 1), norm = lp_nan(KELP_F32, 1);
+        lp_buf dlogits = lp_random(lt->dt, n, 902, -1, 1);
+        float dloss_h = 1.5f;
+        lp_buf dloss = lp_from(KELP_F32, &dloss_h, 1);
+        int32_t *labels = malloc((size_t)rows * sizeof *labels);
+        assert_non_null(labels);
+        uint64_t rng = 903;
+        for (int64_t i = 0; i < rows; i++)
+            labels[i] = i % 7 == 3 ? -100 : test_rand_int(&rng, 0, classes - 1);
+        int32_t *g_labels = dev_from_bytes(labels, (size_t)rows * sizeof *labels);
+        TEST_OK(cpu()->iface->softmax_xent_forward(cpu(), &d, logits.cpu, labels, cw.cpu, loss.cpu, probs.cpu,
+                                                   norm.cpu));
+        TEST_OK(gpu->iface->softmax_xent_forward(gpu, &d, logits.gpu, g_labels, cw.gpu, loss.gpu, probs.gpu,
+                                                 norm.gpu));
+        snprintf(what, sizeof what, "%s xent loss (float)", lt->name);
+        lp_expect_close(&loss, RTOL, ATOL, what);
+        snprintf(what, sizeof what, "%s xent norm (float)", lt->name);
+        lp_expect_close(&norm, RTOL, ATOL, what);
+        /* probs are written for counted rows only, on both backends */
+        float *want = be_read(cpu(), KELP_F32, probs.cpu, n), *got = be_read(gpu, KELP_F32, probs.gpu, n);
+        for (int64_t i = 0; i < rows; i++) {
+            if (labels[i] == -100)
+                continue;
+            snprintf(what, sizeof what, "%s xent probs row %lld (float)", lt->name, (long long)i);
+            test_assert_close_f(got + i * classes, want + i * classes, (size_t)classes, RTOL, 1e-6, what);
+        }
+        free(want), free(got);
+        TEST_OK(cpu()->iface->softmax_xent_backward(cpu(), &d, probs.cpu, labels, cw.cpu, norm.cpu, dloss.cpu,
+                                                    dlogits.cpu));
+        TEST_OK(gpu->iface->softmax_xent_backward(gpu, &d, probs.gpu, g_labels, cw.gpu, norm.gpu, dloss.gpu,
+                                                  dlogits.gpu));
+        snprintf(what, sizeof what, "%s xent dlogits", lt->name);
+        lp_expect_close(&dlogits, lt->rtol, lt->atol, what);
+        lp_buf *bufs[] = {&logits, &cw, &probs, &loss, &norm, &dlogits, &dloss};
+        for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++)
+            lp_free(bufs[i]);
+        dev_free(g_labels);
+        free(labels);
+
+        /* one float per value, rounded once: the same formula on both sides */
+        kelp_prep_desc pd = {.c = 3, .mean = {0.485f, 0.456f, 0.406f}, .std = {0.229f, 0.224f, 0.225f}};
+        pd.dtype = lt->dt;
+        pd.pixels = 64 * 64;
+        const size_t nv = (size_t)pd.pixels * 3;
+        uint8_t *host = malloc(nv);
+        assert_non_null(host);
+        for (size_t i = 0; i < nv; i++)
+            host[i] = (uint8_t)(i * 31 + 5);
+        lp_buf out = lp_nan(lt->dt, nv);
+        TEST_OK(cpu()->iface->prepare_images(cpu(), &pd, host, out.cpu));
+        TEST_OK(gpu->iface->prepare_images(gpu, &pd, host, out.gpu));
+        snprintf(what, sizeof what, "%s prepare_images", lt->name);
+        lp_expect_close(&out, lt->rtol, lt->atol, what);
+        lp_free(&out);
+        free(host);
+    }
+}
+
 /* ---- graphs ---- */
 
 /* One inference graph on the GPU, forward after forward, against the same graph (same seed, same weights) on the
@@ -878,8 +1453,15 @@ static void test_devices_and_context(void **state)
     o.device = "cuda:0";
     TEST_OK(kelp_ctx_create(&o, &ctx));
     assert_string_equal(kelp_ctx_backend(ctx)->iface->name, "cuda");
-    for (int op = 0; op < KELP_OP_COUNT; op++)
-        assert_true(kelp_ctx_backend(ctx)->iface->supports(kelp_ctx_backend(ctx), (kelp_op)op, KELP_F32));
+    /* every op in F32; every activation op and convert in BF16 and F16 too, the optimizers (float state) not */
+    kelp_backend *be_ctx = kelp_ctx_backend(ctx);
+    for (int op = 0; op < KELP_OP_COUNT; op++) {
+        assert_true(be_ctx->iface->supports(be_ctx, (kelp_op)op, KELP_F32));
+        bool lowp = op != KELP_OP_SGD && op != KELP_OP_ADAMW;
+        assert_int_equal(be_ctx->iface->supports(be_ctx, (kelp_op)op, KELP_BF16), lowp);
+        assert_int_equal(be_ctx->iface->supports(be_ctx, (kelp_op)op, KELP_F16), lowp);
+        assert_false(be_ctx->iface->supports(be_ctx, (kelp_op)op, KELP_I32));
+    }
     kelp_ctx_destroy(ctx);
 }
 
@@ -913,6 +1495,12 @@ int main(void)
         cmocka_unit_test(test_softmax_xent),
         cmocka_unit_test(test_optimizers),
         cmocka_unit_test(test_prepare_images),
+        cmocka_unit_test(test_lowp_convert),
+        cmocka_unit_test(test_lowp_gemm),
+        cmocka_unit_test(test_lowp_conv),
+        cmocka_unit_test(test_lowp_bias_norm_act),
+        cmocka_unit_test(test_lowp_spatial),
+        cmocka_unit_test(test_lowp_loss_prep),
         cmocka_unit_test(test_graph_forwards_replayed),
         cmocka_unit_test(test_devices_and_context),
     };

@@ -122,7 +122,7 @@ static void test_invalid_label_fails(void **state)
 static void test_invalid_label_leaves_outputs(void **state)
 {
     (void)state;
-    kelp_xent_desc d = {4, 3, 0.1f, -100};
+    kelp_xent_desc d = {4, 3, 0.1f, -100, KELP_F32};
     const float logits[12] = {0.5f, -1, 2, 0, 0, 0, 1, 2, 3, -3, 0.25f, 1};
     const int32_t labels[4] = {0, -100, 3, 1};
     float probs[12], loss = 7.0f, norm = 9.0f;
