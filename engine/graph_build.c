@@ -537,6 +537,8 @@ void kelp_graph_destroy(kelp_graph *g)
         be->iface->free(be, g->buffers_mem);
     if (g->arena)
         be->iface->free(be, g->arena);
+    if (g->loss_seed)
+        be->iface->free(be, g->loss_seed);
     if (g->workspace)
         be->iface->free(be, g->workspace);
     free(g->values);

@@ -82,9 +82,12 @@ struct kelp_graph {
     bool training;
     uint64_t step;               /* forward passes in training mode: seeds dropout */
     float loss_scale;            /* the loss gradient's seed in backward: 1 unless mixed precision scales it */
+    float *loss_seed;            /* backend scalar that is the loss's gradient: written only when the scale changes,
+                                    so that a recorded training step reads it instead of carrying an upload */
+    float loss_seed_written;     /* what loss_seed holds (0: nothing yet) */
     kelp_node_timing *profile;   /* one per node while profiling is on, NULL otherwise */
     float *fold;                 /* backend scratch for a fused chain's scale and shift (graph_fuse.c) */
-    /* replayed inference forwards (graph_replay.c) */
+    /* replayed inference forwards and training steps (graph_replay.c) */
     void *replay;                /* the backend's recording of a forward at replay_batch, or NULL */
     int replay_batch, warm_batch; /* warm_batch: the batch of the last plain forward (0: none yet) */
     bool replay_off;             /* capture failed or is not offered: plain forwards from now on */
@@ -101,6 +104,8 @@ kelp_status kelp_graph_forward_nodes(kelp_graph *g);
  * graph cannot be replayed and the caller runs kelp_graph_forward_nodes. */
 bool kelp_graph_replayable(const kelp_graph *g);
 kelp_status kelp_graph_forward_replayed(kelp_graph *g);
+/* Writes the loss scale into the loss's gradient when it changed (graph_run.c). */
+kelp_status kelp_graph_write_loss_seed(kelp_graph *g);
 void kelp_graph_replay_drop(kelp_graph *g);
 /* Whether a value is one of the graph's outputs (graph_run.c). */
 bool kelp_graph_is_output(const kelp_graph *g, int value);

@@ -66,7 +66,9 @@ kelp_status kelp_graph_plan_memory(kelp_graph *g)
         else
             data->last = val->last_consumer > p ? val->last_consumer : (p < 0 ? 0 : p);
         /* every value that could need a gradient gets one: freezing later only leaves some unused */
-        bool could_need_grad = training && v != g->label_value && (p >= 0 || g->options.input_grads);
+        /* the loss's gradient is the seed, in a scalar of its own that no other buffer may share */
+        bool is_loss = g->loss_node >= 0 && v == g->nodes[g->loss_node].out;
+        bool could_need_grad = training && v != g->label_value && !is_loss && (p >= 0 || g->options.input_grads);
         if (could_need_grad) {
             grad->size = value_bytes(val);
             grad->first = (is_output(g, v) || val->last_consumer < 0) ? n : 2 * n - 1 - val->last_consumer;
@@ -101,6 +103,10 @@ kelp_status kelp_graph_plan_memory(kelp_graph *g)
         if (s != KELP_OK)
             kelp_wrap_error(s, "graph: shared workspace: ");
     }
+    if (s == KELP_OK && g->loss_node >= 0) {
+        s = g->be->iface->alloc(g->be, sizeof(float), (void **)&g->loss_seed);
+        g->loss_seed_written = 0;
+    }
     if (s == KELP_OK) {
         char *base = g->arena;
         for (int v = 0; v < g->n_values; v++) {
@@ -108,6 +114,8 @@ kelp_status kelp_graph_plan_memory(kelp_graph *g)
             val->t = (kelp_tensor){val->shape, val->dtype, base + buffers[2 * v].offset, g->be};
             if (buffers[2 * v + 1].size)
                 val->grad = (kelp_tensor){val->shape, val->dtype, base + buffers[2 * v + 1].offset, g->be};
+            else if (g->loss_seed && v == g->nodes[g->loss_node].out)
+                val->grad = (kelp_tensor){val->shape, val->dtype, g->loss_seed, g->be};
         }
         for (int i = 0; i < n; i++)
             g->nodes[i].state = g->nodes[i].state_bytes ? base + buffers[2 * g->n_values + i].offset : NULL;

@@ -1,17 +1,21 @@
-/* Replayed inference forwards: on a backend that can record its queued work (CUDA graphs), an inference graph's
- * forward is recorded once and then replayed with one call.
+/* Replayed work: on a backend that can record what it queues (CUDA graphs), an inference graph's forward, and a
+ * training graph's step (zero_grad, forward, backward), is recorded once and then replayed with one call.
  *
- * Queuing a forward costs the host a few microseconds per kernel, which a GPU at batch 1 finishes faster than
- * they are queued: ResNet-50's forward is about 150 launches. A replay queues them all at once. What a recording
- * holds is addresses, and an inference graph's are fixed: its arena, parameters, workspace and fold scratch live as
- * long as the graph, and reading new weights or a new input writes into the same memory. So a recording stays
- * valid until the batch size changes, and scale and shift of folded batch norms are recomputed inside it.
+ * Queuing costs the host a few microseconds per kernel, which a GPU at batch 1 finishes faster than they are
+ * queued: ResNet-50's forward is about 150 launches, its training step three times that. A replay queues them all
+ * at once. What a recording holds is addresses, and a graph's are fixed: its arena, parameters (and their
+ * low-precision copy), gradients, workspace, fold scratch and loss seed live as long as the graph, and reading new
+ * weights or a new batch writes into the same memory. So a recording stays valid until the batch size changes (or
+ * parameters are frozen, which changes what backward computes), and what depends on values (folded batch norms'
+ * scale and shift, the low-precision copy of the weights) is recomputed inside it.
  *
- * The first forward at a batch size runs plainly (whatever the backend allocates or measures once happens
- * outside a capture); the second is recorded, then replayed; later ones only replay. Training graphs never replay
- * (their forward reads the dropout step and their loss waits for the device), nor does a profiled graph (it times
- * each node). A capture that fails (an allocation or a wait inside it) turns replay off for the graph and the
- * forward runs plainly: a replay is an optimization, never a requirement. */
+ * The first run at a batch size is plain (whatever the backend allocates or measures once happens outside a
+ * capture); the second is recorded, then replayed; later ones only replay. What a recording cannot hold keeps a
+ * graph plain: a profiled graph (it times each node), a training step with dropout (its mask is drawn from a seed
+ * passed by value, which would replay one mask forever); the loss scale reaches a recorded step through the loss
+ * seed, written only when it changes, outside the recording. A capture that fails (an allocation, a wait or a
+ * host copy inside it) turns replay off for the graph, which then runs plainly: a replay is an optimization,
+ * never a requirement. */
 #include <stdio.h>
 
 #include "engine/graph_internal.h"
@@ -28,47 +32,92 @@ void kelp_graph_replay_drop(kelp_graph *g)
     g->replay = NULL;
 }
 
-/* Plain forwards from now on, keeping the backend's reason. */
-static kelp_status turn_off(kelp_graph *g)
+/* What a recording holds: a forward, or a training step. */
+typedef kelp_status (*replay_unit)(kelp_graph *g);
+
+/* Plain runs from now on, keeping the backend's reason. */
+static kelp_status turn_off(kelp_graph *g, replay_unit unit)
 {
     g->replay_off = true;
     snprintf(g->replay_off_why, sizeof g->replay_off_why, "%s", kelp_last_error());
     kelp_graph_replay_drop(g);
-    return kelp_graph_forward_nodes(g);
+    return unit(g);
 }
 
-/* The second forward at this batch: recorded, then replayed (recording runs nothing). Whatever fails inside a
- * capture ran nothing, so the forward then runs plainly. */
-static kelp_status record(kelp_graph *g)
+/* The second run at this batch: recorded, then replayed (recording runs nothing). Whatever fails inside a capture
+ * ran nothing, so the unit then runs plainly; the step counter the recording advanced is put back first. */
+static kelp_status record(kelp_graph *g, replay_unit unit)
 {
     kelp_backend *be = g->be;
+    uint64_t step = g->step;
     if (be->iface->capture_begin(be) != KELP_OK)
-        return turn_off(g);
-    kelp_status s = kelp_graph_forward_nodes(g);
+        return turn_off(g, unit);
+    kelp_status s = unit(g);
     void *recorded = NULL;
     kelp_status ended = be->iface->capture_end(be, s == KELP_OK ? &recorded : NULL);
-    if (s != KELP_OK || ended != KELP_OK || !recorded)
-        return turn_off(g);
+    if (s != KELP_OK || ended != KELP_OK || !recorded) {
+        g->step = step;
+        return turn_off(g, unit);
+    }
     g->replay = recorded;
     g->replay_batch = g->batch;
-    return be->iface->replay(be, recorded) == KELP_OK ? KELP_OK : turn_off(g);
+    if (be->iface->replay(be, recorded) == KELP_OK)
+        return KELP_OK;
+    g->step = step;
+    return turn_off(g, unit);
 }
 
-kelp_status kelp_graph_forward_replayed(kelp_graph *g)
+static kelp_status run_replayed(kelp_graph *g, replay_unit unit)
 {
     kelp_backend *be = g->be;
     if (g->replay && g->replay_batch == g->batch) {
-        if (be->iface->replay(be, g->replay) == KELP_OK)
+        if (be->iface->replay(be, g->replay) == KELP_OK) {
+            if (g->training)
+                g->step++; /* what the recorded forward did on the host */
             return KELP_OK;
+        }
         g->warm_batch = 0; /* the backend moved memory the recording addresses: warm up and record again */
     }
     kelp_graph_replay_drop(g);
     if (g->warm_batch != g->batch) {
-        /* warm only once a plain forward at this batch went through: first-call work (algorithm searches,
+        /* warm only once a plain run at this batch went through: first-call work (algorithm searches,
          * measurements) must be done before a capture */
-        KELP_TRY(kelp_graph_forward_nodes(g));
+        KELP_TRY(unit(g));
         g->warm_batch = g->batch;
         return KELP_OK;
     }
-    return record(g);
+    return record(g, unit);
+}
+
+kelp_status kelp_graph_forward_replayed(kelp_graph *g) { return run_replayed(g, kelp_graph_forward_nodes); }
+
+/* A training step's gradients, node by node; recorded whole, the low-precision weights' refresh and gradient fold
+ * included. */
+static kelp_status step_nodes(kelp_graph *g)
+{
+    KELP_TRY(kelp_graph_refresh_params_lp(g));
+    KELP_TRY(kelp_graph_zero_grad(g));
+    KELP_TRY(kelp_graph_forward_nodes(g));
+    return kelp_graph_backward(g);
+}
+
+static bool step_replayable(const kelp_graph *g)
+{
+    if (g->profile || g->replay_off || !g->be->iface->capture_begin)
+        return false;
+    for (int i = 0; i < g->n_nodes; i++)
+        if (g->nodes[i].type->random_per_step)
+            return false;
+    return true;
+}
+
+kelp_status kelp_graph_forward_backward(kelp_graph *g)
+{
+    if (!g->options.training || g->loss_node < 0 || !g->training)
+        return kelp_set_error(KELP_ERR_INVALID_ARG,
+                              "graph: forward_backward needs a graph with a loss, built for and in training mode");
+    if (!step_replayable(g))
+        return step_nodes(g);
+    KELP_TRY(kelp_graph_write_loss_seed(g)); /* outside the recording, which reads it */
+    return run_replayed(g, step_nodes);
 }

@@ -225,14 +225,11 @@ kelp_status kelp_graph_backward(kelp_graph *g)
      * at zero; the caller's seeds (outputs of a graph without loss) and the loss's 1 are the only other starts. */
     for (int v = 0; v < g->n_values; v++) {
         kelp_value *val = &g->values[v];
-        bool seeded = g->loss_node < 0 && kelp_graph_is_output(g, v);
+        bool seeded = g->loss_node < 0 ? kelp_graph_is_output(g, v) : v == g->nodes[g->loss_node].out;
         if (val->has_grad && val->last_consumer < 0 && !seeded)
             KELP_TRY(be->iface->memset(be, val->grad.data, 0, kelp_tensor_bytes(&val->grad)));
     }
-    if (g->loss_node >= 0) {
-        const float seed = g->loss_scale; /* 1, or the loss scale of mixed-precision training */
-        KELP_TRY(be->iface->upload(be, g->values[g->nodes[g->loss_node].out].grad.data, &seed, sizeof seed));
-    }
+    KELP_TRY(kelp_graph_write_loss_seed(g));
     /* The step counter already advanced in forward; backward must see the same dropout stream. */
     uint64_t forward_step = g->step;
     if (g->training && g->step > 0)
@@ -246,6 +243,16 @@ kelp_status kelp_graph_backward(kelp_graph *g)
     }
     g->step = forward_step;
     return s == KELP_OK ? fold_grads_lp(g) : s;
+}
+
+kelp_status kelp_graph_write_loss_seed(kelp_graph *g)
+{
+    if (!g->loss_seed || g->loss_seed_written == g->loss_scale)
+        return KELP_OK;
+    const float seed = g->loss_scale; /* 1, or the loss scale of mixed-precision training */
+    KELP_TRY(g->be->iface->upload(g->be, g->loss_seed, &seed, sizeof seed));
+    g->loss_seed_written = seed;
+    return KELP_OK;
 }
 
 kelp_status kelp_graph_set_loss_scale(kelp_graph *g, float scale)
@@ -323,6 +330,8 @@ kelp_status kelp_graph_freeze(kelp_graph *g, const char *prefix, bool frozen)
     if (!matched)
         return kelp_set_error(KELP_ERR_NOT_FOUND, "graph: no parameter name starts with '%s'", prefix);
     kelp_graph_update_requires_grad(g);
+    kelp_graph_replay_drop(g); /* a recorded step computes the gradients the old freezing asked for */
+    g->warm_batch = 0;
     return KELP_OK;
 }
 

@@ -89,6 +89,9 @@ typedef struct kelp_layer_type {
     int64_t (*flops)(const void *attrs, const kelp_shape *in, int n_in, const kelp_shape *out);
 
     bool is_loss;                /* takes (logits, labels) and produces a scalar */
+    /* Its training forward draws from io->seed, which changes every step (dropout): a recorded step would replay
+     * one draw forever, so graphs with such a layer never replay a training step. */
+    bool random_per_step;
 } kelp_layer_type;
 
 /* Parameter p as a matrix product reads it (in the activations' storage type) and where the product adds its

@@ -380,18 +380,17 @@ static kelp_status train_step(run *r, const kelp_batch *b, double *loss, int *co
 {
     float value;
     KELP_TRY(feed(r, r->train, b));
-    KELP_TRY(kelp_graph_forward(r->g));
+    kelp_loss_scaler *scaler = &r->state.scaler;
+    if (r->o.loss_scale)
+        KELP_TRY(kelp_graph_set_loss_scale(r->g, scaler->scale));
+    /* one call, which a GPU replays as one recording; the loss is read after it, before the parameters move */
+    KELP_TRY(kelp_graph_forward_backward(r->g));
     KELP_TRY(kelp_graph_loss(r->g, &value));
     if (!isfinite(value))
         return kelp_set_error(KELP_ERR_NUMERIC, "train: the loss is %g at step %lld; lower the learning rate",
                               (double)value, (long long)r->state.optimizer_steps);
     *loss = value;
     *correct = correct_predictions(r, b);
-    KELP_TRY(kelp_graph_zero_grad(r->g));
-    kelp_loss_scaler *scaler = &r->state.scaler;
-    if (r->o.loss_scale)
-        KELP_TRY(kelp_graph_set_loss_scale(r->g, scaler->scale));
-    KELP_TRY(kelp_graph_backward(r->g));
     float *params = kelp_graph_params(r->g)->data, *grads = kelp_graph_grads(r->g)->data;
     int64_t n = kelp_shape_numel(&kelp_graph_params(r->g)->shape);
     if (r->o.loss_scale) {
@@ -511,6 +510,8 @@ static kelp_status make_run_dir(const char *path)
 static kelp_status setup(run *r, const kelp_train_options *caller)
 {
     r->o = *caller;
+    if (r->o.precision && strcmp(r->o.precision, "fp16") == 0)
+        r->o.loss_scale = true; /* fp16's small gradients underflow to zero without it */
     KELP_TRY(make_run_dir(caller->out));
     snprintf(r->checkpoint_last, sizeof r->checkpoint_last, "%s/last.ckpt", caller->out);
     snprintf(r->checkpoint_best, sizeof r->checkpoint_best, "%s/best.ckpt", caller->out);
@@ -526,12 +527,10 @@ static kelp_status setup(run *r, const kelp_train_options *caller)
         }
         options_from_json(r->config, caller, &r->o);
     } else {
-        r->config = options_json(caller);
+        r->config = options_json(&r->o);
     }
     if (r->o.log_every <= 0)
         r->o.log_every = 50;
-    if (r->o.precision && strcmp(r->o.precision, "fp16") == 0)
-        r->o.loss_scale = true; /* fp16's small gradients underflow to zero without it */
     kelp_status s = check_options(&r->o);
     kelp_ctx_options co = kelp_ctx_defaults();
     co.threads = r->o.threads;

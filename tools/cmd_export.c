@@ -128,19 +128,20 @@ static double planned_bytes(const kelp_graph *g)
 }
 
 /* Memory the model's tensors take, in MiB: inference at batch 1 (the classifier's own graph); training at the
- * run's batch, with the optimizer's state (one more copy of the parameters for SGD momentum, two for AdamW). */
+ * run's batch and precision, with the optimizer's state (one more float copy of the parameters for SGD momentum,
+ * two for AdamW). */
 static kelp_status measure_memory(kelp_ctx *ctx, const char *model, const kelp_graph *inference, int train_batch,
-                                  bool adamw, double *infer_mib, double *train_mib)
+                                  const char *precision, bool adamw, double *infer_mib, double *train_mib)
 {
     *infer_mib = planned_bytes(inference) / (1 << 20);
     kelp_graph_options o = kelp_graph_defaults();
     o.batch = train_batch;
     o.training = o.with_loss = true;
+    KELP_TRY(kelp_precision_parse(precision, &o.precision));
     kelp_graph *g;
     KELP_TRY(kelp_graph_build(ctx, model, &o, &g));
-    kelp_graph_memory m;
-    kelp_graph_memory_usage(g, &m);
-    *train_mib = (planned_bytes(g) + (adamw ? 2.0 : 1.0) * (double)m.params) / (1 << 20);
+    double state = (adamw ? 2.0 : 1.0) * (double)kelp_shape_numel(&kelp_graph_params(g)->shape) * sizeof(float);
+    *train_mib = (planned_bytes(g) + state) / (1 << 20);
     kelp_graph_destroy(g);
     return KELP_OK;
 }
@@ -194,8 +195,8 @@ static kelp_status write_bundle(kelp_ctx *ctx, const char *checkpoint, const bun
         b.class_count = kelp_classifier_classes(c);
         kelp_classifier_input(c, &b.input_h, &b.input_w, &b.input_c);
         b.train_batch = run.batch;
-        s = measure_memory(ctx, model, kelp_classifier_graph(c), b.train_batch, strcmp(run.optimizer, "adamw") == 0,
-                           &b.infer_mib, &b.train_mib);
+        s = measure_memory(ctx, model, kelp_classifier_graph(c), b.train_batch, run.precision,
+                           strcmp(run.optimizer, "adamw") == 0, &b.infer_mib, &b.train_mib);
     }
     if (s == KELP_OK && data)
         s = kelp_classifier_evaluate_file(ctx, weights, data, split, 32, &metrics);

@@ -37,8 +37,9 @@ typedef struct kelp_ctx_options {
     bool nondeterministic; /* cuDNN algorithms whose results depend on scheduling are allowed (often faster) */
     bool autotune;      /* choose each convolution's algorithms by timing them once (cudnn.benchmark), not by
                          * cuDNN's heuristics */
-    bool cuda_graphs;   /* inference forwards after the first two at a batch size replay a recorded CUDA graph
-                         * (one launch instead of one per kernel); on in kelp_ctx_defaults, off when zero */
+    bool cuda_graphs;   /* inference forwards and training steps (kelp_graph_forward_backward) after the first two at
+                         * a batch size replay a recorded CUDA graph (one launch instead of one per kernel); on in
+                         * kelp_ctx_defaults, off when zero */
 } kelp_ctx_options;
 
 kelp_ctx_options kelp_ctx_defaults(void);
@@ -106,6 +107,11 @@ kelp_status kelp_graph_forward(kelp_graph *g);
 /* Accumulates into the gradient buffer (like PyTorch); call kelp_graph_zero_grad between steps. */
 kelp_status kelp_graph_backward(kelp_graph *g);
 kelp_status kelp_graph_zero_grad(kelp_graph *g);
+/* One training step's gradients: zero_grad, forward and backward of a graph with a loss, in training mode. On a
+ * backend that records its work (CUDA graphs) the three are recorded once per batch size and replayed with one
+ * call (engine/graph_replay.c); a graph with dropout, a profiled graph, or one whose recording failed runs them
+ * one after the other, with the same results. */
+kelp_status kelp_graph_forward_backward(kelp_graph *g);
 /* Backward seeds the loss gradient with `scale` (default 1): dynamic loss scaling (engine/loss_scale.h). */
 kelp_status kelp_graph_set_loss_scale(kelp_graph *g, float scale);
 kelp_status kelp_graph_loss(kelp_graph *g, float *loss);
@@ -125,7 +131,9 @@ typedef struct kelp_param_info {
 
 int kelp_graph_param_count(const kelp_graph *g);
 kelp_status kelp_graph_param_info(const kelp_graph *g, int index, kelp_param_info *out);
-/* View on a parameter in its internal layout (conv weights are OHWI internally). */
+/* Views for writing parameters: the float values (conv weights are OHWI internally). Under mixed precision an
+ * inference forward reads a low-precision copy, converted again after a call to one of these two: write through a
+ * view obtained after the last forward, not one kept from before it. (A training forward always converts.) */
 kelp_status kelp_graph_find_param(kelp_graph *g, const char *name, kelp_tensor *value, kelp_tensor *grad);
 kelp_tensor *kelp_graph_params(kelp_graph *g); /* the whole trainable buffer, 1-D f32 */
 kelp_tensor *kelp_graph_grads(kelp_graph *g);  /* same layout as kelp_graph_params */

@@ -178,6 +178,8 @@ static void cuda_destroy(kelp_backend *be)
     free(c->blocks);
     if (c->host_pinned)
         cudaFreeHost(c->host_pinned);
+    if (c->label_flag_host)
+        cudaFreeHost(c->label_flag_host);
     if (c->stream)
         cudaStreamDestroy(c->stream);
     free(c);
@@ -271,7 +273,7 @@ static kelp_status cuda_download(kelp_backend *be, void *host_dst, const void *s
         return KELP_OK;
     KELP_CUDA_TRY(cudaMemcpyAsync(host_dst, src, bytes, cudaMemcpyDeviceToHost, c->stream));
     KELP_CUDA_TRY(cudaStreamSynchronize(c->stream));
-    return KELP_OK;
+    return cuda_deferred_check(c);
 }
 
 static kelp_status cuda_synchronize(kelp_backend *be)
@@ -279,7 +281,22 @@ static kelp_status cuda_synchronize(kelp_backend *be)
     cuda_impl *c;
     KELP_TRY(cuda_enter(be, &c));
     KELP_CUDA_TRY(cudaStreamSynchronize(c->stream));
-    return KELP_OK;
+    return cuda_deferred_check(c);
+}
+
+kelp_status cuda_deferred_check(cuda_impl *c)
+{
+    if (!c->label_check_pending)
+        return KELP_OK;
+    c->label_check_pending = false;
+    if (!*c->label_flag_host)
+        return KELP_OK;
+    *c->label_flag_host = 0;
+    KELP_CUDA_TRY(cudaMemsetAsync(c->label_flag, 0, sizeof(int), c->stream));
+    return kelp_set_error(KELP_ERR_INVALID_ARG,
+                          "softmax_cross_entropy: a label is outside [0, %d) and is not the ignore index %d (found "
+                          "after a replayed training step)",
+                          c->label_classes, c->label_ignore_index);
 }
 
 /* Row-major C = alpha op(A) op(B) + beta C is column-major C^T = alpha op(B)^T op(A)^T + beta C^T: the same
@@ -314,6 +331,7 @@ static kelp_status cuda_gemm(kelp_backend *be, kelp_dtype dt, bool ta, bool tb, 
 typedef struct cuda_replay {
     cudaGraphExec_t exec;
     uint64_t scratch_moves; /* the scratch buffer's generation the recorded kernels address */
+    bool checks_labels;     /* holds a loss whose label check waits for the next read (cuda_deferred_check) */
 } cuda_replay;
 
 static kelp_status cuda_capture_begin(kelp_backend *be)
@@ -324,6 +342,7 @@ static kelp_status cuda_capture_begin(kelp_backend *be)
         return kelp_set_error(KELP_ERR_UNSUPPORTED, "cuda: CUDA graphs are off for this context");
     KELP_CUDA_TRY(cudaStreamBeginCapture(c->stream, cudaStreamCaptureModeThreadLocal));
     c->capture_scratch_moves = c->scratch_moves;
+    c->capture_checks_labels = false;
     return KELP_OK;
 }
 
@@ -357,6 +376,7 @@ static kelp_status cuda_capture_end(kelp_backend *be, void **out)
         return kelp_set_error(KELP_ERR_BACKEND, "cudaGraphInstantiate: %s", cudaGetErrorString(e));
     }
     r->scratch_moves = c->scratch_moves;
+    r->checks_labels = c->capture_checks_labels;
     *out = r;
     return KELP_OK;
 }
@@ -369,6 +389,11 @@ static kelp_status cuda_replay_launch(kelp_backend *be, void *recorded)
     if (r->scratch_moves != c->scratch_moves)
         return kelp_set_error(KELP_ERR_UNSUPPORTED, "cuda: the captured graph's scratch memory has moved since");
     KELP_CUDA_TRY(cudaGraphLaunch(r->exec, c->stream));
+    if (r->checks_labels) {
+        KELP_CUDA_TRY(cudaMemcpyAsync(c->label_flag_host, c->label_flag, sizeof(int), cudaMemcpyDeviceToHost,
+                                      c->stream));
+        c->label_check_pending = true;
+    }
     return KELP_OK;
 }
 
@@ -446,6 +471,8 @@ static kelp_status init_impl(cuda_impl *c)
     KELP_CUDA_TRY(cudaSetDevice(c->device));
     KELP_CUDA_TRY(cudaStreamCreateWithFlags(&c->stream, cudaStreamNonBlocking));
     KELP_CUDA_TRY(cudaMallocHost(&c->host_pinned, PINNED_BYTES));
+    KELP_CUDA_TRY(cudaMallocHost(&c->label_flag_host, sizeof(int)));
+    *c->label_flag_host = 0;
     KELP_CUBLAS_TRY(cublasCreate(&c->cublas));
     KELP_CUBLAS_TRY(cublasSetStream(c->cublas, c->stream));
     /* Without allow_tf32, fp32 math as on the CPU: the default math mode never uses TF32 tensor cores, so results
@@ -456,6 +483,8 @@ static kelp_status init_impl(cuda_impl *c)
     KELP_CUBLAS_TRY(cublasSetMathMode(
         c->cublas, (cublasMath_t)(math | CUBLAS_MATH_DISALLOW_REDUCED_PRECISION_REDUCTION)));
     KELP_TRY(cuda_alloc_impl(c, CUBLAS_WORKSPACE_BYTES, &c->cublas_workspace));
+    KELP_TRY(cuda_alloc_impl(c, sizeof(int), (void **)&c->label_flag));
+    KELP_CUDA_TRY(cudaMemsetAsync(c->label_flag, 0, sizeof(int), c->stream));
     KELP_CUBLAS_TRY(cublasSetWorkspace(c->cublas, c->cublas_workspace, CUBLAS_WORKSPACE_BYTES));
     KELP_CUDNN_TRY(cudnnCreate(&c->cudnn));
     KELP_CUDNN_TRY(cudnnSetStream(c->cudnn, c->stream));

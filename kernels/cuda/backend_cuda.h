@@ -24,7 +24,8 @@ typedef struct kelp_cuda_config {
     bool deterministic; /* cuDNN algorithms whose results do not depend on scheduling only (two runs, same bits) */
     bool allow_tf32;    /* cuBLAS and cuDNN may use TF32 tensor cores for fp32 data (10-bit mantissa products) */
     bool autotune;      /* time cuDNN's candidates once per shape (cudnnFind*) instead of taking its heuristics */
-    bool cuda_graphs;   /* allow capture (the engine replays inference forwards); false refuses capture_begin */
+    bool cuda_graphs;   /* allow capture (the engine replays inference forwards and training steps); false refuses
+                         * capture_begin */
     kelp_cuda_batchnorm batchnorm;
 } kelp_cuda_config;
 

@@ -64,6 +64,14 @@ typedef struct cuda_impl {
     uint64_t capture_scratch_moves; /* scratch_moves when the capture in progress began */
     void *cublas_workspace;
     void *host_pinned; /* small page-locked buffer for scalars read back by the host */
+    /* The loss's label check inside a recording (cuda_loss_optim.cu), where it may not wait: the loss raises
+     * `label_flag` on the device, each replay of a recording that holds it queues a copy into `label_flag_host`,
+     * and the next wait (download, synchronize) reads it and fails (cuda_deferred_check). */
+    int *label_flag;
+    int *label_flag_host;
+    bool capture_checks_labels;  /* the capture in progress holds a deferred label check */
+    bool label_check_pending;    /* a replay queued the flag's copy; not read yet */
+    int label_classes, label_ignore_index; /* for the message */
     cuda_conv_entry *conv_cache;
     int n_conv, cap_conv;
     cuda_bn_choice *bn_choices;
@@ -97,6 +105,10 @@ static inline bool cuda_capturing(const cuda_impl *c)
     cudaStreamCaptureStatus status = cudaStreamCaptureStatusNone;
     return cudaStreamIsCapturing(c->stream, &status) == cudaSuccess && status != cudaStreamCaptureStatusNone;
 }
+
+/* After a wait on the stream: the label check a replayed step deferred, failing like the loss's forward would
+ * have (and clearing the flag for the steps after). */
+kelp_status cuda_deferred_check(cuda_impl *c);
 
 /* Makes the backend's device current for this thread (cheap when it already is) and returns its context. */
 kelp_status cuda_enter(kelp_backend *be, cuda_impl **out);

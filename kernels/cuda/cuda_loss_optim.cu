@@ -3,7 +3,9 @@
  *
  * The loss's forward is the one op that waits for the device outside download and sum_squares: a label outside
  * [0, K) that is not the ignore index must fail the call, as on the CPU, and only the device has seen the labels.
- * That is one wait per training step (the loss runs once), not one per layer.
+ * That is one wait per training step (the loss runs once), not one per layer. Inside a recording (a replayed
+ * training step) it may not wait: the check raises the backend's label flag instead, and the first read after a
+ * replay fails (cuda_deferred_check), before the caller uses the loss.
  *
  * Logits and their gradient are in d->dtype (loaded to float, the gradient added in float and stored once); the
  * probabilities, the loss and its norm stay float. */
@@ -108,8 +110,10 @@ __global__ void xent_rows_kernel(kelp_xent_desc d, const T *logits, const int32_
 
 /* Sums the block partials in block order. loss and norm are written only when every label is valid: a failed call
  * leaves them as they were, as the CPU's does (the host learns of the failure from *invalid after the wait). */
+/* invalid: set to whether a label was out of range, or with `sticky` only ever raised (the deferred flag, which
+ * stays up across replays until the host reads it) */
 __global__ void xent_finish_kernel(int blocks, kelp_xent_desc d, const xent_partial *partials, float *loss,
-                                   float *norm, int *invalid)
+                                   float *norm, int *invalid, bool sticky)
 {
     double nll = 0.0, smooth = 0.0, weight = 0.0;
     int bad = 0;
@@ -119,7 +123,8 @@ __global__ void xent_finish_kernel(int blocks, kelp_xent_desc d, const xent_part
         weight += partials[b].weight;
         bad |= partials[b].invalid;
     }
-    *invalid = bad;
+    if (!sticky || bad)
+        *invalid = bad;
     if (bad)
         return;
     *loss = kelp_xent_loss(&d, nll, smooth, weight);
@@ -138,7 +143,8 @@ kelp_status cuda_xent_forward(kelp_backend *be, const kelp_xent_desc *d, const v
     size_t part = cuda_align((size_t)blocks * sizeof(xent_partial));
     KELP_TRY(cuda_scratch(c, part + sizeof(int), (void **)&scratch));
     xent_partial *partials = (xent_partial *)scratch;
-    int *invalid = (int *)(scratch + part);
+    const bool deferred = cuda_capturing(c);
+    int *invalid = deferred ? c->label_flag : (int *)(scratch + part);
     KELP_TRY(cuda_dispatch(d->dtype, "softmax_xent_forward", [&](auto tag) {
         using T = typename decltype(tag)::type;
         xent_rows_kernel<<<blocks, XENT_WARPS * 32, 0, c->stream>>>(*d, (const T *)logits, labels, class_weights,
@@ -146,8 +152,14 @@ kelp_status cuda_xent_forward(kelp_backend *be, const kelp_xent_desc *d, const v
         KELP_CUDA_LAUNCHED(xent_rows_kernel);
         return KELP_OK;
     }));
-    xent_finish_kernel<<<1, 1, 0, c->stream>>>(blocks, *d, partials, loss, norm, invalid);
+    xent_finish_kernel<<<1, 1, 0, c->stream>>>(blocks, *d, partials, loss, norm, invalid, deferred);
     KELP_CUDA_LAUNCHED(xent_finish_kernel);
+    if (deferred) {
+        c->capture_checks_labels = true;
+        c->label_classes = d->classes;
+        c->label_ignore_index = d->ignore_index;
+        return KELP_OK;
+    }
     KELP_CUDA_TRY(cudaMemcpyAsync(c->host_pinned, invalid, sizeof(int), cudaMemcpyDeviceToHost, c->stream));
     KELP_CUDA_TRY(cudaStreamSynchronize(c->stream));
     if (*(const int *)c->host_pinned)

@@ -1,9 +1,10 @@
-/* Replayed inference forwards (engine/graph_replay.c), on the CPU backend given counting capture entries: the
- * CPU runs the nodes as they are queued, so a "recording" here computes the forward and a "replay" does nothing,
- * which lets the test follow the decisions. The first forward at a batch size runs plainly, the second is recorded
- * then replayed, later ones replay only; a new batch size starts over; a failed capture or replay falls back to a
- * plain forward with the right outputs; training and profiled graphs never capture. CUDA's own capture runs in
- * test_cuda_ops. */
+/* Replayed inference forwards and training steps (engine/graph_replay.c), on the CPU backend given counting capture
+ * entries: the CPU runs the nodes as they are queued, so a "recording" here computes the forward (or the step) and
+ * a "replay" does nothing, which lets the test follow the decisions. The first run at a batch size is plain, the
+ * second is recorded then replayed, later ones replay only; a new batch size starts over; a failed capture or
+ * replay falls back to a plain run with the right results; a recorded step computes what a plain one does, loss
+ * scale included; training forwards, profiled graphs and steps with dropout never capture, and freezing drops a
+ * recorded step. CUDA's own capture runs in test_cuda_ops. */
 #include <string.h>
 
 #include "engine/backend.h"
@@ -178,7 +179,7 @@ static void test_refused_replay_records_again(void **state)
     assert_int_equal(calls.live, 0);
 }
 
-/* Training graphs (in training or eval mode) and profiled graphs run node by node, always. */
+/* Training graphs' forwards (in training or eval mode) and profiled graphs run node by node, always. */
 static void test_training_and_profiled_graphs_never_capture(void **state)
 {
     (void)state;
@@ -196,6 +197,111 @@ static void test_training_and_profiled_graphs_never_capture(void **state)
     kelp_graph_destroy(profiled);
 }
 
+static const char *const train_model =
+    "{\"format\":\"kelp-model\",\"version\":1,\"inputs\":[{\"name\":\"image\",\"shape\":[6,6,2]}],\"nodes\":["
+    "{\"name\":\"conv\",\"type\":\"conv2d\",\"out_channels\":4,\"kernel_size\":3,\"padding\":1},"
+    "{\"name\":\"bn\",\"type\":\"batch_norm\"},{\"name\":\"relu\",\"type\":\"relu\"},"
+    "{\"name\":\"pool\",\"type\":\"global_avg_pool\"},{\"name\":\"fc\",\"type\":\"linear\",\"out_features\":3}],"
+    "\"loss\":{\"type\":\"softmax_cross_entropy\"}}";
+
+#define TRAIN_PARAMS (4 * 3 * 3 * 2 + 4 + 4 + 4 + 3 * 4 + 3) /* conv, bn, fc */
+
+/* A training step on a fresh batch, and its gradients. */
+static void step(kelp_graph *g, uint64_t seed, float scale, float *grads)
+{
+    test_fill_graph_inputs(g, 3, seed);
+    TEST_OK(kelp_graph_set_loss_scale(g, scale));
+    TEST_OK(kelp_graph_forward_backward(g));
+    assert_int_equal(kelp_shape_numel(&kelp_graph_grads(g)->shape), TRAIN_PARAMS);
+    TEST_OK(kelp_tensor_download(kelp_graph_grads(g), grads, TRAIN_PARAMS * sizeof(float)));
+}
+
+/* A step's gradients are what zero_grad, forward and backward give, the first time plainly and the second while
+ * it is recorded (this CPU runs what it records), with the loss scale it was given; later steps replay, and each
+ * step advances the dropout step counter once, replayed or not. */
+static void test_training_step_records_once_then_replays(void **state)
+{
+    (void)state;
+    kelp_backend *be = kelp_ctx_backend(test_ctx());
+    be->iface = plain_iface;
+    kelp_graph *reference = test_build(train_model, 4, true, true, false);
+    float want[2][TRAIN_PARAMS];
+    for (int i = 0; i < 2; i++) {
+        test_fill_graph_inputs(reference, 3, 20 + (uint64_t)i);
+        TEST_OK(kelp_graph_zero_grad(reference));
+        TEST_OK(kelp_graph_forward(reference));
+        TEST_OK(kelp_graph_backward(reference));
+        TEST_OK(kelp_tensor_download(kelp_graph_grads(reference), want[i], sizeof want[i]));
+    }
+    kelp_graph_destroy(reference);
+    be->iface = &with_capture;
+
+    kelp_graph *g = test_build(train_model, 4, true, true, false);
+    float grads[TRAIN_PARAMS];
+    step(g, 20, 1.0f, grads);
+    expect_calls(0, 0, 0, 0);
+    test_assert_close_f(grads, want[0], TRAIN_PARAMS, 0, 0, "plain step");
+    step(g, 21, 4.0f, grads); /* a power of two: exactly 4 times the gradients */
+    expect_calls(1, 1, 1, 0);
+    for (int i = 0; i < TRAIN_PARAMS; i++)
+        want[1][i] *= 4.0f;
+    test_assert_close_f(grads, want[1], TRAIN_PARAMS, 0, 0, "recorded step");
+    step(g, 22, 4.0f, grads);
+    step(g, 23, 1.0f, grads);
+    expect_calls(1, 1, 3, 0);
+    assert_int_equal(kelp_graph_step(g), 4);
+    kelp_graph_destroy(g);
+    expect_calls(1, 1, 3, 1);
+}
+
+/* Freezing changes what backward computes: the recording is dropped, and the next steps warm up and record anew. */
+static void test_freezing_drops_the_recorded_step(void **state)
+{
+    (void)state;
+    kelp_graph *g = test_build(train_model, 4, true, true, false);
+    float grads[TRAIN_PARAMS];
+    step(g, 1, 1.0f, grads);
+    step(g, 2, 1.0f, grads);
+    expect_calls(1, 1, 1, 0);
+    TEST_OK(kelp_graph_freeze(g, "conv.", true));
+    expect_calls(1, 1, 1, 1);
+    step(g, 3, 1.0f, grads);
+    for (int i = 0; i < 4 * 3 * 3 * 2 + 4; i++) /* conv.weight and conv.bias come first */
+        assert_true(grads[i] == 0.0f);
+    expect_calls(1, 1, 1, 1);
+    step(g, 4, 1.0f, grads);
+    expect_calls(2, 2, 2, 1);
+    kelp_graph_destroy(g);
+}
+
+/* Dropout draws from a seed passed by value each step, and a profile times each node: such steps run plainly. A
+ * step needs a graph with a loss in training mode. */
+static void test_steps_that_never_capture(void **state)
+{
+    (void)state;
+    kelp_graph *dropout = test_build(
+        "{\"format\":\"kelp-model\",\"version\":1,\"inputs\":[{\"name\":\"x\",\"shape\":[5]}],\"nodes\":["
+        "{\"name\":\"fc\",\"type\":\"linear\",\"out_features\":4},{\"name\":\"drop\",\"type\":\"dropout\",\"p\":0.5}],"
+        "\"loss\":{\"type\":\"softmax_cross_entropy\"}}",
+        4, true, true, false);
+    kelp_graph *profiled = test_build(train_model, 4, true, true, false);
+    TEST_OK(kelp_graph_set_profiling(profiled, true));
+    for (int i = 0; i < 3; i++) {
+        test_fill_graph_inputs(dropout, 4, (uint64_t)i);
+        TEST_OK(kelp_graph_forward_backward(dropout));
+        test_fill_graph_inputs(profiled, 3, (uint64_t)i);
+        TEST_OK(kelp_graph_forward_backward(profiled));
+    }
+    expect_calls(0, 0, 0, 0);
+    TEST_OK(kelp_graph_set_training(profiled, false));
+    TEST_FAILS_WITH(kelp_graph_forward_backward(profiled), KELP_ERR_INVALID_ARG, "training mode");
+    kelp_graph *inference = test_build(model, 4, false, false, false);
+    TEST_FAILS_WITH(kelp_graph_forward_backward(inference), KELP_ERR_INVALID_ARG, "with a loss");
+    kelp_graph_destroy(dropout);
+    kelp_graph_destroy(profiled);
+    kelp_graph_destroy(inference);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -203,6 +309,9 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_failed_capture_runs_plainly, setup, teardown),
         cmocka_unit_test_setup_teardown(test_refused_replay_records_again, setup, teardown),
         cmocka_unit_test_setup_teardown(test_training_and_profiled_graphs_never_capture, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_training_step_records_once_then_replays, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_freezing_drops_the_recorded_step, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_steps_that_never_capture, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
