@@ -507,11 +507,18 @@ static kelp_status make_run_dir(const char *path)
     return KELP_OK;
 }
 
+/* fp16's small gradients underflow to zero without loss scaling: its runs always scale (also those resumed from a
+ * configuration that does not say so). */
+static void fp16_scales_loss(kelp_train_options *o)
+{
+    if (o->precision && strcmp(o->precision, "fp16") == 0)
+        o->loss_scale = true;
+}
+
 static kelp_status setup(run *r, const kelp_train_options *caller)
 {
     r->o = *caller;
-    if (r->o.precision && strcmp(r->o.precision, "fp16") == 0)
-        r->o.loss_scale = true; /* fp16's small gradients underflow to zero without it */
+    fp16_scales_loss(&r->o);
     KELP_TRY(make_run_dir(caller->out));
     snprintf(r->checkpoint_last, sizeof r->checkpoint_last, "%s/last.ckpt", caller->out);
     snprintf(r->checkpoint_best, sizeof r->checkpoint_best, "%s/best.ckpt", caller->out);
@@ -526,6 +533,7 @@ static kelp_status setup(run *r, const kelp_train_options *caller)
                                   r->checkpoint_last);
         }
         options_from_json(r->config, caller, &r->o);
+        fp16_scales_loss(&r->o);
     } else {
         r->config = options_json(&r->o);
     }

@@ -1438,10 +1438,10 @@ static void test_graph_forwards_replayed(void **state)
     check_graph_forwards(false);
 }
 
-/* Training steps of small_resnet with its loss on the GPU against the CPU, each on a new batch, followed by the same
- * SGD step on both: from the second step at a batch size on, the step is a replayed CUDA graph, and its loss and
- * gradients must still be the CPU's (stale addresses, a loss seed uploaded inside the recording, or a missed
- * low-precision weight refresh would show). Then a bad label in a replayed step fails the loss read that follows,
+/* Training steps of small_resnet with its loss on the GPU against the CPU, each on a new batch and loss scale,
+ * followed by the same SGD step on both: from the second step at a batch size on, the step is a replayed CUDA graph,
+ * and its loss, gradients and batch-norm statistics must still be the CPU's (stale addresses, a loss seed uploaded
+ * inside the recording, or a missed low-precision weight refresh would show). Then a bad label in a replayed step fails the loss read that follows,
  * and the step after it is fine. In F32 and in BF16 (against the CPU's BF16). */
 /* ||got - want|| / ||want|| */
 static double relative_error(const float *got, const float *want, size_t n)
@@ -1491,6 +1491,8 @@ static void check_training_steps(kelp_dtype precision, double loss_rtol, double 
         for (int d = 0; d < 2; d++) {
             TEST_OK(kelp_tensor_upload_floats(kelp_graph_input(g[d], 0), x, (int64_t)n_in));
             TEST_OK(kelp_tensor_upload(kelp_graph_label(g[d]), labels, sizeof labels));
+            /* a loss scale that changes between replays: powers of two scale the gradients exactly */
+            TEST_OK(kelp_graph_set_loss_scale(g[d], (float)(1 << (r % 3))));
             TEST_OK(kelp_graph_forward_backward(g[d]));
             TEST_OK(kelp_graph_loss(g[d], &loss[d]));
             TEST_OK(kelp_tensor_download(kelp_graph_grads(g[d]), grads[d], n_params * sizeof(float)));
@@ -1506,6 +1508,28 @@ static void check_training_steps(kelp_dtype precision, double loss_rtol, double 
         if (r >= 1 && !g[1]->replay)
             fail_msg("%s: not replayed; capture turned off: %s", what, g[1]->replay_off_why);
         free(x);
+    }
+    /* batch norm's running statistics and batch counters, updated inside the replays, are the CPU's */
+    for (int p = 0; p < kelp_graph_param_count(g[0]); p++) {
+        kelp_param_info info;
+        TEST_OK(kelp_graph_param_info(g[0], p, &info));
+        if (info.kind != KELP_PARAM_BUFFER)
+            continue;
+        kelp_tensor t[2];
+        size_t bytes = 0;
+        void *host[2];
+        for (int d = 0; d < 2; d++) {
+            TEST_OK(kelp_graph_find_param(g[d], info.name, &t[d], NULL));
+            bytes = kelp_tensor_bytes(&t[d]);
+            host[d] = malloc(bytes);
+            TEST_OK(kelp_tensor_download(&t[d], host[d], bytes));
+        }
+        if (info.dtype == KELP_F32)
+            test_assert_close_f(host[1], host[0], bytes / sizeof(float), grad_rtol, grad_rtol / 10, info.name);
+        else
+            assert_memory_equal(host[1], host[0], bytes);
+        free(host[0]);
+        free(host[1]);
     }
     int32_t bad[4] = {0, 1, 42, 2};
     TEST_OK(kelp_tensor_upload(kelp_graph_label(g[1]), bad, sizeof bad));
