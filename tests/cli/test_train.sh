@@ -72,7 +72,7 @@ scales = [l['loss_scale'] for l in map(json.loads, open('$tmp/b/metrics.jsonl'))
 assert scales and all(s == 65536 for s in scales), scales[:3]
 "
 
-# mixed precision: bf16 and fp16 (which turns loss scaling on) follow the fp32 run step by step (to 0.1% on this
+# mixed precision: bf16 and fp16 (which turns loss scaling on) follow the fp32 run step by step (to 0.2% on this
 # machine), fp16 resumes exactly and its float checkpoint evaluates; an unknown precision is a usage error. Six
 # steps each: the sanitized build runs low-precision ops slowly.
 half="--data $tmp/tiny.h5 --model small_resnet --epochs 1 --batch 128 --lr 0.05 --seed 5 --log-every 1"
