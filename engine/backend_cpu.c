@@ -13,6 +13,7 @@
 #include "engine/backend_cpu_lowp.h"
 #include "kernels/cpu/cpu_kernels.h"
 #include "kernels/ops/batchnorm.h"
+#include "kernels/ops/half.h"
 
 typedef struct cpu_impl {
     int threads;
@@ -35,7 +36,7 @@ static bool cpu_supports(kelp_backend *be, kelp_op op, kelp_dtype dtype)
         return false;
     if (op == KELP_OP_SGD || op == KELP_OP_ADAMW)
         return dtype == KELP_F32;
-    return dtype == KELP_F32 || dtype == KELP_BF16 || dtype == KELP_F16;
+    return kelp_dtype_is_float(dtype);
 }
 
 /* Host buffers are 64-byte aligned: full cache lines and AVX-512 friendly loads. */

@@ -7,6 +7,7 @@
 #include "engine/graph_internal.h"
 #include "engine/json_attr.h"
 #include "io/text_file.h"
+#include "kernels/ops/half.h"
 
 /* Far above real CNNs (ResNet-152 has ~500 nodes) and low enough that building stays well under a second. */
 #define MODEL_MAX_NODES 10000
@@ -464,7 +465,7 @@ kelp_status kelp_graph_build(kelp_ctx *ctx, const char *model_json, const kelp_g
         return kelp_set_error(KELP_ERR_INVALID_ARG, "graph: batch %d is outside [1, 2^20]", o.batch);
     if ((o.with_loss || o.input_grads) && !o.training)
         return kelp_set_error(KELP_ERR_INVALID_ARG, "graph: a loss or input gradients need training = true");
-    if (o.precision != KELP_F32 && o.precision != KELP_BF16 && o.precision != KELP_F16)
+    if (!kelp_dtype_is_float(o.precision))
         return kelp_set_error(KELP_ERR_INVALID_ARG, "graph: precision %s is not one of F32, BF16, F16",
                               kelp_dtype_name(o.precision));
     kelp_backend *be = kelp_ctx_backend(ctx);

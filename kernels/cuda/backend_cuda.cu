@@ -204,7 +204,7 @@ static bool cuda_supports(kelp_backend *be, kelp_op op, kelp_dtype dtype)
         return false;
     if (op == KELP_OP_SGD || op == KELP_OP_ADAMW)
         return dtype == KELP_F32;
-    return cuda_dtype_ok(dtype);
+    return kelp_dtype_is_float(dtype);
 }
 
 static kelp_status cuda_alloc(kelp_backend *be, size_t bytes, void **out)
@@ -309,7 +309,7 @@ static kelp_status cuda_gemm(kelp_backend *be, kelp_dtype dt, bool ta, bool tb, 
 {
     cuda_impl *c;
     KELP_TRY(cuda_enter(be, &c));
-    if (!cuda_dtype_ok(dt))
+    if (!kelp_dtype_is_float(dt))
         return kelp_set_error(KELP_ERR_UNSUPPORTED, "gemm (cuda): storage type %d is not F32, BF16 or F16", (int)dt);
     if (m <= 0 || n <= 0)
         return KELP_OK;

@@ -260,7 +260,7 @@ static kelp_status check_desc(const kelp_conv_desc *d)
         d->c % d->groups != 0 || d->k % d->groups != 0 || d->oh <= 0 || d->ow <= 0)
         return kelp_set_error(KELP_ERR_SHAPE, "conv2d (cuda): impossible descriptor (n %d, c %d, k %d, groups %d)",
                               d->n, d->c, d->k, d->groups);
-    if (!cuda_dtype_ok(d->dtype))
+    if (!kelp_dtype_is_float(d->dtype))
         return kelp_set_error(KELP_ERR_UNSUPPORTED, "conv2d (cuda): storage type %d is not F32, BF16 or F16",
                               (int)d->dtype);
     return KELP_OK;

@@ -21,6 +21,7 @@
 
 #include "kelp/status.h"
 #include "kelp/tensor.h"
+#include "kernels/ops/half.h"
 
 __host__ __device__ __forceinline__ float to_float(float v) { return v; }
 __host__ __device__ __forceinline__ float to_float(__nv_bfloat16 v) { return __bfloat162float(v); }
@@ -42,9 +43,6 @@ template <typename T> __device__ __forceinline__ void store(T *p, int64_t i, flo
 template <typename T> struct dtype_tag {
     using type = T;
 };
-
-/* The floating storage types an activation may have. */
-static inline bool cuda_dtype_ok(kelp_dtype dt) { return dt == KELP_F32 || dt == KELP_BF16 || dt == KELP_F16; }
 
 static inline size_t cuda_dtype_bytes(kelp_dtype dt) { return dt == KELP_F32 ? 4 : 2; }
 
@@ -68,7 +66,7 @@ template <typename F> static kelp_status cuda_dispatch(kelp_dtype dt, const char
     }
 }
 
-/* cuDNN's and cuBLAS's names of a storage type (callers check cuda_dtype_ok first). */
+/* cuDNN's and cuBLAS's names of a storage type (callers check kelp_dtype_is_float first). */
 static inline cudnnDataType_t cudnn_data_type(kelp_dtype dt)
 {
     return dt == KELP_BF16 ? CUDNN_DATA_BFLOAT16 : dt == KELP_F16 ? CUDNN_DATA_HALF : CUDNN_DATA_FLOAT;

@@ -114,7 +114,7 @@ kelp_status cuda_convert(kelp_backend *be, int64_t n, kelp_dtype src_dt, const v
     KELP_TRY(cuda_enter(be, &c));
     if (n <= 0)
         return KELP_OK;
-    if (src_dt == dst_dt && !accumulate && cuda_dtype_ok(src_dt)) {
+    if (src_dt == dst_dt && !accumulate && kelp_dtype_is_float(src_dt)) {
         if (x != y)
             KELP_CUDA_TRY(cudaMemcpyAsync(y, x, (size_t)n * cuda_dtype_bytes(src_dt), cudaMemcpyDeviceToDevice,
                                           c->stream));

@@ -79,7 +79,7 @@ kelp_status cuda_prepare_images(kelp_backend *be, const kelp_prep_desc *d, const
     if (d->c < 1 || d->c > KELP_PREP_MAX_CHANNELS || d->pixels < 0)
         return kelp_set_error(KELP_ERR_INVALID_ARG, "prepare_images (cuda): %lld pixels of %d channels (1..%d)",
                               (long long)d->pixels, d->c, KELP_PREP_MAX_CHANNELS);
-    if (!cuda_dtype_ok(d->dtype)) /* before any copy is queued: a refused call leaves the staging ring as it was */
+    if (!kelp_dtype_is_float(d->dtype)) /* before any copy is queued: a refused call leaves the staging ring as it was */
         return kelp_set_error(KELP_ERR_UNSUPPORTED, "prepare_images (cuda): storage type %d is not F32, BF16 or F16",
                               (int)d->dtype);
     int64_t n_values = d->pixels * d->c;

@@ -39,7 +39,21 @@ assert m["optimizer_state"] == m["params"] == m["grads"], m  # SGD momentum: one
 assert m["total"] == sum(m[k] for k in ("params", "grads", "optimizer_state", "buffers", "activations", "workspace"))
 assert j["memory"]["inference"]["grads"] == 0 and "layers" not in j, j
 assert j["tf32"] is False and j["deterministic"] is True and j["autotune"] is False and j["cuda_graphs"] is True, j
+assert j["precision"] == "fp32", j
 PY
+
+# mixed precision: recorded in the report and the JSON, with the 16-bit activations' smaller plan
+check "bf16 json" run 0 bench small_resnet "${quick[@]}" --json --input 32x32 --precision bf16
+check "bf16 recorded, activations halved" python3 - "$tmp/out" "$tmp/all.json" <<'PY'
+import json, sys
+half, full = json.load(open(sys.argv[1])), json.load(open(sys.argv[2]))
+assert half["precision"] == "bf16", half
+a, b = half["memory"]["training"]["activations"], full["memory"]["training"]["activations"]
+assert a < 0.6 * b, (a, b)
+PY
+check "bf16 text" run 0 bench small_resnet "${quick[@]}" --mode infer --precision bf16
+check "bf16 text line" contains "$tmp/out" "batch 8, cpu bf16"
+check "unknown precision" run 2 bench small_resnet --precision half
 
 # the GPU numerics are recorded as asked; the CPU computes as always and says nothing of them in text
 check "gpu numerics json" run 0 bench small_resnet "${quick[@]}" --json --mode infer --tf32 --nondeterministic --autotune \
