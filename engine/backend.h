@@ -135,8 +135,8 @@ typedef struct kelp_backend_iface {
     kelp_status (*scale)(kelp_backend *be, int64_t n, float alpha, float *x);
     /* *counter += delta on one int64 in backend memory, without a round trip (batch norm's num_batches_tracked). */
     kelp_status (*counter_add)(kelp_backend *be, int64_t *counter, int64_t delta);
-    /* Sum of squares, returned on the host (synchronizes). */
-    kelp_status (*sum_squares)(kelp_backend *be, int64_t n, const float *x, double *out);
+    /* *acc += the sum of squares of x, in double; acc is backend memory (no wait). */
+    kelp_status (*sum_squares)(kelp_backend *be, int64_t n, const float *x, double *acc);
 
     kelp_status (*pool2d_forward)(kelp_backend *be, const kelp_pool_desc *d, const void *x, void *y,
                                   int32_t *argmax);
@@ -171,10 +171,14 @@ typedef struct kelp_backend_iface {
                                          const int32_t *labels, const float *class_weights, const float *norm,
                                          const float *dloss, void *dlogits);
 
-    kelp_status (*sgd_step)(kelp_backend *be, int64_t n, const kelp_sgd_params *p, float *param,
-                            const float *grad, float *momentum_buf);
-    kelp_status (*adamw_step)(kelp_backend *be, int64_t n, const kelp_adamw_params *p, float *param,
-                              const float *grad, float *exp_avg, float *exp_avg_sq);
+    /* An optimizer step (kernels/ops/optim.h). ctl is backend memory: kelp_step_check fills its device half from
+     * the loss (a float backend scalar, or NULL) and the sum of squares before the updates, which read this step's
+     * learning rate and corrections from it and skip everything when it says so. */
+    kelp_status (*step_check)(kelp_backend *be, const float *loss, kelp_step_ctl *ctl);
+    kelp_status (*sgd_step)(kelp_backend *be, int64_t n, const kelp_sgd_params *p, const kelp_step_ctl *ctl,
+                            float *param, const float *grad, float *momentum_buf);
+    kelp_status (*adamw_step)(kelp_backend *be, int64_t n, const kelp_adamw_params *p, const kelp_step_ctl *ctl,
+                              float *param, const float *grad, float *exp_avg, float *exp_avg_sq);
 
     /* A batch's uint8 pixels from HOST memory to the network's input values in backend memory: the host ships
      * bytes (a quarter of the floats) and the device normalizes. The caller may reuse `host_pixels` as soon as

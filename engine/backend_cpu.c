@@ -14,6 +14,7 @@
 #include "kernels/cpu/cpu_kernels.h"
 #include "kernels/ops/batchnorm.h"
 #include "kernels/ops/half.h"
+#include "kernels/ops/optim.h"
 
 typedef struct cpu_impl {
     int threads;
@@ -292,9 +293,9 @@ static kelp_status cpu_scale(kelp_backend *be, int64_t n, float alpha, float *x)
     return KELP_OK;
 }
 
-static kelp_status cpu_sum_squares(kelp_backend *be, int64_t n, const float *x, double *out)
+static kelp_status cpu_sum_squares(kelp_backend *be, int64_t n, const float *x, double *acc)
 {
-    *out = kelp_cpu_sum_squares(threads_of(be), n, x);
+    *acc += kelp_cpu_sum_squares(threads_of(be), n, x);
     return KELP_OK;
 }
 
@@ -465,17 +466,24 @@ static kelp_status cpu_xent_backward(kelp_backend *be, const kelp_xent_desc *d, 
     return kelp_lowp_end(&s);
 }
 
-static kelp_status cpu_sgd(kelp_backend *be, int64_t n, const kelp_sgd_params *p, float *param, const float *grad,
-                           float *buf)
+static kelp_status cpu_step_check(kelp_backend *be, const float *loss, kelp_step_ctl *ctl)
 {
-    kelp_cpu_sgd_step(threads_of(be), n, p, param, grad, buf);
+    (void)be;
+    kelp_step_check(ctl, loss);
     return KELP_OK;
 }
 
-static kelp_status cpu_adamw(kelp_backend *be, int64_t n, const kelp_adamw_params *p, float *param,
-                             const float *grad, float *m, float *v)
+static kelp_status cpu_sgd(kelp_backend *be, int64_t n, const kelp_sgd_params *p, const kelp_step_ctl *ctl,
+                           float *param, const float *grad, float *buf)
 {
-    kelp_cpu_adamw_step(threads_of(be), n, p, param, grad, m, v);
+    kelp_cpu_sgd_step(threads_of(be), n, p, ctl, param, grad, buf);
+    return KELP_OK;
+}
+
+static kelp_status cpu_adamw(kelp_backend *be, int64_t n, const kelp_adamw_params *p, const kelp_step_ctl *ctl,
+                             float *param, const float *grad, float *m, float *v)
+{
+    kelp_cpu_adamw_step(threads_of(be), n, p, ctl, param, grad, m, v);
     return KELP_OK;
 }
 
@@ -550,6 +558,7 @@ static const kelp_backend_iface cpu_iface = {
     .dropout_backward = cpu_dropout_backward,
     .softmax_xent_forward = cpu_xent_forward,
     .softmax_xent_backward = cpu_xent_backward,
+    .step_check = cpu_step_check,
     .sgd_step = cpu_sgd,
     .adamw_step = cpu_adamw,
     .prepare_images = cpu_prepare_images,

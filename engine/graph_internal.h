@@ -56,6 +56,12 @@ typedef struct kelp_node_timing {
     int64_t forward_calls, backward_calls;
 } kelp_node_timing;
 
+/* Work queued after a training step's backward: fn(ctx). */
+typedef struct kelp_step_tail {
+    kelp_status (*fn)(void *ctx);
+    void *ctx;
+} kelp_step_tail;
+
 struct kelp_graph {
     kelp_ctx *ctx;
     kelp_backend *be;
@@ -90,9 +96,16 @@ struct kelp_graph {
     /* replayed inference forwards and training steps (graph_replay.c) */
     void *replay;                /* the backend's recording of a forward at replay_batch, or NULL */
     int replay_batch, warm_batch; /* warm_batch: the batch of the last plain forward (0: none yet) */
+    kelp_step_tail tail, replay_tail; /* this step's work after backward, and the one the recording holds */
     bool replay_off;             /* capture failed or is not offered: plain forwards from now on */
     char replay_off_why[256];    /* the backend's message when it turned off (for tests and diagnosis) */
 };
+
+/* One training step: zero_grad, forward, backward, then tail (the optimizer's update, engine/train_step.c), which
+ * a recorded step holds too. A recording is made for one tail: another tail (or none) records again. */
+kelp_status kelp_graph_train_step(kelp_graph *g, kelp_step_tail tail);
+/* The loss, a float scalar in backend memory; NULL without a loss. */
+const float *kelp_graph_loss_value(const kelp_graph *g);
 
 /* Inference fusion (graph_fuse.c): in a graph built without training, finds conv2d -> batch_norm -> relu chains
  * (before memory planning: their inner values get no memory), and runs one as a single convolution. */

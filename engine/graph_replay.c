@@ -1,5 +1,6 @@
 /* Replayed work: on a backend that can record what it queues (CUDA graphs), an inference graph's forward, and a
- * training graph's step (zero_grad, forward, backward), is recorded once and then replayed with one call.
+ * training graph's step (zero_grad, forward, backward, and the optimizer's update when engine/train_step.c runs
+ * it), is recorded once and then replayed with one call.
  *
  * Queuing costs the host a few microseconds per kernel, which a GPU at batch 1 finishes faster than they are
  * queued: ResNet-50's forward is about 150 launches, its training step three times that. A replay queues them all
@@ -13,7 +14,8 @@
  * capture); the second is recorded, then replayed; later ones only replay. What a recording cannot hold keeps a
  * graph plain: a profiled graph (it times each node), a training step with dropout (its mask is drawn from a seed
  * passed by value, which would replay one mask forever); the loss scale reaches a recorded step through the loss
- * seed, written only when it changes, outside the recording. A capture that fails (an allocation, a wait or a
+ * seed, written only when it changes, outside the recording, and the optimizer's learning rate and step through
+ * its scalars in backend memory (kelp_step_ctl), written before each step. A capture that fails (an allocation, a wait or a
  * host copy inside it) turns replay off for the graph, which then runs plainly: a replay is an optimization,
  * never a requirement. */
 #include <stdio.h>
@@ -61,6 +63,7 @@ static kelp_status record(kelp_graph *g, replay_unit unit)
     }
     g->replay = recorded;
     g->replay_batch = g->batch;
+    g->replay_tail = g->tail;
     if (be->iface->replay(be, recorded) == KELP_OK)
         return KELP_OK;
     g->step = step;
@@ -71,12 +74,15 @@ static kelp_status run_replayed(kelp_graph *g, replay_unit unit)
 {
     kelp_backend *be = g->be;
     if (g->replay && g->replay_batch == g->batch) {
-        if (be->iface->replay(be, g->replay) == KELP_OK) {
+        bool same_tail = g->replay_tail.fn == g->tail.fn && g->replay_tail.ctx == g->tail.ctx;
+        if (same_tail && be->iface->replay(be, g->replay) == KELP_OK) {
             if (g->training)
                 g->step++; /* what the recorded forward did on the host */
             return KELP_OK;
         }
-        g->warm_batch = 0; /* the backend moved memory the recording addresses: warm up and record again */
+        /* the step ends differently now (its tail's first call may measure or allocate), or the backend moved
+         * memory the recording addresses: warm up and record again */
+        g->warm_batch = 0;
     }
     kelp_graph_replay_drop(g);
     if (g->warm_batch != g->batch) {
@@ -91,14 +97,15 @@ static kelp_status run_replayed(kelp_graph *g, replay_unit unit)
 
 kelp_status kelp_graph_forward_replayed(kelp_graph *g) { return run_replayed(g, kelp_graph_forward_nodes); }
 
-/* A training step's gradients, node by node; recorded whole, the low-precision weights' refresh and gradient fold
- * included. */
+/* A training step node by node, then its tail; recorded whole, the low-precision weights' refresh and gradient
+ * fold included. */
 static kelp_status step_nodes(kelp_graph *g)
 {
     KELP_TRY(kelp_graph_refresh_params_lp(g));
     KELP_TRY(kelp_graph_zero_grad(g));
     KELP_TRY(kelp_graph_forward_nodes(g));
-    return kelp_graph_backward(g);
+    KELP_TRY(kelp_graph_backward(g));
+    return g->tail.fn ? g->tail.fn(g->tail.ctx) : KELP_OK;
 }
 
 static bool step_replayable(const kelp_graph *g)
@@ -111,13 +118,19 @@ static bool step_replayable(const kelp_graph *g)
     return true;
 }
 
-kelp_status kelp_graph_forward_backward(kelp_graph *g)
+kelp_status kelp_graph_train_step(kelp_graph *g, kelp_step_tail tail)
 {
     if (!g->options.training || g->loss_node < 0 || !g->training)
         return kelp_set_error(KELP_ERR_INVALID_ARG,
-                              "graph: forward_backward needs a graph with a loss, built for and in training mode");
+                              "graph: a training step needs a graph with a loss, built for and in training mode");
+    g->tail = tail;
     if (!step_replayable(g))
         return step_nodes(g);
     KELP_TRY(kelp_graph_write_loss_seed(g)); /* outside the recording, which reads it */
     return run_replayed(g, step_nodes);
+}
+
+kelp_status kelp_graph_forward_backward(kelp_graph *g)
+{
+    return kelp_graph_train_step(g, (kelp_step_tail){NULL, NULL});
 }

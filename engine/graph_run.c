@@ -273,11 +273,16 @@ kelp_status kelp_graph_zero_grad(kelp_graph *g)
     return g->be->iface->memset(g->be, g->grads_mem, 0, g->params_bytes);
 }
 
+const float *kelp_graph_loss_value(const kelp_graph *g)
+{
+    return g->loss_node < 0 ? NULL : g->values[g->nodes[g->loss_node].out].t.data;
+}
+
 kelp_status kelp_graph_loss(kelp_graph *g, float *loss)
 {
     if (g->loss_node < 0)
         return kelp_set_error(KELP_ERR_INVALID_ARG, "graph: built without a loss (with_loss = false)");
-    return g->be->iface->download(g->be, loss, g->values[g->nodes[g->loss_node].out].t.data, sizeof *loss);
+    return g->be->iface->download(g->be, loss, kelp_graph_loss_value(g), sizeof *loss);
 }
 
 int kelp_graph_param_count(const kelp_graph *g) { return g->n_params; }

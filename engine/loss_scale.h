@@ -3,6 +3,11 @@
  * gradient clipping) the gradients are unscaled; a step whose gradients hold inf or NaN is skipped and the scale
  * halved; after `growth_interval` clean steps in a row the scale doubles, unless that would overflow it.
  *
+ *   KELP_TRY(kelp_train_step_run(step, lr, s.scale, &result)); // engine/train_step.h: check, unscale, clip, update
+ *   kelp_loss_scaler_update(&s, result.applied);
+ *
+ * or with the separate calls:
+ *
  *   kelp_graph_set_loss_scale(g, s.scale); forward; backward;
  *   KELP_TRY(kelp_unscale_grads(be, grads, n, segments, n_segments, kelp_loss_scaler_inverse(&s), &finite));
  *   if (finite) { clip; step; }

@@ -10,6 +10,7 @@
 #include <string.h>
 
 #include "engine/json_attr.h"
+#include "kernels/ops/optim.h"
 
 #define MAX_STATE 2
 
@@ -21,6 +22,7 @@ struct kelp_optimizer {
     int n_state;
     const char *state_name[MAX_STATE];
     float *state[MAX_STATE];
+    kelp_step_ctl *ctl; /* backend memory: the scalars of kelp_optimizer_step's steps */
 };
 
 /* ---- configuration ---- */
@@ -228,6 +230,8 @@ kelp_status kelp_optimizer_create(kelp_backend *be, const kelp_optimizer_config 
         return kelp_set_error(KELP_ERR_NO_MEMORY, "optimizer %s: out of memory", kind);
     *opt = (kelp_optimizer){.be = be, .config = *config, .n = n};
     kelp_status s = add_states(opt);
+    if (s == KELP_OK)
+        s = be->iface->alloc(be, sizeof *opt->ctl, (void **)&opt->ctl);
     if (s != KELP_OK) {
         kelp_optimizer_destroy(opt);
         return kelp_wrap_error(s, "optimizer %s: state for %" PRId64 " parameters: ", kind, n);
@@ -242,12 +246,35 @@ void kelp_optimizer_destroy(kelp_optimizer *opt)
         return;
     for (int i = 0; i < opt->n_state; i++)
         opt->be->iface->free(opt->be, opt->state[i]);
+    if (opt->ctl)
+        opt->be->iface->free(opt->be, opt->ctl);
     free(opt);
 }
 
 const kelp_optimizer_config *kelp_optimizer_get_config(const kelp_optimizer *opt) { return &opt->config; }
 
-static kelp_status step_segment(kelp_optimizer *opt, float lr, float *params, const float *grads,
+static kelp_status check_lr(const kelp_optimizer *opt, float lr)
+{
+    if (!isfinite(lr) || lr < 0.0f)
+        return kelp_set_error(KELP_ERR_INVALID_ARG, "optimizer %s step: learning rate %g is not a finite number >= 0",
+                              kelp_optimizer_kind_name(opt->config.kind), lr);
+    return KELP_OK;
+}
+
+kelp_status kelp_optimizer_step_scalars(const kelp_optimizer *opt, float lr, kelp_step_ctl *ctl)
+{
+    KELP_TRY(check_lr(opt, lr));
+    const kelp_optimizer_config *c = &opt->config;
+    *ctl = (kelp_step_ctl){.lr = lr, .bc1 = 1.0f, .bc2_sqrt = 1.0f, .inv_scale = 1.0f,
+                           .first_step = opt->steps == 0, .clip_coef = 1.0f};
+    if (c->kind == KELP_OPTIM_ADAMW) {
+        kelp_adamw_params p = {.beta1 = c->beta1, .beta2 = c->beta2};
+        kelp_adamw_bias_corrections(&p, opt->steps + 1, &ctl->bc1, &ctl->bc2_sqrt);
+    }
+    return KELP_OK;
+}
+
+static kelp_status step_segment(kelp_optimizer *opt, const kelp_step_ctl *ctl, float *params, const float *grads,
                                 const kelp_param_segment *g)
 {
     kelp_backend *be = opt->be;
@@ -255,24 +282,19 @@ static kelp_status step_segment(kelp_optimizer *opt, float lr, float *params, co
     float *param = params + g->offset;
     const float *grad = grads + g->offset;
     if (c->kind == KELP_OPTIM_ADAMW) {
-        kelp_adamw_params p = {.lr = lr, .beta1 = c->beta1, .beta2 = c->beta2, .eps = c->eps,
-                               .weight_decay = c->weight_decay, .step = opt->steps + 1};
-        return be->iface->adamw_step(be, g->count, &p, param, grad, opt->state[0] + g->offset,
+        kelp_adamw_params p = {.beta1 = c->beta1, .beta2 = c->beta2, .eps = c->eps, .weight_decay = c->weight_decay};
+        return be->iface->adamw_step(be, g->count, &p, ctl, param, grad, opt->state[0] + g->offset,
                                      opt->state[1] + g->offset);
     }
-    kelp_sgd_params p = {.lr = lr, .momentum = c->momentum, .dampening = c->dampening,
-                         .weight_decay = c->weight_decay, .nesterov = c->nesterov, .first_step = opt->steps == 0};
+    kelp_sgd_params p = {.momentum = c->momentum, .dampening = c->dampening, .weight_decay = c->weight_decay,
+                         .nesterov = c->nesterov};
     float *momentum_buf = opt->n_state ? opt->state[0] + g->offset : NULL;
-    return be->iface->sgd_step(be, g->count, &p, param, grad, momentum_buf);
+    return be->iface->sgd_step(be, g->count, &p, ctl, param, grad, momentum_buf);
 }
 
-kelp_status kelp_optimizer_step(kelp_optimizer *opt, float lr, float *params, const float *grads,
-                                const kelp_param_segment *segments, int n_segments)
+kelp_status kelp_optimizer_queue(kelp_optimizer *opt, const kelp_step_ctl *ctl, float *params, const float *grads,
+                                 const kelp_param_segment *segments, int n_segments)
 {
-    const char *kind = kelp_optimizer_kind_name(opt->config.kind);
-    if (!isfinite(lr) || lr < 0.0f)
-        return kelp_set_error(KELP_ERR_INVALID_ARG, "optimizer %s step: learning rate %g is not a finite number >= 0",
-                              kind, lr);
     kelp_param_segment whole;
     const kelp_param_segment *segs;
     int count;
@@ -280,10 +302,22 @@ kelp_status kelp_optimizer_step(kelp_optimizer *opt, float lr, float *params, co
     for (int i = 0; i < count; i++) {
         if (segs[i].count == 0)
             continue;
-        kelp_status s = step_segment(opt, lr, params, grads, &segs[i]);
+        kelp_status s = step_segment(opt, ctl, params, grads, &segs[i]);
         if (s != KELP_OK)
-            return kelp_wrap_error(s, "optimizer %s step %" PRId64 ", segment %d: ", kind, opt->steps + 1, i);
+            return kelp_wrap_error(s, "optimizer %s step %" PRId64 ", segment %d: ",
+                                   kelp_optimizer_kind_name(opt->config.kind), opt->steps + 1, i);
     }
+    return KELP_OK;
+}
+
+kelp_status kelp_optimizer_step(kelp_optimizer *opt, float lr, float *params, const float *grads,
+                                const kelp_param_segment *segments, int n_segments)
+{
+    kelp_step_ctl ctl;
+    KELP_TRY(kelp_optimizer_step_scalars(opt, lr, &ctl));
+    /* from pageable memory: a device backend stages the bytes before returning */
+    KELP_TRY(opt->be->iface->upload(opt->be, opt->ctl, &ctl, sizeof ctl));
+    KELP_TRY(kelp_optimizer_queue(opt, opt->ctl, params, grads, segments, n_segments));
     opt->steps++;
     return KELP_OK;
 }
@@ -314,18 +348,20 @@ kelp_status kelp_optimizer_set_step_count(kelp_optimizer *opt, int64_t steps)
 
 /* ---- gradient clipping ---- */
 
+/* Over the segments, in double, brought back to the host (one wait). */
 static kelp_status sum_squares(kelp_backend *be, const float *grads, const kelp_param_segment *segs, int count,
                                double *out)
 {
-    double sum = 0.0;
-    for (int i = 0; i < count; i++) {
-        double part = 0.0;
+    double *acc;
+    KELP_TRY(be->iface->alloc(be, sizeof *acc, (void **)&acc));
+    kelp_status s = be->iface->memset(be, acc, 0, sizeof *acc);
+    for (int i = 0; i < count && s == KELP_OK; i++)
         if (segs[i].count)
-            KELP_TRY(be->iface->sum_squares(be, segs[i].count, grads + segs[i].offset, &part));
-        sum += part;
-    }
-    *out = sum;
-    return KELP_OK;
+            s = be->iface->sum_squares(be, segs[i].count, grads + segs[i].offset, acc);
+    if (s == KELP_OK)
+        s = be->iface->download(be, out, acc, sizeof *out);
+    be->iface->free(be, acc);
+    return s;
 }
 
 static kelp_status scale(kelp_backend *be, float *grads, const kelp_param_segment *segs, int count, float coef)

@@ -64,6 +64,16 @@ const kelp_optimizer_config *kelp_optimizer_get_config(const kelp_optimizer *opt
 kelp_status kelp_optimizer_step(kelp_optimizer *opt, float lr, float *params, const float *grads,
                                 const kelp_param_segment *segments, int n_segments);
 
+/* The same step in two halves, for a step whose scalars live in the caller's backend memory (engine/train_step.c,
+ * where a GPU records the whole training step once and replays it):
+ * kelp_optimizer_step_scalars fills a host kelp_step_ctl for the next step (learning rate, bias corrections, first
+ * step; no loss scale, no clipping, no skip) for the caller to adjust and upload; kelp_optimizer_queue queues the
+ * updates, which read a ctl in backend memory when they run. Neither counts the step: the caller, who learns
+ * whether the step was applied, calls kelp_optimizer_set_step_count. */
+kelp_status kelp_optimizer_step_scalars(const kelp_optimizer *opt, float lr, kelp_step_ctl *ctl);
+kelp_status kelp_optimizer_queue(kelp_optimizer *opt, const kelp_step_ctl *ctl, float *params, const float *grads,
+                                 const kelp_param_segment *segments, int n_segments);
+
 /* State tensors for checkpoints: SGD with momentum has "momentum_buffer"; AdamW has "exp_avg" and "exp_avg_sq";
  * plain SGD has none. Each is a 1-D f32 tensor of n elements in backend memory, owned by the optimizer, laid out
  * like the parameter buffer. */

@@ -17,6 +17,7 @@
 #include "engine/graph_internal.h"
 #include "engine/lr_schedule.h"
 #include "engine/optimizer.h"
+#include "engine/train_step.h"
 #include "io/dataset.h"
 #include "io/loader.h"
 #include "io/text_file.h"
@@ -49,6 +50,7 @@ typedef struct run {
     kelp_dataset *data;
     kelp_graph *g;
     kelp_optimizer *opt;
+    kelp_train_step *step;      /* forward, backward and the update, one unit */
     kelp_loader *train, *val;
     kelp_lr_schedule schedule;
     kelp_param_segment *segments;
@@ -378,37 +380,27 @@ static int correct_predictions(run *r, const kelp_batch *b)
 
 static kelp_status train_step(run *r, const kelp_batch *b, double *loss, int *correct)
 {
-    float value;
     KELP_TRY(feed(r, r->train, b));
     kelp_loss_scaler *scaler = &r->state.scaler;
-    if (r->o.loss_scale)
-        KELP_TRY(kelp_graph_set_loss_scale(r->g, scaler->scale));
-    /* one call, which a GPU replays as one recording; the loss is read after it, before the parameters move */
-    KELP_TRY(kelp_graph_forward_backward(r->g));
-    KELP_TRY(kelp_graph_loss(r->g, &value));
-    if (!isfinite(value))
-        return kelp_set_error(KELP_ERR_NUMERIC, "train: the loss is %g at step %lld; lower the learning rate",
-                              (double)value, (long long)r->state.optimizer_steps);
-    *loss = value;
-    *correct = correct_predictions(r, b);
-    float *params = kelp_graph_params(r->g)->data, *grads = kelp_graph_grads(r->g)->data;
-    int64_t n = kelp_shape_numel(&kelp_graph_params(r->g)->shape);
-    if (r->o.loss_scale) {
-        /* unscaled before clipping; a step with inf/NaN gradients is skipped and does not count as a step */
-        bool finite;
-        KELP_TRY(kelp_unscale_grads(kelp_ctx_backend(r->ctx), grads, n, r->segments, r->n_segments,
-                                    kelp_loss_scaler_inverse(scaler), &finite));
-        kelp_loss_scaler_update(scaler, finite);
-        if (!finite)
-            return KELP_OK;
-    }
-    if (r->o.clip_norm > 0) {
-        double norm;
-        KELP_TRY(kelp_clip_grad_norm(kelp_ctx_backend(r->ctx), grads, n, r->segments, r->n_segments, r->o.clip_norm,
-                                     &norm));
-    }
     float lr = (float)kelp_lr_at(&r->schedule, r->state.optimizer_steps);
-    KELP_TRY(kelp_optimizer_step(r->opt, lr, params, grads, r->segments, r->n_segments));
+    /* one call, which a GPU replays as one recording; a step whose loss or (checked) gradients are not finite
+     * leaves the parameters as they were */
+    kelp_train_step_result res;
+    KELP_TRY(kelp_train_step_run(r->step, lr, scaler->scale, &res));
+    if (!isfinite(res.loss))
+        return kelp_set_error(KELP_ERR_NUMERIC, "train: the loss is %g at step %lld; lower the learning rate",
+                              (double)res.loss, (long long)r->state.optimizer_steps);
+    *loss = res.loss;
+    *correct = correct_predictions(r, b);
+    if (r->o.loss_scale) {
+        /* a step with inf/NaN gradients is skipped and does not count as a step */
+        kelp_loss_scaler_update(scaler, res.applied);
+        if (!res.applied)
+            return KELP_OK;
+    } else if (!res.applied) {
+        return kelp_set_error(KELP_ERR_NUMERIC, "train: the gradient norm is %g at step %lld; lower the learning rate",
+                              res.grad_norm, (long long)r->state.optimizer_steps);
+    }
     r->state.optimizer_steps++;
     return KELP_OK;
 }
@@ -590,6 +582,9 @@ static kelp_status setup(run *r, const kelp_train_options *caller)
     if (r->o.freeze_backbone)
         KELP_TRY(freeze_backbone(r));
     KELP_TRY(make_segments(r));
+    kelp_train_step_config sc = {.segments = r->segments, .n_segments = r->n_segments, .clip_norm = r->o.clip_norm,
+                                 .loss_scale = r->o.loss_scale};
+    KELP_TRY(kelp_train_step_create(r->g, r->opt, &sc, &r->step));
     r->state = (kelp_train_state){.best_metric = -1, .best_epoch = -1};
     kelp_loss_scaler_init(&r->state.scaler);
     if (caller->resume) {
@@ -685,6 +680,7 @@ kelp_status kelp_train(const kelp_train_options *options, kelp_train_callback ca
         fclose(r.metrics);
     kelp_loader_destroy(r.val);
     kelp_loader_destroy(r.train);
+    kelp_train_step_destroy(r.step);
     kelp_optimizer_destroy(r.opt);
     kelp_graph_destroy(r.g);
     kelp_dataset_close(r.data);

@@ -88,15 +88,35 @@ typedef struct kelp_prep_desc {
     kelp_dtype dtype; /* of the output */
 } kelp_prep_desc;
 
+/* The constant hyperparameters; what changes from step to step is in kelp_step_ctl. */
 typedef struct kelp_sgd_params {
-    float lr, momentum, dampening, weight_decay;
+    float momentum, dampening, weight_decay;
     bool nesterov;
-    bool first_step; /* PyTorch seeds the momentum buffer with the first gradient */
 } kelp_sgd_params;
 
 typedef struct kelp_adamw_params {
-    float lr, beta1, beta2, eps, weight_decay;
-    int64_t step; /* 1-based, after increment */
+    float beta1, beta2, eps, weight_decay;
 } kelp_adamw_params;
+
+/* One optimizer step's scalars, in backend memory: a training step recorded once (CUDA graphs) and replayed reads
+ * each step's values from here rather than from kernel arguments fixed at recording. The host writes the first
+ * group before the step; on the device, sum_squares adds into sum_sq and step_check writes the second group
+ * (kernels/ops/optim.h); the optimizer kernels read both, so that the host waits once, after the step, to learn
+ * whether it was applied (engine/train_step.c). */
+typedef struct kelp_step_ctl {
+    /* written by the host */
+    double max_norm;      /* clip the unscaled gradients' global norm to it; 0: no clipping */
+    float lr;
+    float bc1, bc2_sqrt;  /* AdamW's bias corrections for this step: 1 - beta1^t and sqrt(1 - beta2^t) */
+    float inv_scale;      /* 1 / loss scale: the gradients are unscaled first (1 without loss scaling) */
+    int32_t first_step;   /* SGD seeds its momentum buffer with the first gradient */
+    int32_t check_grads;  /* sum_sq holds the gradients' sum of squares: a non-finite one skips the step */
+    /* written on the device */
+    double sum_sq;        /* of the (scaled) gradients in the trainable segments; the host zeroes it */
+    double norm;          /* global norm of the unscaled gradients, before clipping (0 without check_grads) */
+    float clip_coef;      /* 1, or max_norm / (norm + 1e-6) when that is below 1 */
+    float loss;           /* the step's loss, copied so one download brings everything back */
+    int32_t skip;         /* the loss or a gradient is not finite: the optimizer leaves everything as it is */
+} kelp_step_ctl;
 
 #endif

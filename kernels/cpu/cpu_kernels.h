@@ -139,10 +139,11 @@ void kelp_cpu_softmax_xent_backward(int threads, const kelp_xent_desc *d, const 
                                     float dloss, float *dlogits);
 
 /* ---- optimizers over one flat buffer ---- */
-void kelp_cpu_sgd_step(int threads, int64_t n, const kelp_sgd_params *p, float *param, const float *grad,
-                       float *momentum_buf);
-void kelp_cpu_adamw_step(int threads, int64_t n, const kelp_adamw_params *p, float *param, const float *grad,
-                         float *exp_avg, float *exp_avg_sq);
+/* Both read this step's scalars from ctl and do nothing when ctl->skip is set. */
+void kelp_cpu_sgd_step(int threads, int64_t n, const kelp_sgd_params *p, const kelp_step_ctl *ctl, float *param,
+                       const float *grad, float *momentum_buf);
+void kelp_cpu_adamw_step(int threads, int64_t n, const kelp_adamw_params *p, const kelp_step_ctl *ctl, float *param,
+                         const float *grad, float *exp_avg, float *exp_avg_sq);
 
 /* ---- input preparation: out = (pixel / 255 - mean) / std per channel (kernels/ops/prep.h), stored as d->dtype
  * (F32, BF16 or F16) ---- */

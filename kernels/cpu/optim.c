@@ -8,27 +8,31 @@
 #define OPTIM_PARALLEL_MIN 16384
 
 // param, grad, momentum_buf (n); momentum_buf is NULL when momentum is 0
-void kelp_cpu_sgd_step(int threads, int64_t n, const kelp_sgd_params *p, float *param, const float *grad,
-                       float *momentum_buf)
+void kelp_cpu_sgd_step(int threads, int64_t n, const kelp_sgd_params *p, const kelp_step_ctl *ctl, float *param,
+                       const float *grad, float *momentum_buf)
 {
+    const kelp_step_ctl c = *ctl; /* a copy the updates cannot alias */
+    if (c.skip)
+        return;
     if (!momentum_buf) {
 #pragma omp parallel for num_threads(threads) schedule(static) if (n >= OPTIM_PARALLEL_MIN)
         for (int64_t i = 0; i < n; i++)
-            kelp_sgd_update(p, &param[i], grad[i], NULL);
+            kelp_sgd_update(p, &c, &param[i], grad[i], NULL);
         return;
     }
 #pragma omp parallel for num_threads(threads) schedule(static) if (n >= OPTIM_PARALLEL_MIN)
     for (int64_t i = 0; i < n; i++)
-        kelp_sgd_update(p, &param[i], grad[i], &momentum_buf[i]);
+        kelp_sgd_update(p, &c, &param[i], grad[i], &momentum_buf[i]);
 }
 
 // param, grad, exp_avg, exp_avg_sq (n)
-void kelp_cpu_adamw_step(int threads, int64_t n, const kelp_adamw_params *p, float *param, const float *grad,
-                         float *exp_avg, float *exp_avg_sq)
+void kelp_cpu_adamw_step(int threads, int64_t n, const kelp_adamw_params *p, const kelp_step_ctl *ctl, float *param,
+                         const float *grad, float *exp_avg, float *exp_avg_sq)
 {
-    float bc1, bc2_sqrt;
-    kelp_adamw_bias_corrections(p, &bc1, &bc2_sqrt);
+    const kelp_step_ctl c = *ctl;
+    if (c.skip)
+        return;
 #pragma omp parallel for num_threads(threads) schedule(static) if (n >= OPTIM_PARALLEL_MIN)
     for (int64_t i = 0; i < n; i++)
-        kelp_adamw_update(p, bc1, bc2_sqrt, &param[i], grad[i], &exp_avg[i], &exp_avg_sq[i]);
+        kelp_adamw_update(p, &c, &param[i], grad[i], &exp_avg[i], &exp_avg_sq[i]);
 }

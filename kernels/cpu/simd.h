@@ -29,7 +29,7 @@ typedef float kelp_vec16 __attribute__((vector_size(64), aligned(4)));
 #define KELP_STORE16(p, v) (*(kelp_vec16 *)(p) = (v))
 
 /* v (channels k..k+15) = clamp(v * scale + shift) for a kelp_conv_epilogue *ep (kernels/descs.h), with the
- * activations' own comparisons (kernels/ops/activation.h): NaN becomes 0 through ReLU and stays NaN through ReLU6. */
+ * activations' own comparisons (kernels/ops/activation.h): NaN stays NaN through ReLU and ReLU6, as in PyTorch. */
 #define KELP_EPILOGUE16(v, ep, k)                                                                                     \
     do {                                                                                                              \
         if ((ep)->scale)                                                                                              \
@@ -38,7 +38,7 @@ typedef float kelp_vec16 __attribute__((vector_size(64), aligned(4)));
             (v) += KELP_LOAD16((ep)->shift + (k));                                                                    \
         if ((ep)->clamp == KELP_CLAMP_RELU)                                                                           \
             for (int lane_ = 0; lane_ < 16; lane_++)                                                                  \
-                (v)[lane_] = (v)[lane_] > 0.0f ? (v)[lane_] : 0.0f;                                                   \
+                (v)[lane_] = (v)[lane_] <= 0.0f ? 0.0f : (v)[lane_];                                                  \
         else if ((ep)->clamp == KELP_CLAMP_RELU6)                                                                     \
             for (int lane_ = 0; lane_ < 16; lane_++)                                                                  \
                 (v)[lane_] = (v)[lane_] < 0.0f ? 0.0f : (v)[lane_] > 6.0f ? 6.0f : (v)[lane_];                        \

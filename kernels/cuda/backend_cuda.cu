@@ -5,8 +5,8 @@
  * Everything runs on one stream per backend, with cuBLAS and cuDNN bound to it. Because of that, memory returned
  * to the caching allocator can be handed out again at once: any later use is queued behind the earlier one. The one
  * exception is prepare_images' copies (cuda_prep.cu), on a copy stream into buffers of their own, ordered by
- * events. The host waits only where the interface returns a value to it (download, sum_squares, the loss's label
- * check) and in synchronize. */
+ * events. The host waits only where the interface returns a value to it (download, the loss's label check) and in
+ * synchronize. */
 #include <stdlib.h>
 #include <string.h>
 
@@ -460,6 +460,7 @@ static void fill_iface(kelp_backend_iface *t)
     t->dropout_backward = cuda_dropout_backward;
     t->softmax_xent_forward = cuda_xent_forward;
     t->softmax_xent_backward = cuda_xent_backward;
+    t->step_check = cuda_step_check;
     t->sgd_step = cuda_sgd_step;
     t->adamw_step = cuda_adamw_step;
     t->prepare_images = cuda_prepare_images;

@@ -44,7 +44,7 @@
     } while (0)
 
 /* After a kernel launch: catches a bad launch configuration without synchronizing. Errors inside the kernel surface
- * at the next synchronizing call (download, synchronize, sum_squares), as CUDA reports them. */
+ * at the next synchronizing call (download, synchronize), as CUDA reports them. */
 #define KELP_CUDA_LAUNCHED(kernel_name)                                                \
     do {                                                                               \
         cudaError_t kelp_cuda_e_ = cudaGetLastError();                                 \

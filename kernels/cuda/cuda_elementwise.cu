@@ -142,7 +142,7 @@ kelp_status cuda_scale(kelp_backend *be, int64_t n, float alpha, float *x)
     return KELP_OK;
 }
 
-/* ---- sum of squares: per-block double partials, then one thread sums them in block order (deterministic) ---- */
+/* ---- sum of squares: per-block double partials, then one thread adds them in block order (deterministic) ---- */
 
 #define SUMSQ_BLOCKS 1024
 
@@ -162,34 +162,28 @@ __global__ void sumsq_partial_kernel(int64_t n, const float *x, double *partials
         partials[blockIdx.x] = shared[0];
 }
 
-__global__ void sum_in_order_kernel(int count, const double *partials, double *out)
+__global__ void add_in_order_kernel(int count, const double *partials, double *acc)
 {
     double total = 0.0;
     for (int i = 0; i < count; i++)
         total += partials[i];
-    *out = total;
+    *acc += total;
 }
 
-kelp_status cuda_sum_squares(kelp_backend *be, int64_t n, const float *x, double *out)
+kelp_status cuda_sum_squares(kelp_backend *be, int64_t n, const float *x, double *acc)
 {
     cuda_impl *c;
     KELP_TRY(cuda_enter(be, &c));
-    if (n <= 0) {
-        *out = 0.0;
+    if (n <= 0)
         return KELP_OK;
-    }
     int64_t want = (n + CUDA_THREADS - 1) / CUDA_THREADS;
     int blocks = (int)(want < SUMSQ_BLOCKS ? want : SUMSQ_BLOCKS);
     double *partials;
-    KELP_TRY(cuda_scratch(c, (size_t)(blocks + 1) * sizeof(double), (void **)&partials));
+    KELP_TRY(cuda_scratch(c, (size_t)blocks * sizeof(double), (void **)&partials));
     sumsq_partial_kernel<<<blocks, CUDA_THREADS, 0, c->stream>>>(n, x, partials);
     KELP_CUDA_LAUNCHED(sumsq_partial_kernel);
-    sum_in_order_kernel<<<1, 1, 0, c->stream>>>(blocks, partials, partials + blocks);
-    KELP_CUDA_LAUNCHED(sum_in_order_kernel);
-    KELP_CUDA_TRY(cudaMemcpyAsync(c->host_pinned, partials + blocks, sizeof(double), cudaMemcpyDeviceToHost,
-                                  c->stream));
-    KELP_CUDA_TRY(cudaStreamSynchronize(c->stream));
-    *out = *(const double *)c->host_pinned;
+    add_in_order_kernel<<<1, 1, 0, c->stream>>>(blocks, partials, acc);
+    KELP_CUDA_LAUNCHED(add_in_order_kernel);
     return KELP_OK;
 }
 

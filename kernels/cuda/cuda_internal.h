@@ -128,7 +128,7 @@ kelp_status cuda_activation_backward(kelp_backend *be, kelp_dtype dt, kelp_act_k
 kelp_status cuda_add(kelp_backend *be, kelp_dtype dt, int64_t n, const void *a, const void *b, void *y);
 kelp_status cuda_axpy(kelp_backend *be, kelp_dtype dt, int64_t n, float alpha, const void *x, void *y);
 kelp_status cuda_scale(kelp_backend *be, int64_t n, float alpha, float *x);
-kelp_status cuda_sum_squares(kelp_backend *be, int64_t n, const float *x, double *out);
+kelp_status cuda_sum_squares(kelp_backend *be, int64_t n, const float *x, double *acc);
 kelp_status cuda_counter_add(kelp_backend *be, int64_t *counter, int64_t delta);
 kelp_status cuda_convert(kelp_backend *be, int64_t n, kelp_dtype src_dt, const void *x, kelp_dtype dst_dt, void *y,
                          bool accumulate);
@@ -211,10 +211,11 @@ kelp_status cuda_xent_forward(kelp_backend *be, const kelp_xent_desc *d, const v
                               const float *class_weights, float *loss, float *probs, float *norm);
 kelp_status cuda_xent_backward(kelp_backend *be, const kelp_xent_desc *d, const float *probs, const int32_t *labels,
                                const float *class_weights, const float *norm, const float *dloss, void *dlogits);
-kelp_status cuda_sgd_step(kelp_backend *be, int64_t n, const kelp_sgd_params *p, float *param, const float *grad,
-                          float *momentum_buf);
-kelp_status cuda_adamw_step(kelp_backend *be, int64_t n, const kelp_adamw_params *p, float *param,
-                            const float *grad, float *exp_avg, float *exp_avg_sq);
+kelp_status cuda_step_check(kelp_backend *be, const float *loss, kelp_step_ctl *ctl);
+kelp_status cuda_sgd_step(kelp_backend *be, int64_t n, const kelp_sgd_params *p, const kelp_step_ctl *ctl,
+                          float *param, const float *grad, float *momentum_buf);
+kelp_status cuda_adamw_step(kelp_backend *be, int64_t n, const kelp_adamw_params *p, const kelp_step_ctl *ctl,
+                            float *param, const float *grad, float *exp_avg, float *exp_avg_sq);
 
 /* ---- cuda_prep.cu: writes d->dtype ---- */
 kelp_status cuda_prepare_images(kelp_backend *be, const kelp_prep_desc *d, const uint8_t *host_pixels, void *out);

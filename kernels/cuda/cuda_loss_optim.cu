@@ -1,7 +1,7 @@
 /* Softmax cross-entropy (PyTorch's F.cross_entropy, mean reduction, class weights, label smoothing, ignore index)
  * and the fused SGD and AdamW steps, with the per-row and per-element math of kernels/ops/xent.h and optim.h.
  *
- * The loss's forward is the one op that waits for the device outside download and sum_squares: a label outside
+ * The loss's forward is the one op that waits for the device outside download: a label outside
  * [0, K) that is not the ignore index must fail the call, as on the CPU, and only the device has seen the labels.
  * That is one wait per training step (the loss runs once), not one per layer. Inside a recording (a replayed
  * training step) it may not wait: the check raises the backend's label flag instead, and the first read after a
@@ -109,9 +109,11 @@ __global__ void xent_rows_kernel(kelp_xent_desc d, const T *logits, const int32_
 }
 
 /* Sums the block partials in block order. loss and norm are written only when every label is valid: a failed call
- * leaves them as they were, as the CPU's does (the host learns of the failure from *invalid after the wait). */
-/* invalid: set to whether a label was out of range, or with `sticky` only ever raised (the deferred flag, which
- * stays up across replays until the host reads it) */
+ * leaves them as they were, as the CPU's does (the host learns of the failure from *invalid after the wait).
+ * invalid: set to whether a label was out of range, or with `sticky` only ever raised (the deferred flag, which
+ * stays up across replays until the host reads it). A deferred failure cannot stop the recorded step, so it makes
+ * the loss NaN instead: the step's check (kelp_step_check) then skips the optimizer, and the parameters stay as
+ * they were when the host reports the label. */
 __global__ void xent_finish_kernel(int blocks, kelp_xent_desc d, const xent_partial *partials, float *loss,
                                    float *norm, int *invalid, bool sticky)
 {
@@ -125,8 +127,11 @@ __global__ void xent_finish_kernel(int blocks, kelp_xent_desc d, const xent_part
     }
     if (!sticky || bad)
         *invalid = bad;
-    if (bad)
+    if (bad) {
+        if (sticky)
+            *loss = NAN;
         return;
+    }
     *loss = kelp_xent_loss(&d, nll, smooth, weight);
     *norm = (float)weight;
 }
@@ -216,44 +221,60 @@ kelp_status cuda_xent_backward(kelp_backend *be, const kelp_xent_desc *d, const 
     });
 }
 
-/* ---- optimizers ---- */
+/* ---- optimizers ----
+ * This step's scalars come from kelp_step_ctl in device memory, so a recorded step reads each step's values. Every
+ * thread loads the struct once (a broadcast read) into registers the updates cannot alias. */
 
-__global__ void sgd_kernel(int64_t n, kelp_sgd_params p, float *param, const float *grad, float *buf)
+__global__ void step_check_kernel(const float *loss, kelp_step_ctl *ctl) { kelp_step_check(ctl, loss); }
+
+kelp_status cuda_step_check(kelp_backend *be, const float *loss, kelp_step_ctl *ctl)
 {
-    GRID_STRIDE(i, n) kelp_sgd_update(&p, &param[i], grad[i], buf ? &buf[i] : NULL);
+    cuda_impl *c;
+    KELP_TRY(cuda_enter(be, &c));
+    step_check_kernel<<<1, 1, 0, c->stream>>>(loss, ctl);
+    KELP_CUDA_LAUNCHED(step_check_kernel);
+    return KELP_OK;
 }
 
-__global__ void adamw_kernel(int64_t n, kelp_adamw_params p, float bc1, float bc2_sqrt, float *param,
+__global__ void sgd_kernel(int64_t n, kelp_sgd_params p, const kelp_step_ctl *ctl, float *param, const float *grad,
+                           float *buf)
+{
+    const kelp_step_ctl c = *ctl;
+    if (c.skip)
+        return;
+    GRID_STRIDE(i, n) kelp_sgd_update(&p, &c, &param[i], grad[i], buf ? &buf[i] : NULL);
+}
+
+__global__ void adamw_kernel(int64_t n, kelp_adamw_params p, const kelp_step_ctl *ctl, float *param,
                              const float *grad, float *m, float *v)
 {
-    GRID_STRIDE(i, n) kelp_adamw_update(&p, bc1, bc2_sqrt, &param[i], grad[i], &m[i], &v[i]);
+    const kelp_step_ctl c = *ctl;
+    if (c.skip)
+        return;
+    GRID_STRIDE(i, n) kelp_adamw_update(&p, &c, &param[i], grad[i], &m[i], &v[i]);
 }
 
 // param, grad, momentum_buf (n); momentum_buf is NULL when momentum is 0
-kelp_status cuda_sgd_step(kelp_backend *be, int64_t n, const kelp_sgd_params *p, float *param, const float *grad,
-                          float *momentum_buf)
+kelp_status cuda_sgd_step(kelp_backend *be, int64_t n, const kelp_sgd_params *p, const kelp_step_ctl *ctl,
+                          float *param, const float *grad, float *momentum_buf)
 {
     cuda_impl *c;
     KELP_TRY(cuda_enter(be, &c));
     if (n <= 0)
         return KELP_OK;
-    sgd_kernel<<<cuda_grid(n), CUDA_THREADS, 0, c->stream>>>(n, *p, param, grad, momentum_buf);
+    sgd_kernel<<<cuda_grid(n), CUDA_THREADS, 0, c->stream>>>(n, *p, ctl, param, grad, momentum_buf);
     KELP_CUDA_LAUNCHED(sgd_kernel);
     return KELP_OK;
 }
 
-/* The bias corrections are per step, computed on the host in double as the CPU does. */
-kelp_status cuda_adamw_step(kelp_backend *be, int64_t n, const kelp_adamw_params *p, float *param,
-                            const float *grad, float *exp_avg, float *exp_avg_sq)
+kelp_status cuda_adamw_step(kelp_backend *be, int64_t n, const kelp_adamw_params *p, const kelp_step_ctl *ctl,
+                            float *param, const float *grad, float *exp_avg, float *exp_avg_sq)
 {
     cuda_impl *c;
     KELP_TRY(cuda_enter(be, &c));
     if (n <= 0)
         return KELP_OK;
-    float bc1, bc2_sqrt;
-    kelp_adamw_bias_corrections(p, &bc1, &bc2_sqrt);
-    adamw_kernel<<<cuda_grid(n), CUDA_THREADS, 0, c->stream>>>(n, *p, bc1, bc2_sqrt, param, grad, exp_avg,
-                                                             exp_avg_sq);
+    adamw_kernel<<<cuda_grid(n), CUDA_THREADS, 0, c->stream>>>(n, *p, ctl, param, grad, exp_avg, exp_avg_sq);
     KELP_CUDA_LAUNCHED(adamw_kernel);
     return KELP_OK;
 }

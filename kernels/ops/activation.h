@@ -13,12 +13,12 @@ KELP_HD float kelp_sigmoidf(float x) { return 1.0f / (1.0f + expf(-x)); }
 KELP_HD float kelp_act_forward(kelp_act_kind kind, float alpha, float x)
 {
     switch (kind) {
-    case KELP_ACT_RELU: return x > 0.0f ? x : 0.0f;
+    /* comparisons written so that NaN propagates, as in PyTorch (torch.relu(nan) is nan) */
+    case KELP_ACT_RELU: return x <= 0.0f ? 0.0f : x;
     case KELP_ACT_LEAKY_RELU: return x > 0.0f ? x : alpha * x;
     case KELP_ACT_SILU: return x * kelp_sigmoidf(x);
     case KELP_ACT_SIGMOID: return kelp_sigmoidf(x);
     case KELP_ACT_GELU: return 0.5f * x * (1.0f + erff(x * 0.70710678118654752f));
-    /* comparisons rather than fminf/fmaxf so that NaN propagates, as in PyTorch */
     case KELP_ACT_RELU6: return x < 0.0f ? 0.0f : x > 6.0f ? 6.0f : x;
     }
     return x;
@@ -28,7 +28,8 @@ KELP_HD float kelp_act_forward(kelp_act_kind kind, float alpha, float x)
 KELP_HD float kelp_act_derivative(kelp_act_kind kind, float alpha, float x, float y)
 {
     switch (kind) {
-    case KELP_ACT_RELU: return x > 0.0f ? 1.0f : 0.0f;
+    /* PyTorch's threshold_backward: the gradient passes unless x <= 0, so it passes at NaN */
+    case KELP_ACT_RELU: return x <= 0.0f ? 0.0f : 1.0f;
     case KELP_ACT_LEAKY_RELU: return x > 0.0f ? 1.0f : alpha;
     case KELP_ACT_SILU: {
         float s = kelp_sigmoidf(x);

@@ -40,7 +40,7 @@ KELP_HD float kelp_conv_epilogue_value(const kelp_conv_epilogue *ep, int k, floa
     v = ep->scale ? v * ep->scale[k] : v;
     v = ep->shift ? v + ep->shift[k] : v;
     if (ep->clamp == KELP_CLAMP_RELU)
-        return v > 0.0f ? v : 0.0f;
+        return v <= 0.0f ? 0.0f : v;
     if (ep->clamp == KELP_CLAMP_RELU6)
         return v < 0.0f ? 0.0f : v > 6.0f ? 6.0f : v;
     return v;

@@ -8,7 +8,7 @@ static double sigmoid(double x) { return 1.0 / (1.0 + exp(-x)); }
 double ref_activation(kelp_act_kind kind, double alpha, double x)
 {
     switch (kind) {
-    case KELP_ACT_RELU: return x > 0 ? x : 0.0;
+    case KELP_ACT_RELU: return x <= 0 ? 0.0 : x; /* NaN propagates */
     case KELP_ACT_LEAKY_RELU: return x > 0 ? x : alpha * x;
     case KELP_ACT_SILU: return x * sigmoid(x);
     case KELP_ACT_SIGMOID: return sigmoid(x);
@@ -21,7 +21,7 @@ double ref_activation(kelp_act_kind kind, double alpha, double x)
 double ref_activation_derivative(kelp_act_kind kind, double alpha, double x)
 {
     switch (kind) {
-    case KELP_ACT_RELU: return x > 0 ? 1.0 : 0.0;
+    case KELP_ACT_RELU: return x <= 0 ? 0.0 : 1.0;
     case KELP_ACT_LEAKY_RELU: return x > 0 ? 1.0 : alpha;
     case KELP_ACT_SILU: return sigmoid(x) + x * sigmoid(x) * (1.0 - sigmoid(x));
     case KELP_ACT_SIGMOID: return sigmoid(x) * (1.0 - sigmoid(x));

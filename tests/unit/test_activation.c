@@ -4,7 +4,9 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "kernels/cpu/simd.h"
 #include "kernels/ops/activation.h"
+#include "kernels/ops/conv.h"
 #include "ref/layer_harness.h"
 #include "ref/ref_elem.h"
 
@@ -133,6 +135,42 @@ static void test_relu6_values_and_kinks(void **state)
     test_layer_teardown(&t);
 }
 
+/* PyTorch's nn.ReLU: NaN propagates forward (torch.relu(nan) is nan) and its gradient passes backward
+ * (threshold_backward zeroes it only where x <= 0); -0 and 0 give 0 and no gradient. A ReLU fused into an inference
+ * convolution's epilogue (scalar and 16-lane forms) treats NaN the same way. */
+static void test_relu_propagates_nan(void **state)
+{
+    (void)state;
+    const kelp_shape row = {2, {1, 5}};
+    const float x[5] = {NAN, -0.0f, 0.0f, -3.0f, 2.5f};
+    const float want_dx[5] = {2.0f, 0.0f, 0.0f, 0.0f, 2.0f};
+    test_layer t;
+    test_layer_setup(&t, "relu", "{}", 1, &row, true, 5);
+    memcpy(test_f32(&t.in[0]), x, sizeof x);
+    test_layer_forward(&t);
+    assert_true(isnan(test_f32(&t.out)[0]));
+    for (int i = 1; i < 5; i++)
+        assert_true(test_f32(&t.out)[i] == (i == 4 ? 2.5f : 0.0f) && !signbit(test_f32(&t.out)[i]));
+    for (int i = 0; i < 5; i++) {
+        test_f32(&t.dout)[i] = 2.0f;
+        test_f32(&t.din[0])[i] = 0.0f;
+    }
+    TEST_OK(t.type->backward(&t.io));
+    for (int i = 0; i < 5; i++)
+        assert_float_equal(test_f32(&t.din[0])[i], want_dx[i], 0.0f);
+    test_layer_teardown(&t);
+
+    kelp_conv_epilogue ep = {.clamp = KELP_CLAMP_RELU};
+    assert_true(isnan(kelp_conv_epilogue_value(&ep, 0, NAN)));
+    assert_true(kelp_conv_epilogue_value(&ep, 0, -1.0f) == 0.0f);
+    kelp_vec16 v;
+    for (int i = 0; i < 16; i++)
+        v[i] = i % 2 ? NAN : (float)(i - 8);
+    KELP_EPILOGUE16(v, &ep, 0);
+    for (int i = 0; i < 16; i++)
+        assert_true(i % 2 ? isnan(v[i]) : v[i] == (i > 8 ? (float)(i - 8) : 0.0f));
+}
+
 /* The CPU backward runs vector clones (AVX-512, AVX2, SSE) over a slice per thread and a remainder loop: in every
  * lane it must compute exactly dx + dy * derivative(x, y) of the per-element function, kinks, signed zeros, NaN and
  * infinities included (dy * 0 is NaN for an infinite dy, as in the scalar form). Sizes: vectors plus a remainder,
@@ -208,6 +246,7 @@ int main(void)
         cmocka_unit_test(test_gradcheck),
         cmocka_unit_test(test_leaky_relu_default_slope),
         cmocka_unit_test(test_relu6_values_and_kinks),
+        cmocka_unit_test(test_relu_propagates_nan),
         cmocka_unit_test(test_backward_every_lane_matches_per_element_math),
         cmocka_unit_test(test_fields_are_declared),
         cmocka_unit_test(test_invalid_fields),

@@ -15,10 +15,12 @@
 #if KELP_HAVE_CUDA
 #include "engine/graph_internal.h"
 #include "engine/optimizer.h"
+#include "engine/train_step.h"
 #include "kernels/cuda/backend_cuda.h"
 #include "kernels/cuda/device_info.h"
 #include "kernels/ops/conv.h"
 #include "kernels/ops/half.h"
+#include "kernels/ops/optim.h"
 
 static kelp_backend *gpu;
 
@@ -505,12 +507,17 @@ static void test_elementwise(void **state)
     TEST_OK(cpu()->iface->scale(cpu(), n, 1.7f, y));
     TEST_OK(gpu->iface->scale(gpu, n, 1.7f, g_y));
     expect_close(g_y, y, n, RTOL, ATOL, "scale");
-    double want = 0, got = NAN;
-    TEST_OK(cpu()->iface->sum_squares(cpu(), n, y, &want));
-    TEST_OK(gpu->iface->sum_squares(gpu, n, g_y, &got));
+    /* sum_squares adds to a double in backend memory: twice over y */
+    double want = 0.5, got = NAN, start = 0.5;
+    double *g_acc = dev_from_bytes(&start, sizeof start);
+    for (int i = 0; i < 2; i++) {
+        TEST_OK(cpu()->iface->sum_squares(cpu(), n, y, &want));
+        TEST_OK(gpu->iface->sum_squares(gpu, n, g_y, g_acc));
+    }
+    TEST_OK(gpu->iface->download(gpu, &got, g_acc, sizeof got));
     if (isnan(got) || fabs(got - want) > 1e-10 * fabs(want))
         fail_msg("sum_squares: got %.17g, want %.17g", got, want);
-    dev_free(g_a), dev_free(g_b), dev_free(g_y);
+    dev_free(g_a), dev_free(g_b), dev_free(g_y), dev_free(g_acc);
     free(a), free(b), free(y);
 }
 
@@ -732,6 +739,23 @@ static void test_softmax_xent(void **state)
 
 /* ---- optimizers ---- */
 
+/* The step's scalars, checked on each backend from its own copy of the loss and the gradients' sum of squares. */
+static void check_step(float loss, double sum_sq, kelp_step_ctl *ctl, kelp_step_ctl *g_ctl)
+{
+    ctl->sum_sq = sum_sq;
+    float *g_loss = dev_from(&loss, 1);
+    TEST_OK(gpu->iface->upload(gpu, g_ctl, ctl, sizeof *ctl));
+    TEST_OK(cpu()->iface->step_check(cpu(), &loss, ctl));
+    TEST_OK(gpu->iface->step_check(gpu, g_loss, g_ctl));
+    kelp_step_ctl got;
+    TEST_OK(gpu->iface->download(gpu, &got, g_ctl, sizeof got));
+    if (got.skip != ctl->skip || got.clip_coef != ctl->clip_coef || got.norm != ctl->norm ||
+        !(got.loss == ctl->loss || (isnan(got.loss) && isnan(ctl->loss))))
+        fail_msg("step_check: GPU skip %d coef %.9g norm %.17g loss %g, CPU %d %.9g %.17g %g", got.skip,
+                 got.clip_coef, got.norm, got.loss, ctl->skip, ctl->clip_coef, ctl->norm, ctl->loss);
+    dev_free(g_loss);
+}
+
 static void test_optimizers(void **state)
 {
     (void)state;
@@ -740,23 +764,46 @@ static void test_optimizers(void **state)
     float *m = host_random(n, 503, -1, 1), *v = host_random(n, 504, 0, 1);
     float *g_p = dev_from(p, n), *g_g = dev_from(g, n), *g_buf = dev_from(buf, n), *g_m = dev_from(m, n);
     float *g_v = dev_from(v, n);
-    kelp_sgd_params sgd = {0.1f, 0.9f, 0.1f, 1e-2f, true, false};
-    TEST_OK(cpu()->iface->sgd_step(cpu(), n, &sgd, p, g, buf));
-    TEST_OK(gpu->iface->sgd_step(gpu, n, &sgd, g_p, g_g, g_buf));
+    kelp_step_ctl ctl = {.lr = 0.1f, .bc1 = 1.0f, .bc2_sqrt = 1.0f, .inv_scale = 0.25f, .max_norm = 3.0,
+                         .check_grads = 1};
+    kelp_step_ctl *g_ctl = dev_alloc(sizeof ctl);
+    check_step(0.7f, 400.0, &ctl, g_ctl); /* unscaled norm 5: clipped to 3 */
+    assert_true(ctl.clip_coef < 1.0f && !ctl.skip);
+    kelp_sgd_params sgd = {0.9f, 0.1f, 1e-2f, true};
+    TEST_OK(cpu()->iface->sgd_step(cpu(), n, &sgd, &ctl, p, g, buf));
+    TEST_OK(gpu->iface->sgd_step(gpu, n, &sgd, g_ctl, g_p, g_g, g_buf));
     expect_close(g_p, p, n, RTOL, ATOL, "sgd nesterov param");
     expect_close(g_buf, buf, n, RTOL, ATOL, "sgd momentum buffer");
     sgd.momentum = 0.0f;
     sgd.nesterov = false;
-    TEST_OK(cpu()->iface->sgd_step(cpu(), n, &sgd, p, g, NULL));
-    TEST_OK(gpu->iface->sgd_step(gpu, n, &sgd, g_p, g_g, NULL));
+    TEST_OK(cpu()->iface->sgd_step(cpu(), n, &sgd, &ctl, p, g, NULL));
+    TEST_OK(gpu->iface->sgd_step(gpu, n, &sgd, g_ctl, g_p, g_g, NULL));
     expect_close(g_p, p, n, RTOL, ATOL, "sgd without momentum");
-    kelp_adamw_params adam = {1e-3f, 0.9f, 0.999f, 1e-8f, 1e-2f, 3};
-    TEST_OK(cpu()->iface->adamw_step(cpu(), n, &adam, p, g, m, v));
-    TEST_OK(gpu->iface->adamw_step(gpu, n, &adam, g_p, g_g, g_m, g_v));
+    ctl = (kelp_step_ctl){.lr = 1e-3f, .inv_scale = 1.0f, .check_grads = 0};
+    kelp_adamw_params adam = {0.9f, 0.999f, 1e-8f, 1e-2f};
+    kelp_adamw_bias_corrections(&adam, 3, &ctl.bc1, &ctl.bc2_sqrt);
+    check_step(0.7f, 0.0, &ctl, g_ctl);
+    TEST_OK(cpu()->iface->adamw_step(cpu(), n, &adam, &ctl, p, g, m, v));
+    TEST_OK(gpu->iface->adamw_step(gpu, n, &adam, g_ctl, g_p, g_g, g_m, g_v));
     expect_close(g_p, p, n, RTOL, ATOL, "adamw param");
     expect_close(g_m, m, n, RTOL, ATOL, "adamw exp_avg");
     expect_close(g_v, v, n, RTOL, ATOL, "adamw exp_avg_sq");
-    dev_free(g_p), dev_free(g_g), dev_free(g_buf), dev_free(g_m), dev_free(g_v);
+    /* a non-finite gradient sum (or loss) skips the update on the device: nothing moves */
+    float *before = host_alloc(n), *v_before = host_alloc(n);
+    TEST_OK(gpu->iface->download(gpu, before, g_p, n * sizeof(float)));
+    TEST_OK(gpu->iface->download(gpu, v_before, g_v, n * sizeof(float)));
+    ctl.check_grads = 1;
+    check_step(0.7f, INFINITY, &ctl, g_ctl);
+    assert_true(ctl.skip);
+    TEST_OK(gpu->iface->adamw_step(gpu, n, &adam, g_ctl, g_p, g_g, g_m, g_v));
+    expect_close(g_p, before, n, 0, 0, "adamw param after a skipped step");
+    expect_close(g_v, v_before, n, 0, 0, "adamw exp_avg_sq after a skipped step");
+    check_step(NAN, 1.0, &ctl, g_ctl);
+    assert_true(ctl.skip);
+    TEST_OK(gpu->iface->sgd_step(gpu, n, &sgd, g_ctl, g_p, g_g, NULL));
+    expect_close(g_p, before, n, 0, 0, "sgd param after a skipped step");
+    free(before), free(v_before);
+    dev_free(g_p), dev_free(g_g), dev_free(g_buf), dev_free(g_m), dev_free(g_v), dev_free(g_ctl);
     free(p), free(g), free(buf), free(m), free(v);
 }
 
@@ -1438,11 +1485,13 @@ static void test_graph_forwards_replayed(void **state)
     check_graph_forwards(false);
 }
 
-/* Training steps of small_resnet with its loss on the GPU against the CPU, each on a new batch and loss scale,
- * followed by the same SGD step on both: from the second step at a batch size on, the step is a replayed CUDA graph,
- * and its loss, gradients and batch-norm statistics must still be the CPU's (stale addresses, a loss seed uploaded
- * inside the recording, or a missed low-precision weight refresh would show). Then a bad label in a replayed step fails the loss read that follows,
- * and the step after it is fine. In F32 and in BF16 (against the CPU's BF16). */
+/* Training steps of small_resnet with its loss on the GPU against the CPU (kelp_train_step: forward, backward, the
+ * finite check, clipping and the SGD update), each on a new batch and loss scale: from the second step at a batch
+ * size on, the whole step is a replayed CUDA graph, and its loss, gradients, gradient norm, updated parameters and
+ * batch-norm statistics must still be the CPU's (stale addresses, a loss seed or learning rate uploaded inside the
+ * recording, or a missed low-precision weight refresh would show). Then a bad label in a replayed step fails the
+ * step, leaves the parameters as they were, and the step after it is fine. In F32 and in BF16 (against the CPU's
+ * BF16). */
 /* ||got - want|| / ||want|| */
 static double relative_error(const float *got, const float *want, size_t n)
 {
@@ -1474,41 +1523,50 @@ static void check_training_steps(kelp_dtype precision, double loss_rtol, double 
     go.precision = precision;
     kelp_graph *g[2];
     kelp_optimizer *opt[2];
+    kelp_train_step *step[2];
     kelp_optimizer_config sgd = kelp_optimizer_defaults(KELP_OPTIM_SGD);
     sgd.momentum = 0.9f;
+    kelp_train_step_config sc = {.loss_scale = true, .clip_norm = 1.0};
     for (int d = 0; d < 2; d++) {
         TEST_OK(kelp_graph_build(ctx[d], json, &go, &g[d]));
         TEST_OK(kelp_optimizer_create(kelp_ctx_backend(ctx[d]), &sgd, kelp_shape_numel(&kelp_graph_params(g[d])->shape),
                                       &opt[d]));
+        TEST_OK(kelp_train_step_create(g[d], opt[d], &sc, &step[d]));
     }
     const size_t n_params = (size_t)kelp_shape_numel(&kelp_graph_params(g[0])->shape);
     float *grads[2] = {host_alloc(n_params), host_alloc(n_params)};
+    float *params[2] = {host_alloc(n_params), host_alloc(n_params)};
     for (int r = 0; r < 5; r++) {
         size_t n_in = (size_t)kelp_shape_numel(&kelp_graph_input(g[0], 0)->shape);
         float *x = host_random(n_in, 700 + (uint64_t)r, -1, 1);
         int32_t labels[4] = {r % 10, (r + 3) % 10, (r + 5) % 10, 9};
-        float loss[2];
+        kelp_train_step_result res[2];
         for (int d = 0; d < 2; d++) {
             TEST_OK(kelp_tensor_upload_floats(kelp_graph_input(g[d], 0), x, (int64_t)n_in));
             TEST_OK(kelp_tensor_upload(kelp_graph_label(g[d]), labels, sizeof labels));
-            /* a loss scale that changes between replays: powers of two scale the gradients exactly */
-            TEST_OK(kelp_graph_set_loss_scale(g[d], (float)(1 << (r % 3))));
-            TEST_OK(kelp_graph_forward_backward(g[d]));
-            TEST_OK(kelp_graph_loss(g[d], &loss[d]));
+            /* a loss scale and a learning rate that change between replays: powers of two scale the gradients
+             * exactly */
+            TEST_OK(kelp_train_step_run(step[d], 0.05f / (float)(r + 1), (float)(1 << (r % 3)), &res[d]));
             TEST_OK(kelp_tensor_download(kelp_graph_grads(g[d]), grads[d], n_params * sizeof(float)));
-            TEST_OK(kelp_optimizer_step(opt[d], 0.05f, kelp_graph_params(g[d])->data, kelp_graph_grads(g[d])->data,
-                                        NULL, 0));
+            TEST_OK(kelp_tensor_download(kelp_graph_params(g[d]), params[d], n_params * sizeof(float)));
         }
         char what[96];
         snprintf(what, sizeof what, "small_resnet %s step %d", kelp_precision_name(precision), r);
-        test_assert_close_f(&loss[1], &loss[0], 1, loss_rtol, 0, what);
+        test_assert_close_f(&res[1].loss, &res[0].loss, 1, loss_rtol, 0, what);
+        assert_true(res[0].applied && res[1].applied);
+        if (!(fabs(res[1].grad_norm - res[0].grad_norm) <= grad_rtol * res[0].grad_norm))
+            fail_msg("%s: gradient norm %.9g on the GPU, %.9g on the CPU", what, res[1].grad_norm, res[0].grad_norm);
         double err = relative_error(grads[1], grads[0], n_params);
         if (!(err < grad_rtol)) /* NaN fails too */
             fail_msg("%s: gradients differ from the CPU's by %.3g (relative), more than %.3g", what, err, grad_rtol);
+        err = relative_error(params[1], params[0], n_params);
+        if (!(err < grad_rtol / 10))
+            fail_msg("%s: updated parameters differ from the CPU's by %.3g (relative)", what, err);
         if (r >= 1 && !g[1]->replay)
             fail_msg("%s: not replayed; capture turned off: %s", what, g[1]->replay_off_why);
         free(x);
     }
+    assert_int_equal(kelp_optimizer_step_count(opt[1]), 5);
     /* batch norm's running statistics and batch counters, updated inside the replays, are the CPU's */
     for (int p = 0; p < kelp_graph_param_count(g[0]); p++) {
         kelp_param_info info;
@@ -1531,18 +1589,21 @@ static void check_training_steps(kelp_dtype precision, double loss_rtol, double 
         free(host[0]);
         free(host[1]);
     }
+    /* replayed: the label check waits for the step's read, and the update was skipped on the device */
     int32_t bad[4] = {0, 1, 42, 2};
     TEST_OK(kelp_tensor_upload(kelp_graph_label(g[1]), bad, sizeof bad));
-    TEST_OK(kelp_graph_forward_backward(g[1])); /* replayed: the check waits for the read */
-    float loss;
-    TEST_FAILS_WITH(kelp_graph_loss(g[1], &loss), KELP_ERR_INVALID_ARG, "replayed");
+    kelp_train_step_result res;
+    TEST_FAILS_WITH(kelp_train_step_run(step[1], 0.05f, 1.0f, &res), KELP_ERR_INVALID_ARG, "replayed");
+    TEST_OK(kelp_tensor_download(kelp_graph_params(g[1]), grads[1], n_params * sizeof(float)));
+    assert_memory_equal(grads[1], params[1], n_params * sizeof(float));
     int32_t good[4] = {0, 1, 2, 3};
     TEST_OK(kelp_tensor_upload(kelp_graph_label(g[1]), good, sizeof good));
-    TEST_OK(kelp_graph_forward_backward(g[1]));
-    TEST_OK(kelp_graph_loss(g[1], &loss));
-    assert_true(isfinite(loss));
+    TEST_OK(kelp_train_step_run(step[1], 0.05f, 1.0f, &res));
+    assert_true(isfinite(res.loss) && res.applied);
     for (int d = 0; d < 2; d++) {
         free(grads[d]);
+        free(params[d]);
+        kelp_train_step_destroy(step[d]);
         kelp_optimizer_destroy(opt[d]);
         kelp_graph_destroy(g[d]);
         kelp_ctx_destroy(ctx[d]);

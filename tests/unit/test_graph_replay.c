@@ -9,6 +9,7 @@
 
 #include "engine/backend.h"
 #include "engine/graph_internal.h"
+#include "engine/train_step.h"
 #include "ref/graph_util.h"
 
 static struct {
@@ -274,6 +275,44 @@ static void test_freezing_drops_the_recorded_step(void **state)
     kelp_graph_destroy(g);
 }
 
+/* kelp_train_step's update is part of the recorded step: on this CPU a replay runs nothing, so parameters that
+ * stay put through a replayed step show that the update was recorded with it (an update queued after the replay
+ * would move them). A step without the update (kelp_graph_forward_backward) is another recording: it warms up and
+ * records again, and so does the train step after it. */
+static void test_the_update_is_recorded_with_the_step(void **state)
+{
+    (void)state;
+    kelp_graph *g = test_build(train_model, 4, true, true, false);
+    kelp_optimizer_config c = kelp_optimizer_defaults(KELP_OPTIM_SGD);
+    kelp_optimizer *opt;
+    TEST_OK(kelp_optimizer_create(kelp_ctx_backend(test_ctx()), &c, TRAIN_PARAMS, &opt));
+    kelp_train_step_config sc = {.clip_norm = 1.0};
+    kelp_train_step *t;
+    TEST_OK(kelp_train_step_create(g, opt, &sc, &t));
+    float before[TRAIN_PARAMS], after[TRAIN_PARAMS];
+    kelp_train_step_result r;
+    for (int i = 0; i < 3; i++) {
+        TEST_OK(kelp_tensor_download(kelp_graph_params(g), before, sizeof before));
+        test_fill_graph_inputs(g, 3, 60 + (uint64_t)i);
+        TEST_OK(kelp_train_step_run(t, 0.5f, 1.0f, &r));
+        TEST_OK(kelp_tensor_download(kelp_graph_params(g), after, sizeof after));
+        /* plain, then recorded (which runs here), then replayed (which does not) */
+        assert_int_equal(memcmp(before, after, sizeof before) != 0, i < 2);
+    }
+    expect_calls(1, 1, 2, 0);
+    float grads[TRAIN_PARAMS];
+    step(g, 63, 1.0f, grads); /* no update: the recording is dropped, and this step is plain */
+    expect_calls(1, 1, 2, 1);
+    step(g, 64, 1.0f, grads);
+    expect_calls(2, 2, 3, 1);
+    TEST_OK(kelp_train_step_run(t, 0.5f, 1.0f, &r)); /* the update again: plain, then recorded */
+    TEST_OK(kelp_train_step_run(t, 0.5f, 1.0f, &r));
+    expect_calls(3, 3, 4, 2);
+    kelp_train_step_destroy(t);
+    kelp_optimizer_destroy(opt);
+    kelp_graph_destroy(g);
+}
+
 /* Dropout draws from a seed passed by value each step, and a profile times each node: such steps run plainly. A
  * step needs a graph with a loss in training mode. */
 static void test_steps_that_never_capture(void **state)
@@ -311,6 +350,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_training_and_profiled_graphs_never_capture, setup, teardown),
         cmocka_unit_test_setup_teardown(test_training_step_records_once_then_replays, setup, teardown),
         cmocka_unit_test_setup_teardown(test_freezing_drops_the_recorded_step, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_the_update_is_recorded_with_the_step, setup, teardown),
         cmocka_unit_test_setup_teardown(test_steps_that_never_capture, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

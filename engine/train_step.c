@@ -1,0 +1,106 @@
+/* A training step queued as one unit, the optimizer included (engine/train_step.h). */
+#include "engine/train_step.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "engine/graph_internal.h"
+
+struct kelp_train_step {
+    kelp_graph *g;
+    kelp_optimizer *opt;
+    kelp_train_step_config config;
+    kelp_param_segment *segments; /* the config's, copied */
+    kelp_step_ctl *ctl;           /* backend memory */
+};
+
+kelp_status kelp_train_step_create(kelp_graph *g, kelp_optimizer *opt, const kelp_train_step_config *config,
+                                   kelp_train_step **out)
+{
+    if (!kelp_graph_loss_value(g))
+        return kelp_set_error(KELP_ERR_INVALID_ARG, "train step: the graph has no loss");
+    if (!isfinite(config->clip_norm) || config->clip_norm < 0)
+        return kelp_set_error(KELP_ERR_INVALID_ARG, "train step: clip norm %g is not a finite number >= 0",
+                              config->clip_norm);
+    if (config->n_segments < 0 || (!config->segments && config->n_segments))
+        return kelp_set_error(KELP_ERR_INVALID_ARG, "train step: %d segments given as %s", config->n_segments,
+                              config->segments ? "a list" : "NULL");
+    if ((config->loss_scale || config->clip_norm > 0) &&
+        !g->be->iface->supports(g->be, KELP_OP_ELEMENTWISE, KELP_F32))
+        return kelp_set_error(KELP_ERR_UNSUPPORTED, "train step: backend '%s' cannot sum the gradients' squares",
+                              g->be->iface->name);
+    kelp_train_step *t = calloc(1, sizeof *t);
+    if (!t)
+        return kelp_set_error(KELP_ERR_NO_MEMORY, "train step: out of memory");
+    *t = (kelp_train_step){.g = g, .opt = opt, .config = *config};
+    if (config->n_segments) {
+        size_t bytes = (size_t)config->n_segments * sizeof *t->segments;
+        t->segments = malloc(bytes);
+        if (!t->segments) {
+            free(t);
+            return kelp_set_error(KELP_ERR_NO_MEMORY, "train step: out of memory");
+        }
+        memcpy(t->segments, config->segments, bytes);
+        t->config.segments = t->segments;
+    }
+    kelp_status s = g->be->iface->alloc(g->be, sizeof *t->ctl, (void **)&t->ctl);
+    if (s != KELP_OK) {
+        kelp_train_step_destroy(t);
+        return kelp_wrap_error(s, "train step: ");
+    }
+    *out = t;
+    return KELP_OK;
+}
+
+void kelp_train_step_destroy(kelp_train_step *t)
+{
+    if (!t)
+        return;
+    if (t->ctl)
+        t->g->be->iface->free(t->g->be, t->ctl);
+    free(t->segments);
+    free(t);
+}
+
+/* What follows backward, recorded with it: the check and the update, reading this step's scalars from t->ctl. */
+static kelp_status queue_update(void *ctx)
+{
+    kelp_train_step *t = ctx;
+    kelp_backend *be = t->g->be;
+    float *params = kelp_graph_params(t->g)->data;
+    const float *grads = kelp_graph_grads(t->g)->data;
+    const kelp_train_step_config *c = &t->config;
+    if (c->loss_scale || c->clip_norm > 0) {
+        kelp_param_segment whole = {0, kelp_shape_numel(&kelp_graph_params(t->g)->shape)};
+        const kelp_param_segment *segs = c->segments ? c->segments : &whole;
+        int count = c->segments ? c->n_segments : 1;
+        for (int i = 0; i < count; i++)
+            if (segs[i].count)
+                KELP_TRY(be->iface->sum_squares(be, segs[i].count, grads + segs[i].offset, &t->ctl->sum_sq));
+    }
+    KELP_TRY(be->iface->step_check(be, kelp_graph_loss_value(t->g), t->ctl));
+    return kelp_optimizer_queue(t->opt, t->ctl, params, grads, c->segments, c->n_segments);
+}
+
+kelp_status kelp_train_step_run(kelp_train_step *t, float lr, float scale, kelp_train_step_result *out)
+{
+    const kelp_train_step_config *c = &t->config;
+    kelp_backend *be = t->g->be;
+    if (!c->loss_scale)
+        scale = 1.0f;
+    KELP_TRY(kelp_graph_set_loss_scale(t->g, scale));
+    kelp_step_ctl ctl;
+    KELP_TRY(kelp_optimizer_step_scalars(t->opt, lr, &ctl));
+    ctl.inv_scale = (float)(1.0 / (double)scale); /* as GradScaler computes it */
+    ctl.max_norm = c->clip_norm;
+    ctl.check_grads = c->loss_scale || c->clip_norm > 0;
+    /* from pageable memory: a device backend stages the bytes before returning, ordered before the step */
+    KELP_TRY(be->iface->upload(be, t->ctl, &ctl, sizeof ctl));
+    KELP_TRY(kelp_graph_train_step(t->g, (kelp_step_tail){queue_update, t}));
+    KELP_TRY(be->iface->download(be, &ctl, t->ctl, sizeof ctl)); /* the one wait */
+    *out = (kelp_train_step_result){.loss = ctl.loss, .applied = !ctl.skip, .grad_norm = ctl.norm};
+    if (!ctl.skip)
+        KELP_TRY(kelp_optimizer_set_step_count(t->opt, kelp_optimizer_step_count(t->opt) + 1));
+    return KELP_OK;
+}
