@@ -7,6 +7,15 @@ source "$(dirname "$0")/lib.sh"
 
 check "info" run 0 info
 check "info lists layers" contains "$tmp/out" "softmax_cross_entropy"
+# each backend's ops per storage type: the optimizers (float state) only in F32, the activation ops in all three
+check "info lists ops per storage type" python3 -c "
+import re, sys
+rows = {m.group(1): m.group(2).split() for m in re.finditer(r'^\s+(F32|BF16|F16)\s+(.*)$', open(sys.argv[1]).read(), re.M)}
+assert set(rows) == {'F32', 'BF16', 'F16'}, rows
+assert 'sgd' in rows['F32'] and 'adamw' in rows['F32'], rows['F32']
+for dt in ('BF16', 'F16'):
+    assert 'sgd' not in rows[dt] and 'conv2d' in rows[dt] and 'convert' in rows[dt], rows[dt]
+" "$tmp/out"
 check "version" run 0 --version
 check "unknown command" run 2 frobnicate
 check "unknown command message" contains "$tmp/err" "unknown command 'frobnicate'"

@@ -93,6 +93,30 @@ for run in a, c:
     assert len(run) == len(f32)
     assert all(abs(x['loss'] - y['loss']) < 0.02 * y['loss'] for x, y in zip(run, f32)), [x['loss'] for x in run]
 "
+# a checkpoint whose stored run configuration predates "loss_scale" still resumes fp16 with loss scaling on
+check "fp16 stopped again" quiet "$kelp" train $half --precision fp16 --out "$tmp/h5" --stop-after-steps 3
+check "drop loss_scale from the stored configuration" python3 -c "
+import json, struct, sys
+path = sys.argv[1]
+raw = open(path, 'rb').read()
+n = struct.unpack('<Q', raw[:8])[0]
+header = json.loads(raw[8:8 + n])
+config = json.loads(header['__metadata__']['kelp.config'])
+del config['loss_scale']
+header['__metadata__']['kelp.config'] = json.dumps(config)
+text = json.dumps(header).encode()
+text += b' ' * (-len(text) % 8)
+open(path, 'wb').write(struct.pack('<Q', len(text)) + text + raw[8 + n:])
+" "$tmp/h5/last.ckpt"
+check "fp16 resumed without loss_scale stored" quiet "$kelp" train --resume --out "$tmp/h5" --stop-after-steps 6
+check "its steps scale the loss and match" python3 -c "
+import json
+def lines(path):
+    return [l for l in map(json.loads, open(path)) if l['type'] == 'step']
+a, b = lines('$tmp/h1/metrics.jsonl'), lines('$tmp/h5/metrics.jsonl')
+assert all('loss_scale' in l for l in b), 'resumed without loss scaling'
+assert [(l['step'], l['loss']) for l in a] == [(l['step'], l['loss']) for l in b], 'resume differs'
+"
 check "fp16 checkpoint evaluates" quiet "$kelp" eval --checkpoint "$tmp/h1/last.ckpt" --data "$tmp/tiny.h5" --split val
 check "unknown precision" sh -c "'$kelp' train $half --precision half --out '$tmp/h4' 2>'$tmp/err'; test \$? = 2"
 check "unknown precision message" grep -q "precision" "$tmp/err"
