@@ -104,6 +104,8 @@ struct kelp_graph {
 /* One training step: zero_grad, forward, backward, then tail (the optimizer's update, engine/train_step.c), which
  * a recorded step holds too. A recording is made for one tail: another tail (or none) records again. */
 kelp_status kelp_graph_train_step(kelp_graph *g, kelp_step_tail tail);
+/* Drops the recording and the step's tail when they belong to ctx (an owner going away). */
+void kelp_graph_forget_tail(kelp_graph *g, const void *ctx);
 /* The loss, a float scalar in backend memory; NULL without a loss. */
 const float *kelp_graph_loss_value(const kelp_graph *g);
 

@@ -130,6 +130,17 @@ kelp_status kelp_graph_train_step(kelp_graph *g, kelp_step_tail tail)
     return run_replayed(g, step_nodes);
 }
 
+void kelp_graph_forget_tail(kelp_graph *g, const void *ctx)
+{
+    if (g->replay_tail.ctx == ctx) {
+        kelp_graph_replay_drop(g);
+        g->replay_tail = (kelp_step_tail){NULL, NULL};
+        g->warm_batch = 0; /* the next step's tail warms up before it is recorded */
+    }
+    if (g->tail.ctx == ctx)
+        g->tail = (kelp_step_tail){NULL, NULL};
+}
+
 kelp_status kelp_graph_forward_backward(kelp_graph *g)
 {
     return kelp_graph_train_step(g, (kelp_step_tail){NULL, NULL});

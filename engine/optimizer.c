@@ -156,18 +156,12 @@ kelp_status kelp_optimizer_config_parse(const cJSON *json, kelp_optimizer_config
 
 /* ---- segments ---- */
 
-/* Points *segs at the caller's list, or at `whole` when the list is NULL, after checking it against n. */
-static kelp_status resolve_segments(const char *what, const kelp_param_segment *segments, int n_segments, int64_t n,
-                                    kelp_param_segment *whole, const kelp_param_segment **segs, int *count)
+kelp_status kelp_param_segments_check(const char *what, const kelp_param_segment *segments, int n_segments,
+                                      int64_t n)
 {
-    if (!segments) {
-        if (n_segments != 0)
-            return kelp_set_error(KELP_ERR_INVALID_ARG, "%s: %d segments given as NULL", what, n_segments);
-        *whole = (kelp_param_segment){0, n};
-        *segs = whole;
-        *count = 1;
-        return KELP_OK;
-    }
+    if (!segments)
+        return n_segments == 0 ? KELP_OK
+                               : kelp_set_error(KELP_ERR_INVALID_ARG, "%s: %d segments given as NULL", what, n_segments);
     if (n_segments < 0)
         return kelp_set_error(KELP_ERR_INVALID_ARG, "%s: segment count %d is negative", what, n_segments);
     int64_t end = 0;
@@ -185,8 +179,17 @@ static kelp_status resolve_segments(const char *what, const kelp_param_segment *
                                   what, i, g->offset, end);
         end = g->offset + g->count;
     }
-    *segs = segments;
-    *count = n_segments;
+    return KELP_OK;
+}
+
+/* Points *segs at the caller's list, or at `whole` when the list is NULL, after checking it against n. */
+static kelp_status resolve_segments(const char *what, const kelp_param_segment *segments, int n_segments, int64_t n,
+                                    kelp_param_segment *whole, const kelp_param_segment **segs, int *count)
+{
+    KELP_TRY(kelp_param_segments_check(what, segments, n_segments, n));
+    *whole = (kelp_param_segment){0, n};
+    *segs = segments ? segments : whole;
+    *count = segments ? n_segments : 1;
     return KELP_OK;
 }
 
@@ -252,6 +255,8 @@ void kelp_optimizer_destroy(kelp_optimizer *opt)
 }
 
 const kelp_optimizer_config *kelp_optimizer_get_config(const kelp_optimizer *opt) { return &opt->config; }
+
+int64_t kelp_optimizer_param_count(const kelp_optimizer *opt) { return opt->n; }
 
 static kelp_status check_lr(const kelp_optimizer *opt, float lr)
 {

@@ -49,6 +49,11 @@ typedef struct kelp_param_segment {
     int64_t offset, count;
 } kelp_param_segment;
 
+/* Checks a segment list against a buffer of n elements: in range, increasing, not overlapping; NULL with
+ * n_segments 0 means the whole buffer. Errors start with `what`. */
+kelp_status kelp_param_segments_check(const char *what, const kelp_param_segment *segments, int n_segments,
+                                      int64_t n);
+
 typedef struct kelp_optimizer kelp_optimizer;
 
 /* An optimizer for a buffer of n parameters on `be`. Its state buffers are allocated and zeroed here, so they can
@@ -58,6 +63,7 @@ kelp_status kelp_optimizer_create(kelp_backend *be, const kelp_optimizer_config 
 void kelp_optimizer_destroy(kelp_optimizer *opt);
 
 const kelp_optimizer_config *kelp_optimizer_get_config(const kelp_optimizer *opt);
+int64_t kelp_optimizer_param_count(const kelp_optimizer *opt); /* the n it was created for */
 
 /* One step with learning rate lr on params (n) from grads (n), both backend memory. segments lists the trainable
  * ranges in increasing, non-overlapping order; NULL (with n_segments 0) means the whole buffer. */

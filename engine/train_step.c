@@ -1,6 +1,7 @@
 /* A training step queued as one unit, the optimizer included (engine/train_step.h). */
 #include "engine/train_step.h"
 
+#include <inttypes.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -20,12 +21,16 @@ kelp_status kelp_train_step_create(kelp_graph *g, kelp_optimizer *opt, const kel
 {
     if (!kelp_graph_loss_value(g))
         return kelp_set_error(KELP_ERR_INVALID_ARG, "train step: the graph has no loss");
+    int64_t n = kelp_shape_numel(&kelp_graph_params(g)->shape);
+    if (kelp_optimizer_param_count(opt) != n)
+        return kelp_set_error(KELP_ERR_INVALID_ARG,
+                              "train step: the optimizer is for %" PRId64 " parameters, the graph has %" PRId64,
+                              kelp_optimizer_param_count(opt), n);
     if (!isfinite(config->clip_norm) || config->clip_norm < 0)
         return kelp_set_error(KELP_ERR_INVALID_ARG, "train step: clip norm %g is not a finite number >= 0",
                               config->clip_norm);
-    if (config->n_segments < 0 || (!config->segments && config->n_segments))
-        return kelp_set_error(KELP_ERR_INVALID_ARG, "train step: %d segments given as %s", config->n_segments,
-                              config->segments ? "a list" : "NULL");
+    /* checked here: the gradients' sum of squares runs over them before the optimizer would look */
+    KELP_TRY(kelp_param_segments_check("train step", config->segments, config->n_segments, n));
     if ((config->loss_scale || config->clip_norm > 0) &&
         !g->be->iface->supports(g->be, KELP_OP_ELEMENTWISE, KELP_F32))
         return kelp_set_error(KELP_ERR_UNSUPPORTED, "train step: backend '%s' cannot sum the gradients' squares",
@@ -34,9 +39,9 @@ kelp_status kelp_train_step_create(kelp_graph *g, kelp_optimizer *opt, const kel
     if (!t)
         return kelp_set_error(KELP_ERR_NO_MEMORY, "train step: out of memory");
     *t = (kelp_train_step){.g = g, .opt = opt, .config = *config};
-    if (config->n_segments) {
+    if (config->segments) {
         size_t bytes = (size_t)config->n_segments * sizeof *t->segments;
-        t->segments = malloc(bytes);
+        t->segments = malloc(bytes ? bytes : 1); /* an empty list (nothing trains) stays a list */
         if (!t->segments) {
             free(t);
             return kelp_set_error(KELP_ERR_NO_MEMORY, "train step: out of memory");
@@ -57,6 +62,7 @@ void kelp_train_step_destroy(kelp_train_step *t)
 {
     if (!t)
         return;
+    kelp_graph_forget_tail(t->g, t); /* a recording reads t->ctl, and a new step may get t's address */
     if (t->ctl)
         t->g->be->iface->free(t->g->be, t->ctl);
     free(t->segments);
@@ -89,18 +95,26 @@ kelp_status kelp_train_step_run(kelp_train_step *t, float lr, float scale, kelp_
     kelp_backend *be = t->g->be;
     if (!c->loss_scale)
         scale = 1.0f;
+    float inv_scale = (float)(1.0 / (double)scale); /* as GradScaler computes it */
+    if (!(scale > 0.0f) || !isfinite(scale) || !isfinite(inv_scale))
+        return kelp_set_error(KELP_ERR_INVALID_ARG, "train step: loss scale %g has no finite inverse", (double)scale);
     KELP_TRY(kelp_graph_set_loss_scale(t->g, scale));
     kelp_step_ctl ctl;
     KELP_TRY(kelp_optimizer_step_scalars(t->opt, lr, &ctl));
-    ctl.inv_scale = (float)(1.0 / (double)scale); /* as GradScaler computes it */
+    ctl.inv_scale = inv_scale;
     ctl.max_norm = c->clip_norm;
     ctl.check_grads = c->loss_scale || c->clip_norm > 0;
     /* from pageable memory: a device backend stages the bytes before returning, ordered before the step */
     KELP_TRY(be->iface->upload(be, t->ctl, &ctl, sizeof ctl));
     KELP_TRY(kelp_graph_train_step(t->g, (kelp_step_tail){queue_update, t}));
-    KELP_TRY(be->iface->download(be, &ctl, t->ctl, sizeof ctl)); /* the one wait */
-    *out = (kelp_train_step_result){.loss = ctl.loss, .applied = !ctl.skip, .grad_norm = ctl.norm};
-    if (!ctl.skip)
+    /* The one wait. It may fail after the copy (a deferred error of the device, such as another graph's label on
+     * the same backend): an update the device applied is counted all the same, or the next steps' bias
+     * corrections would be off by one. A copy that did not happen leaves the marker, and counts nothing. */
+    ctl.skip = -1;
+    kelp_status s = be->iface->download(be, &ctl, t->ctl, sizeof ctl);
+    if (ctl.skip == 0)
         KELP_TRY(kelp_optimizer_set_step_count(t->opt, kelp_optimizer_step_count(t->opt) + 1));
+    KELP_TRY(s);
+    *out = (kelp_train_step_result){.loss = ctl.loss, .applied = !ctl.skip, .grad_norm = ctl.norm};
     return KELP_OK;
 }

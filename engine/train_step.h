@@ -6,7 +6,8 @@
  *
  * The update is skipped, leaving parameters and optimizer state as they were, when the loss is not finite, or
  * (with loss scaling or clipping, which sum the gradients' squares) when a gradient is not finite. Skipped steps do
- * not count as optimizer steps. */
+ * not count as optimizer steps. Unscaling and clipping happen inside the update: after a step the gradient buffer
+ * still holds the scaled, unclipped gradients (PyTorch's p.grad would be unscaled and clipped). */
 #ifndef KELP_ENGINE_TRAIN_STEP_H
 #define KELP_ENGINE_TRAIN_STEP_H
 
@@ -31,13 +32,15 @@ typedef struct kelp_train_step_result {
 
 typedef struct kelp_train_step kelp_train_step;
 
-/* g: a training graph with a loss; opt: an optimizer over its parameter buffer. Both must outlive the step. */
+/* g: a training graph with a loss; opt: an optimizer over its parameter buffer. Both must outlive the step, which
+ * checks the segments against the buffer here. */
 kelp_status kelp_train_step_create(kelp_graph *g, kelp_optimizer *opt, const kelp_train_step_config *config,
                                    kelp_train_step **out);
 void kelp_train_step_destroy(kelp_train_step *t);
 
 /* One step on the batch already in the graph's input and labels, with learning rate lr and, with loss_scale
- * configured, the loss scale `scale` (a power of two, GradScaler's; ignored otherwise). */
+ * configured, the loss scale `scale` (ignored otherwise). GradScaler's scales are powers of two, for which the
+ * result equals unscaling the gradients in place; another scale is allowed and rounds once more. */
 kelp_status kelp_train_step_run(kelp_train_step *t, float lr, float scale, kelp_train_step_result *out);
 
 #endif

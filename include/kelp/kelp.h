@@ -37,9 +37,9 @@ typedef struct kelp_ctx_options {
     bool nondeterministic; /* cuDNN algorithms whose results depend on scheduling are allowed (often faster) */
     bool autotune;      /* choose each convolution's algorithms by timing them once (cudnn.benchmark), not by
                          * cuDNN's heuristics */
-    bool cuda_graphs;   /* inference forwards and training steps (kelp_graph_forward_backward) after the first two at
-                         * a batch size replay a recorded CUDA graph (one launch instead of one per kernel); on in
-                         * kelp_ctx_defaults, off when zero */
+    bool cuda_graphs;   /* inference forwards and training steps (kelp_graph_forward_backward, and kelp train's steps
+                         * with their update) after the first two at a batch size replay a recorded CUDA graph (one
+                         * launch instead of one per kernel); on in kelp_ctx_defaults, off when zero */
 } kelp_ctx_options;
 
 kelp_ctx_options kelp_ctx_defaults(void);

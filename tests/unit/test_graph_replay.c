@@ -278,7 +278,8 @@ static void test_freezing_drops_the_recorded_step(void **state)
 /* kelp_train_step's update is part of the recorded step: on this CPU a replay runs nothing, so parameters that
  * stay put through a replayed step show that the update was recorded with it (an update queued after the replay
  * would move them). A step without the update (kelp_graph_forward_backward) is another recording: it warms up and
- * records again, and so does the train step after it. */
+ * records again, and so does the train step after it. Destroying the train step drops the recording that reads
+ * its scalars. */
 static void test_the_update_is_recorded_with_the_step(void **state)
 {
     (void)state;
@@ -309,6 +310,8 @@ static void test_the_update_is_recorded_with_the_step(void **state)
     TEST_OK(kelp_train_step_run(t, 0.5f, 1.0f, &r));
     expect_calls(3, 3, 4, 2);
     kelp_train_step_destroy(t);
+    expect_calls(3, 3, 4, 3);
+    assert_null(g->replay);
     kelp_optimizer_destroy(opt);
     kelp_graph_destroy(g);
 }
