@@ -157,7 +157,8 @@ typedef struct kelp_backend_iface {
     kelp_status (*upsample_forward)(kelp_backend *be, const kelp_upsample_desc *d, const void *x, void *y);
     kelp_status (*upsample_backward)(kelp_backend *be, const kelp_upsample_desc *d, const void *dy, void *dx);
 
-    kelp_status (*dropout_forward)(kelp_backend *be, kelp_dtype dt, int64_t n, float p, uint64_t seed,
+    /* seed: by value, its step counter (if any) in backend memory, read when the op runs */
+    kelp_status (*dropout_forward)(kelp_backend *be, kelp_dtype dt, int64_t n, float p, kelp_rng_seed seed,
                                    uint64_t offset, const void *x, void *y, uint8_t *mask);
     kelp_status (*dropout_backward)(kelp_backend *be, kelp_dtype dt, int64_t n, float p, const uint8_t *mask,
                                     const void *dy, void *dx);

@@ -15,6 +15,7 @@
 #include "kernels/ops/batchnorm.h"
 #include "kernels/ops/half.h"
 #include "kernels/ops/optim.h"
+#include "kernels/ops/rng.h"
 
 typedef struct cpu_impl {
     int threads;
@@ -413,7 +414,7 @@ static kelp_status cpu_upsample_backward(kelp_backend *be, const kelp_upsample_d
     return kelp_lowp_end(&s);
 }
 
-static kelp_status cpu_dropout_forward(kelp_backend *be, kelp_dtype dt, int64_t n, float p, uint64_t seed,
+static kelp_status cpu_dropout_forward(kelp_backend *be, kelp_dtype dt, int64_t n, float p, kelp_rng_seed seed,
                                        uint64_t offset, const void *x, void *y, uint8_t *mask)
 {
     kelp_lowp_scope s;
@@ -421,7 +422,7 @@ static kelp_status cpu_dropout_forward(kelp_backend *be, kelp_dtype dt, int64_t 
     const float *fx = kelp_lowp_in(&s, x, n);
     float *fy = kelp_lowp_out(&s, y, n, false);
     if (kelp_lowp_ok(&s))
-        kelp_cpu_dropout_forward(threads_of(be), n, p, seed, offset, fx, fy, mask);
+        kelp_cpu_dropout_forward(threads_of(be), n, p, kelp_rng_seed_value(&seed), offset, fx, fy, mask);
     return kelp_lowp_end(&s);
 }
 

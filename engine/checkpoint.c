@@ -217,8 +217,9 @@ kelp_status kelp_checkpoint_load(const char *path, kelp_graph *g, kelp_optimizer
     }
     if (s == KELP_OK && opt)
         s = kelp_optimizer_set_step_count(opt, st.optimizer_steps);
+    if (s == KELP_OK)
+        s = kelp_graph_set_step(g, st.graph_step);
     if (s == KELP_OK) {
-        kelp_graph_set_step(g, st.graph_step);
         if (state)
             *state = st;
         if (config_json)

@@ -540,6 +540,8 @@ void kelp_graph_destroy(kelp_graph *g)
         be->iface->free(be, g->arena);
     if (g->loss_seed)
         be->iface->free(be, g->loss_seed);
+    if (g->step_counter)
+        be->iface->free(be, g->step_counter);
     if (g->workspace)
         be->iface->free(be, g->workspace);
     free(g->values);

@@ -87,6 +87,8 @@ struct kelp_graph {
     int batch;                   /* current run-time batch */
     bool training;
     uint64_t step;               /* forward passes in training mode: seeds dropout */
+    int64_t *step_counter;       /* training graphs: `step` in backend memory, which dropout reads and a training
+                                    forward advances on the backend, so that a recorded step draws anew each replay */
     float loss_scale;            /* the loss gradient's seed in backward: 1 unless mixed precision scales it */
     float *loss_seed;            /* backend scalar that is the loss's gradient: written only when the scale changes,
                                     so that a recorded training step reads it instead of carrying an upload */
@@ -155,7 +157,7 @@ kelp_status kelp_graph_write_safetensors(kelp_graph *g, const char *path, const 
                                         size_t n_extra, const struct kelp_st_meta *meta, size_t n_meta);
 
 uint64_t kelp_graph_step(const kelp_graph *g);
-void kelp_graph_set_step(kelp_graph *g, uint64_t step);
+kelp_status kelp_graph_set_step(kelp_graph *g, uint64_t step);
 const cJSON *kelp_graph_model(const kelp_graph *g);
 
 #endif

@@ -107,6 +107,11 @@ kelp_status kelp_graph_plan_memory(kelp_graph *g)
         s = g->be->iface->alloc(g->be, sizeof(float), (void **)&g->loss_seed);
         g->loss_seed_written = 0;
     }
+    if (s == KELP_OK && g->options.training) {
+        s = g->be->iface->alloc(g->be, sizeof *g->step_counter, (void **)&g->step_counter);
+        if (s == KELP_OK)
+            s = kelp_graph_set_step(g, g->step);
+    }
     if (s == KELP_OK) {
         char *base = g->arena;
         for (int v = 0; v < g->n_values; v++) {

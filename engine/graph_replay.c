@@ -11,13 +11,13 @@
  * scale and shift, the low-precision copy of the weights) is recomputed inside it.
  *
  * The first run at a batch size is plain (whatever the backend allocates or measures once happens outside a
- * capture); the second is recorded, then replayed; later ones only replay. What a recording cannot hold keeps a
- * graph plain: a profiled graph (it times each node), a training step with dropout (its mask is drawn from a seed
- * passed by value, which would replay one mask forever); the loss scale reaches a recorded step through the loss
- * seed, written only when it changes, outside the recording, and the optimizer's learning rate and step through
- * its scalars in backend memory (kelp_step_ctl), written before each step. A capture that fails (an allocation, a wait or a
- * host copy inside it) turns replay off for the graph, which then runs plainly: a replay is an optimization,
- * never a requirement. */
+ * capture); the second is recorded, then replayed; later ones only replay. A profiled graph (it times each node)
+ * stays plain. What changes from step to step reaches a recording through backend memory: the loss scale through
+ * the loss seed, written only when it changes, outside the recording; the optimizer's learning rate and step
+ * through its scalars (kelp_step_ctl), written before each step; dropout's step through the graph's step counter,
+ * which the recorded forward advances itself. A capture that fails (an allocation, a wait or a host copy inside
+ * it) turns replay off for the graph, which then runs plainly: a replay is an optimization, never a
+ * requirement. */
 #include <stdio.h>
 
 #include "engine/graph_internal.h"
@@ -58,7 +58,7 @@ static kelp_status record(kelp_graph *g, replay_unit unit)
     void *recorded = NULL;
     kelp_status ended = be->iface->capture_end(be, s == KELP_OK ? &recorded : NULL);
     if (s != KELP_OK || ended != KELP_OK || !recorded) {
-        g->step = step;
+        KELP_TRY(kelp_graph_set_step(g, step)); /* the host's count, and the device's if the backend ran anything */
         return turn_off(g, unit);
     }
     g->replay = recorded;
@@ -66,7 +66,7 @@ static kelp_status record(kelp_graph *g, replay_unit unit)
     g->replay_tail = g->tail;
     if (be->iface->replay(be, recorded) == KELP_OK)
         return KELP_OK;
-    g->step = step;
+    KELP_TRY(kelp_graph_set_step(g, step));
     return turn_off(g, unit);
 }
 
@@ -110,12 +110,7 @@ static kelp_status step_nodes(kelp_graph *g)
 
 static bool step_replayable(const kelp_graph *g)
 {
-    if (g->profile || g->replay_off || !g->be->iface->capture_begin)
-        return false;
-    for (int i = 0; i < g->n_nodes; i++)
-        if (g->nodes[i].type->random_per_step)
-            return false;
-    return true;
+    return !g->profile && !g->replay_off && g->be->iface->capture_begin;
 }
 
 kelp_status kelp_graph_train_step(kelp_graph *g, kelp_step_tail tail)

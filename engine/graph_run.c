@@ -5,13 +5,7 @@
 #include <time.h>
 
 #include "engine/graph_internal.h"
-
-static uint64_t mix64(uint64_t z)
-{
-    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
-    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
-    return z ^ (z >> 31);
-}
+#include "kernels/ops/rng.h"
 
 kelp_status kelp_graph_set_batch(kelp_graph *g, int batch)
 {
@@ -100,7 +94,8 @@ void kelp_graph_fill_io(kelp_graph *g, int index, kelp_layer_io *io, bool backwa
     io->state = node->state;
     io->workspace = g->workspace;
     io->training = g->training;
-    io->seed = mix64(kelp_ctx_seed(g->ctx) ^ mix64(g->step + 0x9E3779B97F4A7C15ull * (uint64_t)(index + 1)));
+    /* read on the backend when the node runs (kelp_rng_seed_value) */
+    io->seed = (kelp_rng_seed){kelp_ctx_seed(g->ctx), 0x9E3779B97F4A7C15ull * (uint64_t)(index + 1), g->step_counter};
 }
 
 static kelp_status node_failed(const kelp_node *node, kelp_status s, const char *pass)
@@ -186,8 +181,10 @@ kelp_status kelp_graph_forward_nodes(kelp_graph *g)
         kelp_node_timing *t = g->profile ? &g->profile[i] : NULL;
         KELP_TRY(t ? run_timed(g, i, forward_node, &t->forward_seconds, &t->forward_calls) : forward_node(g, i));
     }
-    if (g->training)
+    if (g->training) {
+        KELP_TRY(g->be->iface->counter_add(g->be, g->step_counter, 1)); /* recorded with the step */
         g->step++;
+    }
     return KELP_OK;
 }
 
@@ -230,10 +227,6 @@ kelp_status kelp_graph_backward(kelp_graph *g)
             KELP_TRY(be->iface->memset(be, val->grad.data, 0, kelp_tensor_bytes(&val->grad)));
     }
     KELP_TRY(kelp_graph_write_loss_seed(g));
-    /* The step counter already advanced in forward; backward must see the same dropout stream. */
-    uint64_t forward_step = g->step;
-    if (g->training && g->step > 0)
-        g->step--;
     kelp_status s = KELP_OK;
     for (int i = g->n_nodes - 1; i >= 0 && s == KELP_OK; i--) {
         if (!g->nodes[i].needs_backward)
@@ -241,7 +234,6 @@ kelp_status kelp_graph_backward(kelp_graph *g)
         kelp_node_timing *t = g->profile ? &g->profile[i] : NULL;
         s = t ? run_timed(g, i, backward_node, &t->backward_seconds, &t->backward_calls) : backward_node(g, i);
     }
-    g->step = forward_step;
     return s == KELP_OK ? fold_grads_lp(g) : s;
 }
 
@@ -370,7 +362,14 @@ void kelp_graph_memory_usage(const kelp_graph *g, kelp_graph_memory *out)
 }
 
 uint64_t kelp_graph_step(const kelp_graph *g) { return g->step; }
-void kelp_graph_set_step(kelp_graph *g, uint64_t step) { g->step = step; }
+kelp_status kelp_graph_set_step(kelp_graph *g, uint64_t step)
+{
+    g->step = step;
+    if (!g->step_counter)
+        return KELP_OK;
+    int64_t value = (int64_t)step;
+    return g->be->iface->upload(g->be, g->step_counter, &value, sizeof value);
+}
 const cJSON *kelp_graph_model(const kelp_graph *g) { return g->model; }
 
 int kelp_graph_node_count(const kelp_graph *g) { return g->n_nodes; }
@@ -460,7 +459,7 @@ kelp_status kelp_graph_fill_random(kelp_graph *g, uint64_t seed)
         if (!host)
             return kelp_set_error(KELP_ERR_NO_MEMORY, "graph: out of memory for random input");
         for (size_t j = 0; j < n; j++)
-            host[j] = (float)((double)(mix64(state += 0x9E3779B97F4A7C15ull) >> 11) * 0x1.0p-52 - 1.0);
+            host[j] = (float)((double)(kelp_mix64(state += 0x9E3779B97F4A7C15ull) >> 11) * 0x1.0p-52 - 1.0);
         kelp_status s = kelp_tensor_upload_floats(x, host, (int64_t)n);
         free(host);
         KELP_TRY(s);
@@ -475,7 +474,7 @@ kelp_status kelp_graph_fill_random(kelp_graph *g, uint64_t seed)
     if (!host)
         return kelp_set_error(KELP_ERR_NO_MEMORY, "graph: out of memory for random labels");
     for (size_t j = 0; j < n; j++)
-        host[j] = (int32_t)(mix64(state += 0x9E3779B97F4A7C15ull) % classes);
+        host[j] = (int32_t)(kelp_mix64(state += 0x9E3779B97F4A7C15ull) % classes);
     kelp_status s = kelp_tensor_upload(label, host, n * sizeof *host);
     free(host);
     return s;

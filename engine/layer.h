@@ -57,7 +57,9 @@ typedef struct kelp_layer_io {
     void *state;                           /* state_size bytes, kept from forward to backward */
     void *workspace;                       /* workspace_size bytes, shared by all nodes */
     bool training;                         /* batch statistics, dropout */
-    uint64_t seed;                         /* random stream of this node for this step (dropout) */
+    kelp_rng_seed seed;                    /* random stream of this node; in a graph, its step counter lives in
+                                              backend memory and advances after each training forward, so only a
+                                              forward may draw (dropout) */
 } kelp_layer_io;
 
 typedef struct kelp_layer_type {
@@ -89,9 +91,6 @@ typedef struct kelp_layer_type {
     int64_t (*flops)(const void *attrs, const kelp_shape *in, int n_in, const kelp_shape *out);
 
     bool is_loss;                /* takes (logits, labels) and produces a scalar */
-    /* Its training forward draws from io->seed, which changes every step (dropout): a recorded step would replay
-     * one draw forever, so graphs with such a layer never replay a training step. */
-    bool random_per_step;
 } kelp_layer_type;
 
 /* Parameter p as a matrix product reads it (in the activations' storage type) and where the product adds its

@@ -88,6 +88,14 @@ typedef struct kelp_prep_desc {
     kelp_dtype dtype; /* of the output */
 } kelp_prep_desc;
 
+/* A random stream (dropout's). With `step` NULL the stream's seed is `seed`; with `step`, a training graph's step
+ * counter in backend memory, it is derived where it is used from seed, stream and *step (kelp_rng_seed_value,
+ * kernels/ops/rng.h), so that a training step recorded once (CUDA graphs) draws each replay's own numbers. */
+typedef struct kelp_rng_seed {
+    uint64_t seed, stream;
+    const int64_t *step;
+} kelp_rng_seed;
+
 /* The constant hyperparameters; what changes from step to step is in kelp_step_ctl. */
 typedef struct kelp_sgd_params {
     float momentum, dampening, weight_decay;

@@ -64,7 +64,6 @@ static const char *const fields[] = {"p", NULL};
 
 const kelp_layer_type kelp_layer_dropout = {
     .name = "dropout",
-    .random_per_step = true,
     .min_inputs = 1,
     .max_inputs = 1,
     .fields = fields,

@@ -109,8 +109,8 @@ kelp_status kelp_graph_backward(kelp_graph *g);
 kelp_status kelp_graph_zero_grad(kelp_graph *g);
 /* One training step's gradients: zero_grad, forward and backward of a graph with a loss, in training mode. On a
  * backend that records its work (CUDA graphs) the three are recorded once per batch size and replayed with one
- * call (engine/graph_replay.c); a graph with dropout, a profiled graph, or one whose recording failed runs them
- * one after the other, with the same results. */
+ * call (engine/graph_replay.c); a profiled graph, or one whose recording failed, runs them one after the other,
+ * with the same results. */
 kelp_status kelp_graph_forward_backward(kelp_graph *g);
 /* Backward seeds the loss gradient with `scale` (default 1): dynamic loss scaling (engine/loss_scale.h). */
 kelp_status kelp_graph_set_loss_scale(kelp_graph *g, float scale);

@@ -451,12 +451,14 @@ kelp_status cuda_nchw_to_nhwc_accumulate(kelp_backend *be, kelp_dtype dt, int n,
 }
 
 /* ---- dropout: the CPU's Philox stream, one block of 4 draws per thread ----
- * The mask comes from kernels/ops/dropout.h as on the CPU, so it is the CPU's whatever the storage type. */
+ * The mask comes from kernels/ops/dropout.h as on the CPU, so it is the CPU's whatever the storage type. The seed
+ * is derived in the kernel, from the step counter in device memory when there is one (a replayed step). */
 
 template <typename T>
 __global__ void dropout_forward_kernel(int64_t blocks, uint64_t first, uint64_t offset, uint64_t end, float p,
-                                       float scale, uint64_t seed, const T *x, T *y, uint8_t *mask)
+                                       float scale, kelp_rng_seed rng, const T *x, T *y, uint8_t *mask)
 {
+    const uint64_t seed = kelp_rng_seed_value(&rng);
     GRID_STRIDE(b, blocks)
     {
         int64_t lo, hi;
@@ -476,8 +478,8 @@ __global__ void dropout_backward_kernel(int64_t n, float scale, const uint8_t *m
     }
 }
 
-kelp_status cuda_dropout_forward(kelp_backend *be, kelp_dtype dt, int64_t n, float p, uint64_t seed, uint64_t offset,
-                                 const void *x, void *y, uint8_t *mask)
+kelp_status cuda_dropout_forward(kelp_backend *be, kelp_dtype dt, int64_t n, float p, kelp_rng_seed seed,
+                                 uint64_t offset, const void *x, void *y, uint8_t *mask)
 {
     cuda_impl *c;
     KELP_TRY(cuda_enter(be, &c));

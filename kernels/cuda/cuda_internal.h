@@ -142,8 +142,8 @@ kelp_status cuda_copy_rows(kelp_backend *be, kelp_dtype dt, int64_t rows, int co
 kelp_status cuda_nhwc_to_nchw(kelp_backend *be, kelp_dtype dt, int n, int h, int w, int c, const void *x, void *y);
 kelp_status cuda_nchw_to_nhwc_accumulate(kelp_backend *be, kelp_dtype dt, int n, int h, int w, int c, const void *x,
                                          void *y);
-kelp_status cuda_dropout_forward(kelp_backend *be, kelp_dtype dt, int64_t n, float p, uint64_t seed, uint64_t offset,
-                                 const void *x, void *y, uint8_t *mask);
+kelp_status cuda_dropout_forward(kelp_backend *be, kelp_dtype dt, int64_t n, float p, kelp_rng_seed seed,
+                                 uint64_t offset, const void *x, void *y, uint8_t *mask);
 kelp_status cuda_dropout_backward(kelp_backend *be, kelp_dtype dt, int64_t n, float p, const uint8_t *mask,
                                   const void *dy, void *dx);
 

@@ -5,7 +5,22 @@
 
 #include <stdint.h>
 
+#include "kernels/descs.h"
 #include "kernels/ops/hd.h"
+
+/* SplitMix64's finalizer: a bijection that spreads every input bit over the output. */
+KELP_HD uint64_t kelp_mix64(uint64_t z)
+{
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+    return z ^ (z >> 31);
+}
+
+/* The seed a kelp_rng_seed stands for now (kernels/descs.h). */
+KELP_HD uint64_t kelp_rng_seed_value(const kelp_rng_seed *s)
+{
+    return s->step ? kelp_mix64(s->seed ^ kelp_mix64((uint64_t)*s->step + s->stream)) : s->seed;
+}
 
 typedef struct kelp_philox_out {
     uint32_t v[4];

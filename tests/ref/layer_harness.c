@@ -91,7 +91,7 @@ kelp_status test_layer_try_setup(test_layer *t, const char *type, const char *fi
     io->state = t->state;
     io->workspace = t->workspace;
     io->training = training;
-    io->seed = seed ^ 0x5EEDull;
+    io->seed = (kelp_rng_seed){.seed = seed ^ 0x5EEDull}; /* no step counter: the seed as it is */
     /* r: the fixed projection behind L = sum(out * r) */
     test_fill_uniform(t->dout.data, (size_t)numel(&t->dout), seed * 7 + 3, -1.0f, 1.0f);
     if (t->type->is_loss)

@@ -424,8 +424,9 @@ static void test_dropout(void **state)
     const float p = 0.3f;
     pair x = pair_random(dt, BIG, 1, -2.0f, 2.0f), y = pair_random(dt, BIG, 2, -1.0f, 1.0f);
     uint8_t *mask_f = mem(BIG), *mask_l = mem(BIG);
-    TEST_OK(be->iface->dropout_forward(be, KELP_F32, BIG, p, 42, 7, x.f, y.f, mask_f));
-    TEST_OK(be->iface->dropout_forward(be, dt, BIG, p, 42, 7, x.l, y.l, mask_l));
+    const kelp_rng_seed seed = {.seed = 42};
+    TEST_OK(be->iface->dropout_forward(be, KELP_F32, BIG, p, seed, 7, x.f, y.f, mask_f));
+    TEST_OK(be->iface->dropout_forward(be, dt, BIG, p, seed, 7, x.l, y.l, mask_l));
     pair_check(&y, "dropout_forward");
     assert_memory_equal(mask_l, mask_f, BIG);
     pair dy = pair_random(dt, BIG, 3, -1.0f, 1.0f), dx = pair_random(dt, BIG, 4, -1.0f, 1.0f);

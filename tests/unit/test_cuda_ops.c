@@ -656,7 +656,11 @@ static void test_dropout(void **state)
 {
     (void)state;
     const int64_t n = 10001;
-    const uint64_t seed = 0x1234567890abcdefull, offset = 6; /* an offset inside a Philox block */
+    const uint64_t offset = 6; /* an offset inside a Philox block */
+    /* the seed derived on each backend from a step counter in its memory, as a training graph's dropout does */
+    const int64_t step = 9;
+    int64_t *g_step = dev_from_bytes(&step, sizeof step);
+    const kelp_rng_seed seed = {0x1234567890abcdefull, 77, &step}, g_seed = {seed.seed, seed.stream, g_step};
     float *x = host_random(n, 310, -1, 1), *y = host_nan(n), *dy = host_random(n, 311, -1, 1);
     float *dx = host_random(n, 312, -1, 1);
     uint8_t *mask = malloc(n);
@@ -665,13 +669,13 @@ static void test_dropout(void **state)
     float *g_x = dev_from(x, n), *g_y = dev_nan(n), *g_dy = dev_from(dy, n), *g_dx = dev_from(dx, n);
     uint8_t *g_mask = dev_from_bytes(mask, n);
     TEST_OK(cpu()->iface->dropout_forward(cpu(), KELP_F32, n, 0.3f, seed, offset, x, y, mask));
-    TEST_OK(gpu->iface->dropout_forward(gpu, KELP_F32, n, 0.3f, seed, offset, g_x, g_y, g_mask));
+    TEST_OK(gpu->iface->dropout_forward(gpu, KELP_F32, n, 0.3f, g_seed, offset, g_x, g_y, g_mask));
     expect_equal_bytes(g_mask, mask, n, "dropout mask");
     expect_close(g_y, y, n, RTOL, ATOL, "dropout forward");
     TEST_OK(cpu()->iface->dropout_backward(cpu(), KELP_F32, n, 0.3f, mask, dy, dx));
     TEST_OK(gpu->iface->dropout_backward(gpu, KELP_F32, n, 0.3f, g_mask, g_dy, g_dx));
     expect_close(g_dx, dx, n, RTOL, ATOL, "dropout backward");
-    dev_free(g_x), dev_free(g_y), dev_free(g_dy), dev_free(g_dx), dev_free(g_mask);
+    dev_free(g_x), dev_free(g_y), dev_free(g_dy), dev_free(g_dx), dev_free(g_mask), dev_free(g_step);
     free(x), free(y), free(dy), free(dx), free(mask);
 }
 
@@ -1325,7 +1329,8 @@ static void test_lowp_spatial(void **state)
         check_upsample_lp(lt, ud, 870, "bilinear 5->7, 7->3");
 
         const int64_t nd = 10001;
-        const uint64_t seed = 0x1234567890abcdefull, offset = 6;
+        const kelp_rng_seed seed = {.seed = 0x1234567890abcdefull};
+        const uint64_t offset = 6;
         lp_buf dx_in = lp_random(dt, nd, 880, -1, 1), d_y = lp_nan(dt, nd), d_dy = lp_random(dt, nd, 881, -1, 1);
         lp_buf d_dx = lp_random(dt, nd, 882, -1, 1);
         uint8_t *mask = malloc(nd);
@@ -1485,11 +1490,12 @@ static void test_graph_forwards_replayed(void **state)
     check_graph_forwards(false);
 }
 
-/* Training steps of small_resnet with its loss on the GPU against the CPU (kelp_train_step: forward, backward, the
- * finite check, clipping and the SGD update), each on a new batch and loss scale: from the second step at a batch
- * size on, the whole step is a replayed CUDA graph, and its loss, gradients, gradient norm, updated parameters and
- * batch-norm statistics must still be the CPU's (stale addresses, a loss seed or learning rate uploaded inside the
- * recording, or a missed low-precision weight refresh would show). Then a bad label in a replayed step fails the
+/* Training steps of small_resnet (and of a model with dropout) with its loss on the GPU against the CPU
+ * (kelp_train_step: forward, backward, the finite check, clipping and the SGD update), each on a new batch and loss
+ * scale: from the second step at a batch size on, the whole step is a replayed CUDA graph, and its loss, gradients,
+ * gradient norm, updated parameters and batch-norm statistics must still be the CPU's (stale addresses, a loss seed,
+ * learning rate or dropout step uploaded inside the recording, or a missed low-precision weight refresh would
+ * show). Then a bad label in a replayed step fails the
  * step, leaves the parameters as they were, and the step after it is fine. In F32 and in BF16 (against the CPU's
  * BF16). */
 /* ||got - want|| / ||want|| */
@@ -1505,11 +1511,9 @@ static double relative_error(const float *got, const float *want, size_t n)
 
 /* loss_rtol for the loss, grad_rtol for the whole gradient vector's relative error (element by element would fail
  * on the gradients that cancel to nearly zero: a bias before batch norm) */
-static void check_training_steps(kelp_dtype precision, double loss_rtol, double grad_rtol)
+static void check_training_steps(const char *json, const char *name, kelp_dtype precision, double loss_rtol,
+                                 double grad_rtol)
 {
-    char *json = NULL;
-    kelp_zoo_options zoo = {0};
-    TEST_OK(kelp_model_zoo_json("small_resnet", &zoo, &json));
     kelp_ctx_options o = kelp_ctx_defaults();
     o.seed = 11;
     o.threads = 2;
@@ -1551,7 +1555,7 @@ static void check_training_steps(kelp_dtype precision, double loss_rtol, double 
             TEST_OK(kelp_tensor_download(kelp_graph_params(g[d]), params[d], n_params * sizeof(float)));
         }
         char what[96];
-        snprintf(what, sizeof what, "small_resnet %s step %d", kelp_precision_name(precision), r);
+        snprintf(what, sizeof what, "%s %s step %d", name, kelp_precision_name(precision), r);
         test_assert_close_f(&res[1].loss, &res[0].loss, 1, loss_rtol, 0, what);
         assert_true(res[0].applied && res[1].applied);
         if (!(fabs(res[1].grad_norm - res[0].grad_norm) <= grad_rtol * res[0].grad_norm))
@@ -1608,14 +1612,27 @@ static void check_training_steps(kelp_dtype precision, double loss_rtol, double 
         kelp_graph_destroy(g[d]);
         kelp_ctx_destroy(ctx[d]);
     }
-    kelp_free(json);
 }
+
+/* A model with dropout: its mask is drawn from the step counter in device memory, so each replay draws that step's
+ * mask, the CPU's (the same Philox stream). */
+static const char *const dropout_model =
+    "{\"format\":\"kelp-model\",\"version\":1,\"inputs\":[{\"name\":\"image\",\"shape\":[8,8,3]}],\"nodes\":["
+    "{\"name\":\"conv\",\"type\":\"conv2d\",\"out_channels\":8,\"kernel_size\":3,\"padding\":1},"
+    "{\"name\":\"relu\",\"type\":\"relu\"},{\"name\":\"drop\",\"type\":\"dropout\",\"p\":0.3},"
+    "{\"name\":\"pool\",\"type\":\"global_avg_pool\"},{\"name\":\"fc\",\"type\":\"linear\",\"out_features\":10}],"
+    "\"loss\":{\"type\":\"softmax_cross_entropy\"}}";
 
 static void test_training_steps_replayed(void **state)
 {
     (void)state;
-    check_training_steps(KELP_F32, 1e-4, 1e-3);
-    check_training_steps(KELP_BF16, 2e-2, 5e-2);
+    char *json = NULL;
+    kelp_zoo_options zoo = {0};
+    TEST_OK(kelp_model_zoo_json("small_resnet", &zoo, &json));
+    check_training_steps(json, "small_resnet", KELP_F32, 1e-4, 1e-3);
+    check_training_steps(json, "small_resnet", KELP_BF16, 2e-2, 5e-2);
+    kelp_free(json);
+    check_training_steps(dropout_model, "dropout", KELP_F32, 1e-4, 1e-3);
 }
 
 /* ---- creation and the context ---- */

@@ -61,7 +61,7 @@ static void test_mask_follows_the_rng_rule(void **state)
     test_layer_forward(&t);
     const uint8_t *mask = t.state;
     for (int64_t i = 0; i < BIG; i++)
-        if (mask[i] != (kelp_rng_uniform(t.io.seed, (uint64_t)i) >= 0.3f))
+        if (mask[i] != (kelp_rng_uniform(t.io.seed.seed, (uint64_t)i) >= 0.3f))
             fail_msg("mask[%lld] = %d disagrees with kelp_rng_uniform(seed, i) >= p", (long long)i, mask[i]);
     test_layer_teardown(&t);
 }
@@ -77,7 +77,7 @@ static void test_same_seed_same_mask(void **state)
     memset(t.state, 7, BIG);
     test_layer_forward(&t);
     assert_memory_equal(first, t.state, BIG);
-    t.io.seed += 1;
+    t.io.seed.seed += 1;
     test_layer_forward(&t);
     int64_t differ = 0;
     for (int64_t i = 0; i < BIG; i++)

@@ -195,7 +195,7 @@ static void test_malformed_documents(void **state)
 /* The loss as a function of everything, with the dropout stream pinned so repeated forwards agree. */
 static double graph_loss(kelp_graph *g)
 {
-    kelp_graph_set_step(g, 5);
+    TEST_OK(kelp_graph_set_step(g, 5));
     TEST_OK(kelp_graph_forward(g));
     float loss;
     TEST_OK(kelp_graph_loss(g, &loss));

@@ -316,21 +316,13 @@ static void test_the_update_is_recorded_with_the_step(void **state)
     kelp_graph_destroy(g);
 }
 
-/* Dropout draws from a seed passed by value each step, and a profile times each node: such steps run plainly. A
- * step needs a graph with a loss in training mode. */
+/* A profile times each node: profiled steps run plainly. A step needs a graph with a loss in training mode. */
 static void test_steps_that_never_capture(void **state)
 {
     (void)state;
-    kelp_graph *dropout = test_build(
-        "{\"format\":\"kelp-model\",\"version\":1,\"inputs\":[{\"name\":\"x\",\"shape\":[5]}],\"nodes\":["
-        "{\"name\":\"fc\",\"type\":\"linear\",\"out_features\":4},{\"name\":\"drop\",\"type\":\"dropout\",\"p\":0.5}],"
-        "\"loss\":{\"type\":\"softmax_cross_entropy\"}}",
-        4, true, true, false);
     kelp_graph *profiled = test_build(train_model, 4, true, true, false);
     TEST_OK(kelp_graph_set_profiling(profiled, true));
     for (int i = 0; i < 3; i++) {
-        test_fill_graph_inputs(dropout, 4, (uint64_t)i);
-        TEST_OK(kelp_graph_forward_backward(dropout));
         test_fill_graph_inputs(profiled, 3, (uint64_t)i);
         TEST_OK(kelp_graph_forward_backward(profiled));
     }
@@ -339,9 +331,71 @@ static void test_steps_that_never_capture(void **state)
     TEST_FAILS_WITH(kelp_graph_forward_backward(profiled), KELP_ERR_INVALID_ARG, "training mode");
     kelp_graph *inference = test_build(model, 4, false, false, false);
     TEST_FAILS_WITH(kelp_graph_forward_backward(inference), KELP_ERR_INVALID_ARG, "with a loss");
-    kelp_graph_destroy(dropout);
     kelp_graph_destroy(profiled);
     kelp_graph_destroy(inference);
+}
+
+static const char *const dropout_model =
+    "{\"format\":\"kelp-model\",\"version\":1,\"inputs\":[{\"name\":\"x\",\"shape\":[64]}],\"nodes\":["
+    "{\"name\":\"drop\",\"type\":\"dropout\",\"p\":0.5},{\"name\":\"fc\",\"type\":\"linear\",\"out_features\":4}],"
+    "\"loss\":{\"type\":\"softmax_cross_entropy\"}}";
+
+/* The dropout node's mask of the last training forward (its state). */
+static void dropped(kelp_graph *g, uint8_t *mask)
+{
+    TEST_OK(g->be->iface->download(g->be, mask, g->nodes[0].state, 4 * 64));
+}
+
+/* Dropout reads its step from the graph's counter in backend memory, which each training forward advances on the
+ * backend: so a graph with dropout records its step like any other (a replay draws that step's mask), the counter
+ * follows the host's step through plain, recorded and replayed steps, a failed capture puts both back, and setting
+ * the step (a resumed run) brings back that step's mask. */
+static void test_dropout_steps_record_and_draw_from_the_counter(void **state)
+{
+    (void)state;
+    kelp_backend *be = kelp_ctx_backend(test_ctx());
+    be->iface = plain_iface;
+    kelp_graph *plain = test_build(dropout_model, 4, true, true, false);
+    uint8_t masks[3][4 * 64];
+    for (int i = 0; i < 3; i++) {
+        test_fill_graph_inputs(plain, 4, 7);
+        TEST_OK(kelp_graph_forward_backward(plain));
+        dropped(plain, masks[i]);
+    }
+    assert_memory_not_equal(masks[0], masks[1], sizeof masks[0]);
+    int64_t counter;
+    TEST_OK(be->iface->download(be, &counter, plain->step_counter, sizeof counter));
+    assert_int_equal(counter, 3);
+    TEST_OK(kelp_graph_set_step(plain, 1)); /* a resumed run: step 1's mask again */
+    test_fill_graph_inputs(plain, 4, 7);
+    TEST_OK(kelp_graph_forward_backward(plain));
+    uint8_t again[4 * 64];
+    dropped(plain, again);
+    assert_memory_equal(again, masks[1], sizeof again);
+    kelp_graph_destroy(plain);
+
+    be->iface = &with_capture;
+    kelp_graph *g = test_build(dropout_model, 4, true, true, false);
+    for (int i = 0; i < 2; i++) { /* plain, then recorded (which runs here) */
+        test_fill_graph_inputs(g, 4, 7);
+        TEST_OK(kelp_graph_forward_backward(g));
+        dropped(g, again);
+        assert_memory_equal(again, masks[i], sizeof again);
+    }
+    expect_calls(1, 1, 1, 0);
+    assert_int_equal(kelp_graph_step(g), 2);
+    kelp_graph_destroy(g);
+
+    calls.fail_end = true; /* the capture fails after running (here) the step: host and counter go back */
+    g = test_build(dropout_model, 4, true, true, false);
+    for (int i = 0; i < 3; i++) {
+        test_fill_graph_inputs(g, 4, 7);
+        TEST_OK(kelp_graph_forward_backward(g));
+        dropped(g, again);
+        assert_memory_equal(again, masks[i], sizeof again);
+    }
+    assert_int_equal(kelp_graph_step(g), 3);
+    kelp_graph_destroy(g);
 }
 
 int main(void)
@@ -355,6 +409,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_freezing_drops_the_recorded_step, setup, teardown),
         cmocka_unit_test_setup_teardown(test_the_update_is_recorded_with_the_step, setup, teardown),
         cmocka_unit_test_setup_teardown(test_steps_that_never_capture, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_dropout_steps_record_and_draw_from_the_counter, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
