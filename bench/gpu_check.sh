@@ -13,7 +13,8 @@
 #              against PyTorch eager (channels_last; strict fp32, TF32 and bf16 autocast) in the same run, and
 #              torch.compile too with GPU_COMPILE=1 (its compilation takes minutes)
 # Output: the log on stdout and in $OUT/gpu_check.log (or ./gpu_check.log); every benchmark run's JSON, keyed by
-# run, in $OUT/gpu_bench.json (one file: the device tool returns at most eight).
+# run, in $OUT/gpu_bench.json (one file: the device tool returns at most eight); the table with the card's name as
+# a dated markdown section in $OUT/gpu_benchmarks.md and in docs/benchmarks.md (bench/gpu_table.py).
 # Usage: bench/gpu_check.sh [--quick] [ops] [sanitizer] [train] [bench]
 set -uo pipefail
 quick=0
@@ -44,7 +45,8 @@ step() { echo; echo "== $* ($(date +%T))"; }
 must() { "$@" || { echo "FAILED: $*"; failed=$((failed + 1)); }; }
 
 step "machine"
-nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader
+card=$(nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader | head -1)
+echo "$card"
 
 if wants ops; then
   step "ops: kelp info, every op on the GPU against the CPU backend"
@@ -106,25 +108,9 @@ if wants bench; then
       done
     done
   done
-  python3 - "$dir/bench" "$out/gpu_bench.json" <<'PY'
-import glob, json, os, sys
-rows, runs = [], {}
-for path in sorted(glob.glob(os.path.join(sys.argv[1], "*.json"))):
-    try:
-        r = json.load(open(path))
-    except ValueError:
-        continue
-    runs[os.path.basename(path)[:-5]] = r
-    train = r.get("training", {}).get("images_per_s")
-    infer = r.get("inference", {}).get("images_per_s")
-    lat = r.get("latency", {}).get("median_ms")
-    rows.append((os.path.basename(path)[:-5], train, infer, lat))
-print("%-34s %12s %12s %12s" % ("run", "train img/s", "infer img/s", "b1 ms"))
-for name, t, i, l in rows:
-    f = lambda v, p: ("%12.*f" % (p, v)) if v else "%12s" % "-"
-    print("%-34s %s %s %s" % (name, f(t, 0), f(i, 0), f(l, 2)))
-json.dump(runs, open(sys.argv[2], "w"), indent=1)
-PY
+  # the table, printed, as markdown in $OUT/gpu_benchmarks.md, and into docs/benchmarks.md (this copy's; the
+  # device returns $OUT, whose section goes into the repository's docs/benchmarks.md the same way)
+  must python3 bench/gpu_table.py "$dir/bench" "$out" --card "$card" --docs docs/benchmarks.md
 fi
 echo
 echo "gpu_check: $failed step(s) failed"

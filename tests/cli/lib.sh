@@ -19,6 +19,10 @@ run() { # run EXPECTED_STATUS ARGS... : stdout in $tmp/out, stderr in $tmp/err
   fi
 }
 
+quiet() { # quiet COMMAND...: output in $tmp/out and $tmp/err, shown (the end of stderr) only on failure
+  "$@" >"$tmp/out" 2>"$tmp/err" || { echo "$*: $(tail -5 "$tmp/err")"; return 1; }
+}
+
 contains() { grep -qF -- "$2" "$1" || { echo "'$2' not in $1: $(head -c 600 "$1")"; return 1; }; }
 
 finish() { # the summary line the test runners read, and the exit status

@@ -12,7 +12,6 @@ if [ ! -f "$src/train-images-idx3-ubyte.gz" ]; then
   exit 77
 fi
 source "$here/lib.sh"
-quiet() { "$@" >"$tmp/out" 2>"$tmp/err" || { echo "$*: $(tail -5 "$tmp/err")"; return 1; }; }
 # fails_with STATUS TEXT COMMAND...: the command exits with STATUS and its stderr contains TEXT
 fails_with() {
   local want=$1 text=$2; shift 2

@@ -11,7 +11,6 @@ if [ ! -f "$src/train-images-idx3-ubyte.gz" ]; then
   exit 77
 fi
 source "$here/lib.sh"
-quiet() { "$@" >"$tmp/out" 2>"$tmp/err" || { echo "$*: $(tail -5 "$tmp/err")"; return 1; }; }
 
 # KELP_TEST_QUICK=1 (the sanitizer run): the same steps on less data; accuracy is asserted by the normal run only
 quick=${KELP_TEST_QUICK:-0}
