@@ -46,8 +46,11 @@ static void print_cuda(void)
     kelp_cuda_version_info v;
     kelp_cuda_versions(&v);
     int count = kelp_cuda_device_count();
-    printf("cuda:       compiled in (runtime %d, driver %d, cuDNN %d, cuBLAS %d); %d device%s\n", v.runtime,
-           v.driver, v.cudnn, v.cublas, count, count == 1 ? "" : "s");
+    char nccl[32] = "not found";
+    if (v.nccl)
+        snprintf(nccl, sizeof nccl, "%d", v.nccl);
+    printf("cuda:       compiled in (runtime %d, driver %d, cuDNN %d, cuBLAS %d, NCCL %s); %d device%s\n", v.runtime,
+           v.driver, v.cudnn, v.cublas, nccl, count, count == 1 ? "" : "s");
     for (int i = 0; i < count; i++) {
         char name[256];
         kelp_cuda_device_name(i, name, sizeof name);

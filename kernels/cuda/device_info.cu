@@ -3,6 +3,7 @@
 #include <cublas_v2.h>
 #include <cuda_runtime.h>
 #include <cudnn.h>
+#include <dlfcn.h>
 #include <stdio.h>
 
 #include "kernels/cuda/device_info.h"
@@ -28,6 +29,22 @@ extern "C" int kelp_cuda_device_name(int device, char *buf, size_t len)
     return 0;
 }
 
+/* NCCL is looked up, not linked: nothing of kelp's single-GPU path needs it, so a machine without it still runs
+ * kelp, and `kelp info` says which NCCL a multi-GPU run would find (PyTorch's wheels ship one). */
+static int nccl_version(void)
+{
+    void *lib = dlopen("libnccl.so.2", RTLD_LAZY | RTLD_LOCAL);
+    if (!lib)
+        return 0;
+    int version = 0;
+    typedef int (*get_version_fn)(int *);
+    get_version_fn get = (get_version_fn)dlsym(lib, "ncclGetVersion");
+    if (!get || get(&version) != 0) /* ncclSuccess */
+        version = 0;
+    dlclose(lib);
+    return version;
+}
+
 extern "C" void kelp_cuda_versions(kelp_cuda_version_info *out)
 {
     int runtime = 0, driver = 0;
@@ -46,4 +63,5 @@ extern "C" void kelp_cuda_versions(kelp_cuda_version_info *out)
         cublas = CUBLAS_VERSION;
     }
     out->cublas = cublas;
+    out->nccl = nccl_version();
 }

@@ -10,6 +10,7 @@ extern "C" {
 
 typedef struct kelp_cuda_version_info {
     int runtime, driver, cudnn, cublas; /* as the libraries encode them, e.g. 13000, 90300 */
+    int nccl;                           /* e.g. 22703; 0 when no libnccl.so.2 can be loaded */
 } kelp_cuda_version_info;
 
 /* Number of visible devices; 0 when there is no driver or no GPU. */
