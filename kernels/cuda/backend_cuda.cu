@@ -135,6 +135,9 @@ void cuda_free_impl(cuda_impl *c, void *ptr)
 kelp_status cuda_scratch(cuda_impl *c, size_t bytes, void **out)
 {
     if (bytes > c->scratch_bytes) {
+        /* refused before the old buffer goes: the capture fails either way, and other recordings stay valid */
+        if (cuda_capturing(c))
+            return kelp_set_error(KELP_ERR_UNSUPPORTED, "cuda: the scratch buffer would grow during a capture");
         size_t grown = bytes < 2 * c->scratch_bytes ? 2 * c->scratch_bytes : bytes;
         /* Stream order makes the old buffer safe to recycle even while queued kernels still read it; a recording
          * that addresses it is stale from now on. */
@@ -350,6 +353,10 @@ static kelp_status cuda_capture_end(kelp_backend *be, void **out)
 {
     cuda_impl *c = cuda_of(be);
     cudaSetDevice(c->device); /* whatever it says, the capture must end */
+    /* The deferred label flag's copy to page-locked memory is part of the recording, so that a replay is one
+     * launch: it either queued everything or nothing, and a failed replay can be run plainly again. */
+    if (out && c->capture_checks_labels)
+        cudaMemcpyAsync(c->label_flag_host, c->label_flag, sizeof(int), cudaMemcpyDeviceToHost, c->stream);
     cudaGraph_t graph = NULL;
     cudaError_t e = cudaStreamEndCapture(c->stream, &graph);
     if (e == cudaSuccess && out && c->scratch_moves != c->capture_scratch_moves) {
@@ -360,8 +367,11 @@ static kelp_status cuda_capture_end(kelp_backend *be, void **out)
         if (graph)
             cudaGraphDestroy(graph);
         cudaGetLastError(); /* capture errors are not sticky: clear this one for the calls that follow */
-        return e == cudaSuccess ? KELP_OK
-                                : kelp_set_error(KELP_ERR_BACKEND, "cudaStreamEndCapture: %s", cudaGetErrorString(e));
+        /* discarding (out NULL) follows a failure inside the capture, which invalidated it: that failure's message
+         * is the reason worth keeping, not the invalidation's */
+        return e == cudaSuccess || !out
+                   ? KELP_OK
+                   : kelp_set_error(KELP_ERR_BACKEND, "cudaStreamEndCapture: %s", cudaGetErrorString(e));
     }
     cuda_replay *r = (cuda_replay *)calloc(1, sizeof *r);
     if (!r) {
@@ -389,11 +399,7 @@ static kelp_status cuda_replay_launch(kelp_backend *be, void *recorded)
     if (r->scratch_moves != c->scratch_moves)
         return kelp_set_error(KELP_ERR_UNSUPPORTED, "cuda: the captured graph's scratch memory has moved since");
     KELP_CUDA_TRY(cudaGraphLaunch(r->exec, c->stream));
-    if (r->checks_labels) {
-        KELP_CUDA_TRY(cudaMemcpyAsync(c->label_flag_host, c->label_flag, sizeof(int), cudaMemcpyDeviceToHost,
-                                      c->stream));
-        c->label_check_pending = true;
-    }
+    c->label_check_pending |= r->checks_labels; /* the recording copies the flag to the host (capture_end) */
     return KELP_OK;
 }
 

@@ -10,7 +10,9 @@
  * of each pass's choice is set on the descriptor before that pass runs, as cuDNN requires.
  *
  * Workspace: conv2d_workspace (the graph's planning call) chooses with a generous budget and reports the most any
- * of the three passes needs; the graph allocates the largest report of all its layers once. A layer may later run
+ * of the three passes needs (and any smaller batch of the same geometry already chosen); the graph allocates the
+ * largest report of all its layers once. A backward pass with no acceptable algorithm fails when it is called, so
+ * an inference graph is not refused for its backward. A layer may later run
  * with a smaller batch (kelp_graph_set_batch): that shape is then chosen within the workspace reported for the same
  * geometry at a batch at least as large, so it never needs more than the graph holds. A shape never planned at all
  * gets workspace-free algorithms only.
@@ -23,6 +25,7 @@
  * their products of 16-bit values are exact in fp32, so tensor cores lose nothing there, unlike TF32 on fp32 data.
  * The dtype is a field of kelp_conv_desc, which is the cache key, so each storage type has its own entry. The float
  * bias and the fused epilogue's float scale and shift are applied by our kernels on the typed y. */
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -43,6 +46,10 @@ struct cuda_conv_entry {
     cudnnConvolutionBwdFilterAlgo_t filter;
     cudnnMathType_t fwd_math, data_math, filter_math;
     size_t fwd_bytes, data_bytes, filter_bytes;
+    /* A backward pass without an algorithm fails when it is called, not when the shape is planned: an inference
+     * graph never calls it. Its status (KELP_OK: chosen) and message. */
+    kelp_status data_status, filter_status;
+    char data_why[256], filter_why[256];
 };
 
 static void destroy_descriptors(cuda_conv_entry *e)
@@ -169,11 +176,15 @@ template <typename Perf> static bool measured_memory(const Perf &p, size_t *byte
  * buffers), so a failed measurement falls back to them rather than failing the layer. */
 static bool measured(cudnnStatus_t status) { return status == CUDNN_STATUS_SUCCESS; }
 
+/* cudnnFind* allocates and waits, which a capture cannot hold (a shape is normally chosen in the plain run before
+ * any capture; this keeps a late one legal, with the heuristics) */
+static bool measuring(const cuda_impl *c) { return c->autotune && !cuda_capturing(c); }
+
 static kelp_status choose_forward(cuda_impl *c, cuda_conv_entry *e, size_t budget)
 {
     cudnnConvolutionFwdAlgoPerf_t perf[CUDNN_CONVOLUTION_FWD_ALGO_COUNT];
     int got = 0;
-    if (c->autotune && measured(cudnnFindConvolutionForwardAlgorithm(c->cudnn, e->x, e->w, e->conv, e->y,
+    if (measuring(c) && measured(cudnnFindConvolutionForwardAlgorithm(c->cudnn, e->x, e->w, e->conv, e->y,
                                                                      CUDNN_CONVOLUTION_FWD_ALGO_COUNT, &got, perf)) &&
         pick(c, &e->d, perf, got, budget, measured_memory<cudnnConvolutionFwdAlgoPerf_t>, &e->fwd, &e->fwd_math,
              &e->fwd_bytes))
@@ -194,7 +205,7 @@ static kelp_status choose_backward_data(cuda_impl *c, cuda_conv_entry *e, size_t
 {
     cudnnConvolutionBwdDataAlgoPerf_t perf[CUDNN_CONVOLUTION_BWD_DATA_ALGO_COUNT];
     int got = 0;
-    if (c->autotune &&
+    if (measuring(c) &&
         measured(cudnnFindConvolutionBackwardDataAlgorithm(c->cudnn, e->w, e->y, e->conv, e->x,
                                                            CUDNN_CONVOLUTION_BWD_DATA_ALGO_COUNT, &got, perf)) &&
         pick(c, &e->d, perf, got, budget, measured_memory<cudnnConvolutionBwdDataAlgoPerf_t>, &e->data, &e->data_math,
@@ -216,7 +227,7 @@ static kelp_status choose_backward_filter(cuda_impl *c, cuda_conv_entry *e, size
 {
     cudnnConvolutionBwdFilterAlgoPerf_t perf[CUDNN_CONVOLUTION_BWD_FILTER_ALGO_COUNT];
     int got = 0;
-    if (c->autotune &&
+    if (measuring(c) &&
         measured(cudnnFindConvolutionBackwardFilterAlgorithm(c->cudnn, e->x, e->y, e->conv, e->w,
                                                              CUDNN_CONVOLUTION_BWD_FILTER_ALGO_COUNT, &got, perf)) &&
         pick(c, &e->d, perf, got, budget, measured_memory<cudnnConvolutionBwdFilterAlgoPerf_t>, &e->filter,
@@ -266,18 +277,34 @@ static kelp_status check_desc(const kelp_conv_desc *d)
     return KELP_OK;
 }
 
+/* A backward pass's choice: kept, or its failure kept for when the pass is called. */
+static kelp_status choose_backward(cuda_impl *c, cuda_conv_entry *e, size_t budget,
+                                   kelp_status (*choose)(cuda_impl *, cuda_conv_entry *, size_t), kelp_status *status,
+                                   char *why, size_t why_len)
+{
+    KELP_CUDNN_TRY(cudnnSetConvolutionMathType(e->conv, allowed_math(c, &e->d)));
+    *status = choose(c, e, budget);
+    if (*status != KELP_OK)
+        snprintf(why, why_len, "%s", kelp_last_error());
+    return KELP_OK;
+}
+
 static kelp_status fill_entry(cuda_impl *c, cuda_conv_entry *e, size_t budget)
 {
     KELP_TRY(make_descriptors(c, e));
     /* each choice starts from the math types the backend allows: the workspace queries leave the last candidate's */
     KELP_TRY(choose_forward(c, e, budget));
-    KELP_CUDNN_TRY(cudnnSetConvolutionMathType(e->conv, allowed_math(c, &e->d)));
-    KELP_TRY(choose_backward_data(c, e, budget));
-    KELP_CUDNN_TRY(cudnnSetConvolutionMathType(e->conv, allowed_math(c, &e->d)));
-    KELP_TRY(choose_backward_filter(c, e, budget));
+    KELP_TRY(choose_backward(c, e, budget, choose_backward_data, &e->data_status, e->data_why, sizeof e->data_why));
+    KELP_TRY(choose_backward(c, e, budget, choose_backward_filter, &e->filter_status, e->filter_why,
+                             sizeof e->filter_why));
     size_t most = e->fwd_bytes > e->data_bytes ? e->fwd_bytes : e->data_bytes;
     e->workspace = most > e->filter_bytes ? most : e->filter_bytes;
     return KELP_OK;
+}
+
+static kelp_status backward_chosen(kelp_status status, const char *why)
+{
+    return status == KELP_OK ? KELP_OK : kelp_set_error(status, "%s", why);
 }
 
 static kelp_status lookup(cuda_impl *c, const kelp_conv_desc *d, bool planning, cuda_conv_entry **out)
@@ -309,13 +336,22 @@ static kelp_status lookup(cuda_impl *c, const kelp_conv_desc *d, bool planning, 
     return KELP_OK;
 }
 
+/* The most of this shape's choice and of every cached choice of the same geometry at a smaller batch: the graph
+ * may run those (kelp_graph_set_batch), and another graph on this backend may have made them, under its own
+ * budget, before this one planned. */
 kelp_status cuda_conv2d_workspace(kelp_backend *be, const kelp_conv_desc *d, size_t *out)
 {
     cuda_impl *c;
     cuda_conv_entry *e;
     KELP_TRY(cuda_enter(be, &c));
     KELP_TRY(lookup(c, d, true, &e));
-    *out = e->workspace;
+    size_t most = e->workspace;
+    for (int i = 0; i < c->n_conv; i++) {
+        const cuda_conv_entry *s = &c->conv_cache[i];
+        if (s->d.n <= d->n && same_geometry(&s->d, d) && s->workspace > most)
+            most = s->workspace;
+    }
+    *out = most;
     return KELP_OK;
 }
 
@@ -362,6 +398,7 @@ kelp_status cuda_conv2d_backward_data(kelp_backend *be, const kelp_conv_desc *d,
     cuda_conv_entry *e;
     KELP_TRY(cuda_enter(be, &c));
     KELP_TRY(lookup(c, d, false, &e));
+    KELP_TRY(backward_chosen(e->data_status, e->data_why));
     KELP_TRY(need_workspace(e->data_bytes, workspace, "backward data"));
     const float one = 1.0f;
     KELP_CUDNN_TRY(cudnnSetConvolutionMathType(e->conv, e->data_math));
@@ -378,6 +415,7 @@ kelp_status cuda_conv2d_backward_filter(kelp_backend *be, const kelp_conv_desc *
     cuda_conv_entry *e;
     KELP_TRY(cuda_enter(be, &c));
     KELP_TRY(lookup(c, d, false, &e)); /* before touching db: a failure leaves both gradients as they were */
+    KELP_TRY(backward_chosen(e->filter_status, e->filter_why));
     KELP_TRY(need_workspace(e->filter_bytes, workspace, "backward filter"));
     if (db)
         KELP_TRY(cuda_bias_backward(be, d->dtype, (int64_t)d->n * d->oh * d->ow, d->k, dy, db));

@@ -65,12 +65,12 @@ typedef struct cuda_impl {
     void *cublas_workspace;
     void *host_pinned; /* small page-locked buffer for scalars read back by the host */
     /* The loss's label check inside a recording (cuda_loss_optim.cu), where it may not wait: the loss raises
-     * `label_flag` on the device, each replay of a recording that holds it queues a copy into `label_flag_host`,
-     * and the next wait (download, synchronize) reads it and fails (cuda_deferred_check). */
+     * `label_flag` on the device, a recording that holds it ends with its copy into `label_flag_host` (so each
+     * replay brings it back), and the next wait (download, synchronize) reads it and fails (cuda_deferred_check). */
     int *label_flag;
     int *label_flag_host;
     bool capture_checks_labels;  /* the capture in progress holds a deferred label check */
-    bool label_check_pending;    /* a replay queued the flag's copy; not read yet */
+    bool label_check_pending;    /* a replay copied the flag; not read yet */
     int label_classes, label_ignore_index; /* for the message */
     cuda_conv_entry *conv_cache;
     int n_conv, cap_conv;

@@ -33,7 +33,8 @@ static kelp_status create_staging(cuda_impl *c)
     cudaStream_t stream = NULL;
     cudaError_t e = cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking);
     for (int i = 0; e == cudaSuccess && i < 2 * CUDA_PREP_SLOTS; i++)
-        e = cudaEventCreateWithFlags(&events[i], cudaEventDisableTiming);
+        /* blocking: the host waits on these while the loader's threads want the cores, so it sleeps, not spins */
+        e = cudaEventCreateWithFlags(&events[i], cudaEventDisableTiming | cudaEventBlockingSync);
     if (e != cudaSuccess) {
         for (int i = 0; i < 2 * CUDA_PREP_SLOTS; i++)
             if (events[i])

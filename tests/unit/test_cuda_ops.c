@@ -353,6 +353,20 @@ static void test_conv_smaller_batch_fits_plan(void **state)
     check_conv(&run, ws, 300, "batch 3 of a batch-4 plan");
 }
 
+/* Two graphs on one backend: one planned batch 2 of a geometry first, then another plans batch 6 of it and may
+ * run batch 2 with the first one's choice, so its workspace covers that choice too, and batch 2 runs in it. */
+static void test_conv_workspace_covers_smaller_choices(void **state)
+{
+    (void)state;
+    kelp_conv_desc small = conv_desc(2, 28, 28, 16, 24, 5, 5, 1, 2, 1, 1), large = small;
+    large.n = 6;
+    size_t ws_small = 0, ws_large = 0;
+    TEST_OK(gpu->iface->conv2d_workspace(gpu, &small, &ws_small));
+    TEST_OK(gpu->iface->conv2d_workspace(gpu, &large, &ws_large));
+    assert_true(ws_large >= ws_small);
+    check_conv(&small, ws_large, 310, "batch 2 in the workspace of a batch-6 plan made after it");
+}
+
 /* ---- bias, batch norm ---- */
 
 static void test_bias(void **state)
@@ -1680,6 +1694,7 @@ int main(void)
         cmocka_unit_test(test_conv_tf32_autotuned),
         cmocka_unit_test(test_conv_fused),
         cmocka_unit_test(test_conv_smaller_batch_fits_plan),
+        cmocka_unit_test(test_conv_workspace_covers_smaller_choices),
         cmocka_unit_test(test_bias),
         cmocka_unit_test(test_batchnorm),
         cmocka_unit_test(test_batchnorm_cudnn_and_measured),
