@@ -35,7 +35,7 @@ void kelp_cpu_activation_forward(int threads, kelp_act_kind kind, float alpha, i
 }
 
 /* One block of the backward. restrict (dx overlaps nothing the loop reads) and -fno-trapping-math (CMakeLists.txt:
- * relu's dy * 0 may be computed for every element and selected, rather than branched around) let the compiler
+ * both sides of a select may be computed for every element, rather than branched around) let the compiler
  * vectorize it; without them the loop stayed scalar with a branch per element, and ReLU's backward took up to 10
  * times its forward. Compiled for AVX-512, AVX2 and the baseline (simd.h). The arithmetic is the per-element
  * function's, so every backend and clone computes the same values. */
@@ -45,7 +45,7 @@ static void activation_backward_block(kelp_act_kind kind, float alpha, int64_t n
 {
 #define BACKWARD_LOOP(KIND)                                                                                      \
     for (int64_t i = 0; i < n; i++)                                                                              \
-        dx[i] += dy[i] * kelp_act_derivative(KIND, alpha, x[i], y[i])
+        dx[i] += kelp_act_grad(KIND, alpha, x[i], y[i], dy[i])
     ACTIVATION_CASES(BACKWARD_LOOP)
 #undef BACKWARD_LOOP
 }

@@ -19,11 +19,7 @@ template <typename T>
 __global__ void act_backward_kernel(kelp_act_kind kind, float alpha, int64_t n, const T *x, const T *y, const T *dy,
                                     T *dx)
 {
-    GRID_STRIDE(i, n)
-    {
-        float derivative = kelp_act_derivative(kind, alpha, load(x, i), load(y, i));
-        store(dx, i, load(dx, i) + load(dy, i) * derivative);
-    }
+    GRID_STRIDE(i, n) store(dx, i, load(dx, i) + kelp_act_grad(kind, alpha, load(x, i), load(y, i), load(dy, i)));
 }
 
 template <typename T> __global__ void add_kernel(int64_t n, const T *a, const T *b, T *y)

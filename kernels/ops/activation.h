@@ -47,4 +47,16 @@ KELP_HD float kelp_act_derivative(kelp_act_kind kind, float alpha, float x, floa
     return 1.0f;
 }
 
+/* What backward adds to dx: dy times the derivative, except that where ReLU and ReLU6 pass no gradient they add
+ * 0 whatever dy holds (an infinite or NaN dy included), as PyTorch's threshold_backward and hardtanh_backward
+ * select rather than multiply. */
+KELP_HD float kelp_act_grad(kelp_act_kind kind, float alpha, float x, float y, float dy)
+{
+    switch (kind) {
+    case KELP_ACT_RELU: return x <= 0.0f ? 0.0f : dy;
+    case KELP_ACT_RELU6: return x <= 0.0f || x >= 6.0f ? 0.0f : dy;
+    default: return dy * kelp_act_derivative(kind, alpha, x, y);
+    }
+}
+
 #endif

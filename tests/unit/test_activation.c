@@ -136,7 +136,8 @@ static void test_relu6_values_and_kinks(void **state)
 }
 
 /* PyTorch's nn.ReLU: NaN propagates forward (torch.relu(nan) is nan) and its gradient passes backward
- * (threshold_backward zeroes it only where x <= 0); -0 and 0 give 0 and no gradient. A ReLU fused into an inference
+ * (threshold_backward zeroes it only where x <= 0); -0 and 0 give 0 and no gradient; where no gradient passes, an
+ * infinite or NaN incoming gradient adds 0 (a select, not dy * 0), in ReLU6 too. A ReLU fused into an inference
  * convolution's epilogue (scalar and 16-lane forms) treats NaN the same way. */
 static void test_relu_propagates_nan(void **state)
 {
@@ -158,6 +159,14 @@ static void test_relu_propagates_nan(void **state)
     TEST_OK(t.type->backward(&t.io));
     for (int i = 0; i < 5; i++)
         assert_float_equal(test_f32(&t.din[0])[i], want_dx[i], 0.0f);
+    const float blocked[3] = {INFINITY, -INFINITY, NAN}; /* at x = -3 */
+    for (int i = 0; i < 3; i++) {
+        test_f32(&t.dout)[3] = blocked[i];
+        test_f32(&t.din[0])[3] = 0.0f;
+        TEST_OK(t.type->backward(&t.io));
+        assert_true(test_f32(&t.din[0])[3] == 0.0f);
+        assert_true(kelp_act_grad(KELP_ACT_RELU6, 0.0f, 7.0f, 6.0f, blocked[i]) == 0.0f);
+    }
     test_layer_teardown(&t);
 
     kelp_conv_epilogue ep = {.clamp = KELP_CLAMP_RELU};
@@ -172,8 +181,8 @@ static void test_relu_propagates_nan(void **state)
 }
 
 /* The CPU backward runs vector clones (AVX-512, AVX2, SSE) over a slice per thread and a remainder loop: in every
- * lane it must compute exactly dx + dy * derivative(x, y) of the per-element function, kinks, signed zeros, NaN and
- * infinities included (dy * 0 is NaN for an infinite dy, as in the scalar form). Sizes: vectors plus a remainder,
+ * lane it must compute exactly dx + kelp_act_grad(x, y, dy) of the per-element function, kinks, signed zeros, NaN
+ * and infinities included. Sizes: vectors plus a remainder,
  * and slices for 2 threads past the parallel threshold. */
 static void test_backward_every_lane_matches_per_element_math(void **state)
 {
@@ -197,7 +206,7 @@ static void test_backward_every_lane_matches_per_element_math(void **state)
             for (int64_t i = 0; i < n; i++) {
                 dy[i] = dys[i % (int64_t)(sizeof dys / sizeof dys[0])];
                 dx[i] = 0.125f * (float)(i % 5) - 0.25f;
-                want[i] = dx[i] + dy[i] * kelp_act_derivative(cases[k].kind, (float)cases[k].alpha, x[i], y[i]);
+                want[i] = dx[i] + kelp_act_grad(cases[k].kind, (float)cases[k].alpha, x[i], y[i], dy[i]);
             }
             TEST_OK(t.type->backward(&t.io));
             for (int64_t i = 0; i < n; i++)
