@@ -353,16 +353,28 @@ kelp_status kelp_optimizer_set_step_count(kelp_optimizer *opt, int64_t steps)
 
 /* ---- gradient clipping ---- */
 
+kelp_status kelp_grads_sum_squares(kelp_backend *be, const float *grads, int64_t n, const kelp_param_segment *segments,
+                                   int n_segments, double *acc)
+{
+    kelp_param_segment whole;
+    const kelp_param_segment *segs;
+    int count;
+    KELP_TRY(resolve_segments("sum of squares", segments, n_segments, n, &whole, &segs, &count));
+    for (int i = 0; i < count; i++)
+        if (segs[i].count)
+            KELP_TRY(be->iface->sum_squares(be, segs[i].count, grads + segs[i].offset, acc));
+    return KELP_OK;
+}
+
 /* Over the segments, in double, brought back to the host (one wait). */
-static kelp_status sum_squares(kelp_backend *be, const float *grads, const kelp_param_segment *segs, int count,
-                               double *out)
+static kelp_status sum_squares(kelp_backend *be, const float *grads, int64_t n, const kelp_param_segment *segs,
+                               int count, double *out)
 {
     double *acc;
     KELP_TRY(be->iface->alloc(be, sizeof *acc, (void **)&acc));
     kelp_status s = be->iface->memset(be, acc, 0, sizeof *acc);
-    for (int i = 0; i < count && s == KELP_OK; i++)
-        if (segs[i].count)
-            s = be->iface->sum_squares(be, segs[i].count, grads + segs[i].offset, acc);
+    if (s == KELP_OK)
+        s = kelp_grads_sum_squares(be, grads, n, segs, count, acc);
     if (s == KELP_OK)
         s = be->iface->download(be, out, acc, sizeof *out);
     be->iface->free(be, acc);
@@ -398,7 +410,7 @@ kelp_status kelp_clip_grad_norm(kelp_backend *be, float *grads, int64_t n, const
     int count;
     KELP_TRY(resolve_segments("clip_grad_norm", segments, n_segments, n, &whole, &segs, &count));
     double sum;
-    kelp_status s = sum_squares(be, grads, segs, count, &sum);
+    kelp_status s = sum_squares(be, grads, n, segs, count, &sum);
     if (s != KELP_OK)
         return kelp_wrap_error(s, "clip_grad_norm: ");
     double total = sqrt(sum);
@@ -426,7 +438,7 @@ kelp_status kelp_unscale_grads(kelp_backend *be, float *grads, int64_t n, const 
     KELP_TRY(resolve_segments("unscale", segments, n_segments, n, &whole, &segs, &count));
     /* the squares of float values cannot overflow a double sum: it is finite exactly when every gradient is */
     double sum;
-    kelp_status s = sum_squares(be, grads, segs, count, &sum);
+    kelp_status s = sum_squares(be, grads, n, segs, count, &sum);
     if (s != KELP_OK)
         return kelp_wrap_error(s, "unscale: ");
     *finite = isfinite(sum);

@@ -90,6 +90,11 @@ kelp_status kelp_optimizer_state(kelp_optimizer *opt, int index, const char **na
 int64_t kelp_optimizer_step_count(const kelp_optimizer *opt);
 kelp_status kelp_optimizer_set_step_count(kelp_optimizer *opt, int64_t steps);
 
+/* *acc (a double in backend memory) += the sum of squares of grads (n) over the segments (NULL: the whole buffer),
+ * queued without a wait. */
+kelp_status kelp_grads_sum_squares(kelp_backend *be, const float *grads, int64_t n, const kelp_param_segment *segments,
+                                   int n_segments, double *acc);
+
 /* torch.nn.utils.clip_grad_norm_ over the segments of grads (n) (NULL segments: the whole buffer): total =
  * sqrt(sum g^2), and when max_norm / (total + 1e-6) < 1 every gradient in the segments is scaled by it. The total
  * norm before clipping goes to *total_norm, also when it is not finite: then the result is KELP_ERR_NUMERIC and

@@ -77,14 +77,9 @@ static kelp_status queue_update(void *ctx)
     float *params = kelp_graph_params(t->g)->data;
     const float *grads = kelp_graph_grads(t->g)->data;
     const kelp_train_step_config *c = &t->config;
-    if (c->loss_scale || c->clip_norm > 0) {
-        kelp_param_segment whole = {0, kelp_shape_numel(&kelp_graph_params(t->g)->shape)};
-        const kelp_param_segment *segs = c->segments ? c->segments : &whole;
-        int count = c->segments ? c->n_segments : 1;
-        for (int i = 0; i < count; i++)
-            if (segs[i].count)
-                KELP_TRY(be->iface->sum_squares(be, segs[i].count, grads + segs[i].offset, &t->ctl->sum_sq));
-    }
+    if (c->loss_scale || c->clip_norm > 0)
+        KELP_TRY(kelp_grads_sum_squares(be, grads, kelp_shape_numel(&kelp_graph_params(t->g)->shape), c->segments,
+                                        c->n_segments, &t->ctl->sum_sq));
     KELP_TRY(be->iface->step_check(be, kelp_graph_loss_value(t->g), t->ctl));
     return kelp_optimizer_queue(t->opt, t->ctl, params, grads, c->segments, c->n_segments);
 }
